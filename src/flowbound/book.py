@@ -1,0 +1,174 @@
+"""Build the book: run each chapter through papermill, then Jupyter Book.
+
+``build_book(profile)`` converts every chapter ``book/<name>.md`` listed in
+``_toc.yml`` as ``book/_executed/<name>`` to a notebook (jupytext), executes
+it with the profile injected as a papermill parameter, and builds the HTML
+with notebook execution off and warnings as errors. Figures are saved to
+``<output>/_build/figures``. MathJax is installed from npm when missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .profiles import load_profile
+
+__all__ = [
+    "EXECUTED",
+    "BookError",
+    "build_book",
+    "ensure_mathjax",
+    "execute_chapter",
+    "toc_chapters",
+]
+
+#: Where executed chapters go, relative to the book root (not under _build/,
+#: which Sphinx excludes).
+EXECUTED = Path("book/_executed")
+_MATHJAX_VERSION = "3"
+
+
+class BookError(RuntimeError):
+    """A chapter failed to execute or the book failed to build."""
+
+
+def _files(node: object) -> list[str]:
+    out: list[str] = []
+    if isinstance(node, dict):
+        if "file" in node:
+            out.append(str(node["file"]))
+        for value in node.values():
+            out.extend(_files(value))
+    elif isinstance(node, list):
+        for item in node:
+            out.extend(_files(item))
+    return out
+
+
+def toc_chapters(root: Path) -> list[str]:
+    """Names of the executed chapters, in ``_toc.yml`` order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    prefix = EXECUTED.as_posix() + "/"
+    return [f[len(prefix) :] for f in _files(toc) if f.startswith(prefix)]
+
+
+def ensure_mathjax(root: Path) -> Path:
+    """Install MathJax 3 into ``.mathjax`` (npm) and lay out ``.mathjax/static/mathjax``."""
+    static = root / ".mathjax" / "static" / "mathjax"
+    if (static / "tex-chtml.js").exists():
+        return static
+    es5 = root / ".mathjax" / "node_modules" / "mathjax" / "es5"
+    if not (es5 / "tex-chtml.js").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise BookError(
+                "MathJax is missing and npm is not installed: install Node.js/npm, "
+                "or run `npm install --prefix .mathjax mathjax@3` yourself"
+            )
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(root / ".mathjax"),
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                f"mathjax@{_MATHJAX_VERSION}",
+            ],
+            check=True,
+        )
+    tmp = static.with_name(".mathjax.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(es5, tmp)
+    tmp.rename(static)
+    return static
+
+
+def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = True) -> Path:
+    """Execute ``book/<name>.md`` with ``profile`` into ``book/_executed/<name>.ipynb``.
+
+    The notebook is written under a temporary name and renamed when the run
+    succeeds, so an interrupted run never leaves a half-executed chapter in
+    place; a failed one is kept as ``<name>.failed.ipynb`` for inspection.
+    """
+    import jupytext
+    import papermill
+
+    src = root / "book" / f"{name}.md"
+    out_dir = root / EXECUTED
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source_nb = out_dir / f".{name}.source.ipynb"
+    running = out_dir / f".{name}.running.ipynb"
+    jupytext.write(jupytext.read(src), source_nb)
+    try:
+        papermill.execute_notebook(
+            str(source_nb),
+            str(running),
+            parameters={"profile": profile},
+            kernel_name="python3",
+            cwd=str(root),
+            progress_bar=progress,
+        )
+    except papermill.PapermillExecutionError as exc:
+        failed = out_dir / f"{name}.failed.ipynb"
+        running.replace(failed)
+        raise BookError(
+            f"chapter {name} failed in cell {exc.exec_count}: {exc.ename}: "
+            f"{exc.evalue} (executed notebook kept at {failed})"
+        ) from exc
+    finally:
+        source_nb.unlink(missing_ok=True)
+    final = out_dir / f"{name}.ipynb"
+    running.replace(final)
+    (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
+    return final
+
+
+def _jupyter_book() -> list[str]:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    return [str(exe)] if exe.exists() else ["jupyter-book"]
+
+
+def build_book(profile: str, *, root: str | Path = ".", output: str | Path | None = None) -> Path:
+    """Execute every chapter with ``profile`` and build the HTML site; return its folder.
+
+    ``output`` defaults to ``root`` for ``paper`` (site in ``_build/html``)
+    and to ``root/_build/<profile>`` otherwise, so a smoke build never
+    overwrites the full one.
+    """
+    load_profile(profile)  # validates the name
+    root = Path(root).resolve()
+    if not (root / "_toc.yml").exists():
+        raise BookError(f"{root} has no _toc.yml: run from the repository root or pass --root")
+    out = (
+        Path(output).resolve()
+        if output
+        else (root if profile == "paper" else root / "_build" / profile)
+    )
+    os.environ["FLOWBOUND_FIGURES"] = str(out / "_build" / "figures")
+    ensure_mathjax(root)
+    chapters = toc_chapters(root)
+    for k, name in enumerate(chapters, 1):
+        start = time.perf_counter()
+        print(f"[{k}/{len(chapters)}] executing {name} ({profile})", flush=True)
+        execute_chapter(root, name, profile)
+        print(
+            f"[{k}/{len(chapters)}] {name} done in {time.perf_counter() - start:.1f} s", flush=True
+        )
+    cmd = [*_jupyter_book(), "build", str(root), "-W", "-n", "--keep-going"]
+    if out != root:
+        cmd += ["--path-output", str(out)]
+    print("building HTML:", " ".join(cmd), flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise BookError("jupyter-book build failed (warnings are errors); see the log above")
+    html = out / "_build" / "html"
+    print(f"book built: {html / 'index.html'}", flush=True)
+    return html

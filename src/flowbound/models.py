@@ -1,0 +1,304 @@
+"""One-hidden-layer and linear networks, the variant registry, cached training.
+
+The paper's networks have no biases: f(x) = V relu(W x) (Section 3.1) and
+f(x) = V x (appendix 6.4). Every bound in the paper (Theorems 1-2, the SDP
+of Section 4.1) is derived for that form, so the models here have none.
+
+Used in: every chapter that trains or evaluates a network.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .cache import cached
+from .data import load_mnist
+from .device import default_device
+from .profiles import load_profile
+
+__all__ = [
+    "VARIANTS",
+    "Linear",
+    "OneHidden",
+    "TrainedModel",
+    "Variant",
+    "accuracy",
+    "binary_head",
+    "binary_heads",
+    "fit",
+    "get_model",
+    "register",
+]
+
+#: Bump when the training code changes in a way that changes the weights.
+TRAIN_CODE_VERSION = 1
+
+
+class OneHidden(nn.Module):
+    """f(x) = V relu(W x): W is (hidden, d), V is (classes, hidden); no biases."""
+
+    def __init__(self, d: int = 784, hidden: int = 512, classes: int = 10) -> None:
+        super().__init__()
+        self.W = nn.Linear(d, hidden, bias=False)
+        self.V = nn.Linear(hidden, classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (B, classes) for images (B, H, W) or vectors (B, d)."""
+        return self.V(torch.relu(self.W(x.flatten(1))))
+
+
+class Linear(nn.Module):
+    """f(x) = V x: V is (classes, d); no bias (appendix 6.4)."""
+
+    def __init__(self, d: int = 784, classes: int = 10) -> None:
+        super().__init__()
+        self.V = nn.Linear(d, classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (B, classes) for images (B, H, W) or vectors (B, d)."""
+        return self.V(x.flatten(1))
+
+
+def binary_head(model: nn.Module, i: int, j: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The binary network f = (V_i - V_j)^T relu(W x) of classes i (+) and j (-).
+
+    Returns a callable mapping (B, H, W) images to (B,) scores f_i - f_j
+    (READING-NOTES 15).
+    """
+    if i == j:
+        raise ValueError(f"a binary head needs two different classes, got i = j = {i}")
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        return out[:, i] - out[:, j]
+
+    return f
+
+
+def binary_heads(
+    model: nn.Module, i: torch.Tensor, j: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-image binary networks f_b = (V_{i_b} - V_{j_b})^T relu(W x), b < B.
+
+    The callable maps (m * B, H, W) images to (m * B,) scores; row k * B + b
+    is scored with image b's pair, so a batch repeated m times (as the
+    midpoint rule does) keeps each image's classes.
+    """
+    if i.shape != j.shape or i.dim() != 1:
+        raise ValueError(f"i and j must be equal-length 1-D tensors, got {i.shape}, {j.shape}")
+    if bool((i == j).any()):
+        raise ValueError("a binary head needs two different classes for every image")
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        if len(x) % len(i):
+            raise ValueError(f"batch of {len(x)} is not a multiple of {len(i)} images")
+        out = model(x)
+        row = torch.arange(len(x), device=out.device)
+        image = row % len(i)
+        return out[row, i.to(out.device)[image]] - out[row, j.to(out.device)[image]]
+
+    return f
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named way of obtaining a network (the paper's f_nt, f_rd, ...).
+
+    ``loss`` is the training objective ``loss(model, x, y)``; None means the
+    network is used as initialised (f_rd). Bump ``version`` when it changes.
+    """
+
+    name: str
+    description: str
+    arch: str = "one_hidden"
+    loss: LossFn | None = None
+    version: int = 1
+
+
+#: The registry of training variants, by name.
+VARIANTS: dict[str, Variant] = {}
+
+
+def register(variant: Variant) -> Variant:
+    """Add a variant to :data:`VARIANTS` (names are unique)."""
+    if variant.name in VARIANTS:
+        raise ValueError(f"variant {variant.name!r} is already registered")
+    VARIANTS[variant.name] = variant
+    return variant
+
+
+def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+register(Variant("rd", "randomly initialised, not trained (f_rd, Section 3.2)"))
+register(Variant("nt", "normally trained with cross-entropy (f_nt)", loss=_cross_entropy))
+
+
+class TrainedModel(NamedTuple):
+    """A network with where it came from."""
+
+    model: nn.Module
+    variant: str
+    config: dict[str, Any]
+    test_accuracy: float
+    train_seconds: float
+    from_cache: bool
+
+
+def _build(arch: str, hidden: int, seed: int) -> nn.Module:
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        if arch == "one_hidden":
+            return OneHidden(784, hidden, 10)
+        if arch == "linear":
+            return Linear(784, 10)
+        raise ValueError(f"unknown architecture {arch!r}")
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+    """Fraction of ``x`` classified as ``y``."""
+    dev = next(model.parameters()).device
+    correct = 0
+    for k in range(0, len(x), batch_size):
+        pred = model(x[k : k + batch_size].to(dev)).argmax(1).cpu()
+        correct += int((pred == y[k : k + batch_size]).sum())
+    return correct / len(x)
+
+
+def fit(
+    model: nn.Module,
+    loss: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    desc: str = "train",
+    progress: bool = True,
+) -> nn.Module:
+    """Minimise ``loss`` with Adam over shuffled mini-batches; in place, returns ``model``."""
+    dev = next(model.parameters()).device
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for k in range(0, len(x), batch_size):
+            idx = order[k : k + batch_size]
+            value = loss(model, x[idx].to(dev), y[idx].to(dev))
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.4f}", refresh=False)
+    bar.close()
+    model.eval()
+    return model
+
+
+def _model_config(v: Variant, hidden: int, profile: dict[str, Any]) -> dict[str, Any]:
+    train = profile["train"]
+    config: dict[str, Any] = {
+        "variant": v.name,
+        "variant_version": v.version,
+        "arch": v.arch,
+        "hidden": hidden if v.arch == "one_hidden" else None,
+        "seed": train["seed"],
+        "eval": profile["eval"],
+        "code": TRAIN_CODE_VERSION,
+    }
+    if v.loss is not None:
+        config["train"] = train
+    return config
+
+
+def get_model(
+    variant: str,
+    profile: str | dict[str, Any],
+    *,
+    section: int = 4,
+    progress: bool = True,
+) -> TrainedModel:
+    """The network of ``variant`` under ``profile``, trained once and then cached.
+
+    Parameters
+    ----------
+    variant : a name in :data:`VARIANTS` (``"nt"``, ``"rd"``, ...).
+    profile : a profile name or dict (see :mod:`flowbound.profiles`).
+    section : 3 or 4, picking the paper's hidden width for that section
+        (512 and 500 in the ``paper`` profile; READING-NOTES 16).
+
+    The cache key is the full configuration; a missing, truncated or altered
+    cache file is retrained. The test accuracy is stored beside the weights.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if section not in (3, 4):
+        raise ValueError(f"section must be 3 or 4, got {section!r}")
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    v = VARIANTS[variant]
+    hidden = prof["hidden"][f"section{section}"]
+    config = _model_config(v, hidden, prof)
+    fresh = []
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        fresh.append(True)
+        train = prof["train"]
+        model = _build(v.arch, hidden, train["seed"]).to(default_device())
+        start = time.perf_counter()
+        if v.loss is not None:
+            x, y = _subset(*load_mnist("train"), train["train_subset"])
+            fit(
+                model,
+                v.loss,
+                x,
+                y,
+                epochs=train["epochs"],
+                batch_size=train["batch_size"],
+                lr=train["lr"],
+                seed=train["seed"],
+                desc=f"{v.name} ({prof['name']})",
+                progress=progress,
+            )
+        seconds = time.perf_counter() - start
+        xt, yt = _subset(*load_mnist("test"), prof["eval"]["test_subset"])
+        meta = {
+            "test_accuracy": accuracy(model, xt, yt),
+            "train_seconds": seconds,
+            "device": str(default_device()),
+        }
+        state = {k: t.detach().cpu() for k, t in model.state_dict().items()}
+        return state, meta
+
+    state, meta = cached("models", config, compute)
+    model = _build(v.arch, hidden, 0)
+    model.load_state_dict(state)
+    model.eval()
+    model.to(default_device())
+    return TrainedModel(
+        model, variant, config, meta["test_accuracy"], meta["train_seconds"], not fresh
+    )

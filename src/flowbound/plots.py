@@ -1,0 +1,132 @@
+"""One function per figure: draws from experiment data, returns the Figure.
+
+:func:`save_figure` writes ``<figures dir>/<name>.png`` and ``.pdf``, where
+the folder is ``$FLOWBOUND_FIGURES`` or ``_build/figures``. Figures are
+plain :class:`matplotlib.figure.Figure` objects (no pyplot state), so they
+display only where a chapter shows or glues them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = [
+    "figures_dir",
+    "plot_jacobians_at_zero",
+    "plot_lambda_map",
+    "plot_midpoint_convergence",
+    "plot_warp_demo",
+    "save_figure",
+    "table_midpoint",
+]
+
+
+def figures_dir() -> Path:
+    """Where figures are saved: ``$FLOWBOUND_FIGURES`` or ``_build/figures``."""
+    return Path(os.environ.get("FLOWBOUND_FIGURES", "_build/figures"))
+
+
+def save_figure(fig: Figure, name: str) -> Path:
+    """Save ``fig`` as ``<figures dir>/<name>.png`` (and ``.pdf``); return the PNG path."""
+    folder = figures_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / f"{name}.png"
+    fig.savefig(png, dpi=150, bbox_inches="tight")
+    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight")
+    return png
+
+
+def _image(ax: Axes, img: np.ndarray, title: str, **kw: Any) -> None:
+    ax.imshow(img, cmap=kw.pop("cmap", "gray"), **kw)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _quiver(ax: Axes, du: np.ndarray, dv: np.ndarray, title: str, step: int = 2) -> None:
+    side = du.shape[0]
+    rows, cols = np.mgrid[0:side:step, 0:side:step]
+    ax.quiver(
+        cols,
+        rows,
+        du[::step, ::step],
+        dv[::step, ::step],
+        angles="xy",
+        scale_units="xy",
+        scale=0.25,
+        width=0.005,
+    )
+    ax.set_xlim(-1, side)
+    ax.set_ylim(side, -1)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_warp_demo(d: dict[str, Any]) -> Figure:
+    """Digit, its (du, dv) flow as arrows (x4), the warped digit, and the tied warp."""
+    fig = Figure(figsize=(10, 2.8))
+    axes = fig.subplots(1, 4)
+    _image(axes[0], d["image"], f"benign x (label {d['label']})", vmin=0, vmax=1)
+    _quiver(axes[1], d["flow"][0], d["flow"][1], "flow (du, dv), arrows x4")
+    _image(axes[2], d["warped"], f"g(r; x), l_diff = {d['l_diff']:.2f}", vmin=0, vmax=1)
+    _image(axes[3], d["warped_tied"], f"tied flow, l_diff = {d['l_diff_tied']:.2f}", vmin=0, vmax=1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lambda_map(d: dict[str, Any]) -> Figure:
+    """lambda_i over the image grid (Prop. 2): the box half-widths per unit eps."""
+    fig = Figure(figsize=(3.6, 3.0))
+    ax = fig.subplots()
+    im = ax.imshow(d["lambda_map"], cmap="viridis")
+    fig.colorbar(im, ax=ax, label=r"$\lambda_i$")
+    ax.set_title(rf"$\lambda$ on {d['side']}x{d['side']}", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_jacobians_at_zero(d: dict[str, Any]) -> Figure:
+    """Dg(0; x) as printed (equal to x) beside the exact derivative."""
+    fig = Figure(figsize=(7.5, 2.6))
+    axes = fig.subplots(1, 3)
+    lim = float(np.abs(d["true"]).max())
+    _image(axes[0], d["image"], "x", vmin=0, vmax=1)
+    _image(axes[1], d["paper"], "Dg(0; x) as printed", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    _image(axes[2], d["true"], "exact Dg(0; x)", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.tight_layout()
+    return fig
+
+
+def plot_midpoint_convergence(d: dict[str, Any]) -> Figure:
+    """Mean |midpoint estimate - exact l_adv| against n, both Jacobians, log-log."""
+    fig = Figure(figsize=(4.8, 3.4))
+    ax = fig.subplots()
+    ax.loglog(d["n"], d["abs_err_true"], "o-", label="exact Jacobian")
+    ax.loglog(d["n"], d["abs_err_paper"], "s--", label="Dg as printed")
+    ax.axhline(d["mean_abs_exact"], color="gray", lw=0.8, ls=":", label=r"mean $|\ell_{adv}|$")
+    ax.set_xlabel("midpoint intervals n")
+    ax.set_ylabel(r"mean |estimate $-\ \ell_{adv}$|")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def table_midpoint(d: dict[str, Any]) -> str:
+    """Markdown table of the midpoint errors (the data of plot_midpoint_convergence)."""
+    lines = [
+        "| n | mean error, exact Jacobian | mean error, Dg as printed |",
+        "|---:|---:|---:|",
+    ]
+    for n, t, p in zip(d["n"], d["abs_err_true"], d["abs_err_paper"], strict=True):
+        lines.append(f"| {int(n)} | {t:.2e} | {p:.2e} |")
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Bilinear flow warp g(r; x) (Eq. 1) and its Jacobians (Section 2.2).
+
+Conventions (READING-NOTES 1-2): pixel i sits at column u_i and row v_i; the
+flow r_i = (du_i, dv_i) points from the adversarial image to the benign one,
+so the warped pixel samples x at (u_i + du_i, v_i + dv_i) (a backward map).
+Samples outside the image read 0. A flow has shape (B, 2, H, W) holding
+(du, dv), or (B, H, W) for the tied flow du = dv = r used in Sections 2-4.
+
+Used in: Background, and every attack and bound built on g.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["jacobian_paper", "jacobian_true", "split_flow", "warp"]
+
+
+def split_flow(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (du, dv), each (B, H, W), from a tied (B, H, W) or full (B, 2, H, W) flow."""
+    if x.dim() != 3:
+        raise ValueError(f"x must have shape (B, H, W), got {tuple(x.shape)}")
+    b, h, w = x.shape
+    if flow.shape == (b, h, w):
+        return flow, flow
+    if flow.shape == (b, 2, h, w):
+        return flow[:, 0], flow[:, 1]
+    raise ValueError(
+        f"flow must have shape {(b, h, w)} (tied) or {(b, 2, h, w)} (du, dv), "
+        f"got {tuple(flow.shape)}"
+    )
+
+
+def _corners(x: torch.Tensor, du: torch.Tensor, dv: torch.Tensor):
+    """The four neighbours of each sample point and the fractional offsets.
+
+    Returns x00, x01, x10, x11 (row offset first, column offset second) and
+    a, b in [0, 1): the column and row fractions of the sample point.
+    """
+    _, h, w = x.shape
+    cols = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, w)
+    rows = torch.arange(h, dtype=x.dtype, device=x.device).view(1, h, 1)
+    pu, pv = cols + du, rows + dv
+    u0, v0 = torch.floor(pu), torch.floor(pv)
+    a, b = pu - u0, pv - v0
+    u0, v0 = u0.long(), v0.long()
+    flat = x.reshape(x.shape[0], -1)
+
+    def read(vv: torch.Tensor, uu: torch.Tensor) -> torch.Tensor:
+        inside = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
+        idx = (vv.clamp(0, h - 1) * w + uu.clamp(0, w - 1)).reshape(x.shape[0], -1)
+        vals = torch.gather(flat, 1, idx).reshape(x.shape)
+        return torch.where(inside, vals, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    return read(v0, u0), read(v0, u0 + 1), read(v0 + 1, u0), read(v0 + 1, u0 + 1), a, b
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Spatially transformed images g(r; x) by bilinear interpolation (Eq. 1).
+
+    Parameters
+    ----------
+    x : (B, H, W) images.
+    flow : (B, H, W) tied flow or (B, 2, H, W) flow (du, dv), in pixels.
+
+    Returns
+    -------
+    (B, H, W) warped images. Zero flow returns ``x`` exactly and an integer
+    flow an exact shift (zeros enter from outside the image).
+    """
+    du, dv = split_flow(x, flow)
+    x00, x01, x10, x11, a, b = _corners(x, du, dv)
+    return (1 - b) * ((1 - a) * x00 + a * x01) + b * ((1 - a) * x10 + a * x11)
+
+
+def jacobian_true(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Exact one-sided (right) derivative of the warp with respect to the flow.
+
+    g_i depends on r_i alone, so the Jacobian is diagonal per axis. With a, b
+    the column and row fractions of the sample point,
+    dg/ddu = (1-b)(x01-x00) + b(x11-x10) and dg/ddv = (1-a)(x10-x00) + a(x11-x01).
+    At zero flow these are forward differences of the image (READING-NOTES 9).
+
+    Returns
+    -------
+    (B, H, W) dg_i/dr_i for a tied flow (the sum of both partials), or
+    (B, 2, H, W) (dg/ddu, dg/ddv) for a full flow.
+    """
+    du, dv = split_flow(x, flow)
+    x00, x01, x10, x11, a, b = _corners(x, du, dv)
+    d_u = (1 - b) * (x01 - x00) + b * (x11 - x10)
+    d_v = (1 - a) * (x10 - x00) + a * (x11 - x01)
+    if flow.dim() == 3:
+        return d_u + d_v
+    return torch.stack([d_u, d_v], dim=1)
+
+
+def jacobian_paper(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The diagonal of Dg as printed in Section 2.2, for a tied flow r.
+
+    dg_i/dr_i = sum_j x_j max(0, 1 - |v_i + r_i - v_j|) * s_j with
+    s_j = 0 if |u_i + r_i - u_j| >= 1, 1 if u_i + r_i >= u_j, else -1.
+    This differentiates the column factor only, with the sign of
+    d max(0, 1 - |t|)/dt flipped; at r = 0 it equals x (Dg(0; x) = diag(x)),
+    which the true derivative does not (READING-NOTES 9). Kept to redo the
+    paper's figures, not because it is right.
+
+    Returns
+    -------
+    (B, H, W) the printed dg_i/dr_i.
+    """
+    if r.shape != x.shape:
+        raise ValueError(f"the paper's Dg is for a tied flow of shape {tuple(x.shape)}")
+    x00, x01, x10, x11, a, b = _corners(x, r, r)
+    # Neighbour j = (v0 + p, u0 + q): the column distance t = u + r - u_j is a - q,
+    # so s_j is +1 for q = 0 (t = a in [0, 1)) and, for q = 1 (t = a - 1 in [-1, 0)),
+    # -1 when a > 0 and 0 when a = 0 (|t| >= 1).
+    s1 = torch.where(a > 0, -torch.ones_like(a), torch.zeros_like(a))
+    return (1 - b) * (x00 + s1 * x01) + b * (x10 + s1 * x11)
