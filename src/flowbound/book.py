@@ -126,10 +126,26 @@ def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = Tru
         ) from exc
     finally:
         source_nb.unlink(missing_ok=True)
+    _hide_default_parameters(running)
     final = out_dir / f"{name}.ipynb"
     running.replace(final)
     (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
     return final
+
+
+def _hide_default_parameters(path: Path) -> None:
+    """Tag the chapter's default ``parameters`` cell ``remove-cell`` when papermill
+    injected the actual values after it, so the page shows the values used once."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    tags = [c.get("metadata", {}).get("tags", []) for c in nb.cells]
+    if not any("injected-parameters" in t for t in tags):
+        return
+    for cell, cell_tags in zip(nb.cells, tags, strict=True):
+        if "parameters" in cell_tags and "remove-cell" not in cell_tags:
+            cell.metadata["tags"] = [*cell_tags, "remove-cell"]
+    nbformat.write(nb, path)
 
 
 def _jupyter_book() -> list[str]:

@@ -116,7 +116,7 @@ def plot_midpoint_convergence(d: dict[str, Any]) -> Figure:
     ax.axhline(d["mean_abs_exact"], color="gray", lw=0.8, ls=":", label=r"mean $|\ell_{adv}|$")
     ax.set_xlabel("midpoint intervals n")
     ax.set_ylabel(r"mean |estimate $-\ \ell_{adv}$|")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     return fig
 
