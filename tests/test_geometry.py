@@ -44,7 +44,9 @@ def test_prop1_matrix_form_equals_eq2_brute_force():
         assert geo.l_diff_matrix(r) == pytest.approx(l_diff_brute(r, r), rel=1e-12)
         assert geo.l_diff(r) == pytest.approx(l_diff_brute(r, r), rel=1e-12)
         full = rng.standard_normal((2, side, side))
-        assert geo.l_diff(full) == pytest.approx(l_diff_brute(full[0], full[1]), rel=1e-12)
+        assert geo.l_diff(full, full=True) == pytest.approx(
+            l_diff_brute(full[0], full[1]), rel=1e-12
+        )
 
 
 def test_prop1_identity_on_random_28x28_flows():
@@ -110,8 +112,16 @@ def test_prop2_maximiser_attains_eps_lambda_and_nothing_beats_it(i):
     assert r[:, i].max() > 0.9 * eps * lam[i]  # the search did get close
 
 
+def test_a_batch_of_two_tied_flows_is_not_mistaken_for_one_full_flow():
+    r = np.random.default_rng(2).standard_normal((2, 6, 6))
+    np.testing.assert_allclose(geo.l_diff(r), [l_diff_brute(r[0], r[0]), l_diff_brute(r[1], r[1])])
+    assert geo.l_diff(r, full=True) == pytest.approx(l_diff_brute(r[0], r[1]))
+
+
 def test_bad_side_and_bad_flow_shapes():
     with pytest.raises(ValueError, match="side must be an integer"):
         geo.mtm(1)
     with pytest.raises(ValueError, match="two equal image axes"):
         geo.flow_norm(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="a full flow has shape"):
+        geo.l_diff(np.zeros((3, 4, 4)), full=True)

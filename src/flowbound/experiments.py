@@ -61,7 +61,7 @@ def warp_demo(profile: str | dict[str, Any]) -> dict[str, Any]:
         "warped": warp(img, flow)[0].numpy(),
         "tied_flow": tied[0].numpy(),
         "warped_tied": warp(img, tied)[0].numpy(),
-        "l_diff": float(l_diff(flow[0])),
+        "l_diff": float(l_diff(flow[0], full=True)),
         "l_diff_tied": float(l_diff(tied[0])),
         "flow_norm_tied": float(flow_norm(tied[0])),
         "max_pixel_change": float((warp(img, flow) - img).abs().max()),
@@ -82,7 +82,7 @@ def prop1_check(profile: str | dict[str, Any], side: int = 28) -> dict[str, floa
     return {
         "trials": p["prop1_trials"],
         "max_rel_gap_tied": float(np.max(np.abs(eq2 - prop1) / prop1)),
-        "max_rel_gap_full": float(np.max(np.abs(l_diff(full) - split) / split)),
+        "max_rel_gap_full": float(np.max(np.abs(l_diff(full, full=True) - split) / split)),
     }
 
 

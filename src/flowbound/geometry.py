@@ -134,15 +134,19 @@ def flow_norm(r: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...i,ij,...j->...", a, mtm(side), a))
 
 
-def l_diff(r: torch.Tensor | np.ndarray) -> np.ndarray:
+def l_diff(r: torch.Tensor | np.ndarray, *, full: bool = False) -> np.ndarray:
     """l_diff by Eq. (2): sqrt of the sum over pixels and their 4 neighbours.
 
-    ``r`` is a tied flow (..., side, side) or a full flow (..., 2, side, side)
-    (du, dv). Missing neighbours count as flow 0 (zero-fill, as in Prop. 1).
+    ``r`` is a tied flow (..., side, side), or with ``full=True`` a flow
+    (..., 2, side, side) holding (du, dv). The flag is explicit because a
+    batch of two tied flows has the same shape as one full flow. Missing
+    neighbours count as flow 0 (zero-fill, as in Prop. 1).
     """
     a = r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else np.asarray(r)
     a = a.astype(np.float64)
-    comps = [a, a] if a.ndim == 2 or a.shape[-3] != 2 else [a[..., 0, :, :], a[..., 1, :, :]]
+    if full and (a.ndim < 3 or a.shape[-3] != 2):
+        raise ValueError(f"a full flow has shape (..., 2, side, side), got {a.shape}")
+    comps = [a[..., 0, :, :], a[..., 1, :, :]] if full else [a, a]
     total = 0.0
     for c in comps:
         pad = np.zeros(c.shape[:-2] + (c.shape[-2] + 2, c.shape[-1] + 2))
