@@ -42,7 +42,7 @@ def test_linear_is_v_x_without_bias(rng):
 
 def test_registry_has_rd_and_nt():
     assert {"rd", "nt"} <= set(VARIANTS)
-    assert VARIANTS["rd"].loss is None and VARIANTS["nt"].loss is not None
+    assert VARIANTS["rd"].make_loss is None and VARIANTS["nt"].make_loss is not None
 
 
 def test_rd_is_deterministic_and_untrained(tiny, mnist_dir):

@@ -25,6 +25,7 @@ from .device import default_device
 from .profiles import load_profile
 
 __all__ = [
+    "ARCHS",
     "VARIANTS",
     "Linear",
     "OneHidden",
@@ -33,6 +34,7 @@ __all__ = [
     "accuracy",
     "binary_head",
     "binary_heads",
+    "cross_entropy",
     "fit",
     "get_model",
     "register",
@@ -115,35 +117,50 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 class Variant:
     """A named way of obtaining a network (the paper's f_nt, f_rd, ...).
 
-    ``loss`` is the training objective ``loss(model, x, y)``; None means the
-    network is used as initialised (f_rd). Bump ``version`` when it changes.
+    ``make_loss(settings)`` returns the training objective
+    ``loss(model, x, y)`` for this variant's profile settings (the dict
+    ``profile["variants"][name]``, also part of the cache key); None means
+    the network is used as initialised (f_rd). A loss object may have an
+    ``on_epoch_start(model, epoch, x, y)`` method (the stAdv pool of f_at).
+    Bump ``version`` when the variant's code changes.
     """
 
     name: str
     description: str
     arch: str = "one_hidden"
-    loss: LossFn | None = None
+    make_loss: Callable[[dict[str, Any]], LossFn] | None = None
     version: int = 1
 
 
 #: The registry of training variants, by name.
 VARIANTS: dict[str, Variant] = {}
 
+#: Architectures by name: build(hidden, settings) -> module mapping images to (B, 10).
+ARCHS: dict[str, Callable[[int, dict[str, Any]], nn.Module]] = {
+    "one_hidden": lambda hidden, settings: OneHidden(784, hidden, 10),
+    "linear": lambda hidden, settings: Linear(784, 10),
+}
+
 
 def register(variant: Variant) -> Variant:
     """Add a variant to :data:`VARIANTS` (names are unique)."""
     if variant.name in VARIANTS:
         raise ValueError(f"variant {variant.name!r} is already registered")
+    if variant.arch not in ARCHS:
+        raise ValueError(f"unknown architecture {variant.arch!r}; known: {', '.join(ARCHS)}")
     VARIANTS[variant.name] = variant
     return variant
 
 
-def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``model`` on (x, y)."""
     return F.cross_entropy(model(x), y)
 
 
 register(Variant("rd", "randomly initialised, not trained (f_rd, Section 3.2)"))
-register(Variant("nt", "normally trained with cross-entropy (f_nt)", loss=_cross_entropy))
+register(
+    Variant("nt", "normally trained with cross-entropy (f_nt)", make_loss=lambda s: cross_entropy)
+)
 
 
 class TrainedModel(NamedTuple):
@@ -157,15 +174,11 @@ class TrainedModel(NamedTuple):
     from_cache: bool
 
 
-def _build(arch: str, hidden: int, seed: int) -> nn.Module:
+def _build(arch: str, hidden: int, seed: int, settings: dict[str, Any]) -> nn.Module:
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        if arch == "one_hidden":
-            return OneHidden(784, hidden, 10)
-        if arch == "linear":
-            return Linear(784, 10)
-        raise ValueError(f"unknown architecture {arch!r}")
+        return ARCHS[arch](hidden, settings)
     finally:
         torch.random.set_rng_state(gen_state)
 
@@ -198,14 +211,24 @@ def fit(
     desc: str = "train",
     progress: bool = True,
 ) -> nn.Module:
-    """Minimise ``loss`` with Adam over shuffled mini-batches; in place, returns ``model``."""
+    """Minimise ``loss`` with Adam over shuffled mini-batches; in place, returns ``model``.
+
+    If ``loss`` has a method ``on_epoch_start(model, epoch, x, y)``, it is
+    called before every epoch (f_at refreshes its pool of stAdv examples).
+    """
     dev = next(model.parameters()).device
+    torch.manual_seed(seed)  # losses that draw random numbers (PGD starts) are reproducible
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     model.train()
+    hook = getattr(loss, "on_epoch_start", None)
     for epoch in range(epochs):
+        if hook is not None:
+            model.eval()
+            hook(model, epoch, x, y)
+            model.train()
         order = torch.randperm(len(x), generator=gen)
         for k in range(0, len(x), batch_size):
             idx = order[k : k + batch_size]
@@ -220,6 +243,10 @@ def fit(
     return model
 
 
+def _settings(v: Variant, profile: dict[str, Any]) -> dict[str, Any]:
+    return dict(profile.get("variants", {}).get(v.name, {}))
+
+
 def _model_config(v: Variant, hidden: int, profile: dict[str, Any]) -> dict[str, Any]:
     train = profile["train"]
     config: dict[str, Any] = {
@@ -231,8 +258,9 @@ def _model_config(v: Variant, hidden: int, profile: dict[str, Any]) -> dict[str,
         "eval": profile["eval"],
         "code": TRAIN_CODE_VERSION,
     }
-    if v.loss is not None:
+    if v.make_loss is not None:
         config["train"] = train
+        config["settings"] = _settings(v, profile)
     return config
 
 
@@ -268,13 +296,14 @@ def get_model(
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         fresh.append(True)
         train = prof["train"]
-        model = _build(v.arch, hidden, train["seed"]).to(default_device())
+        settings = _settings(v, prof)
+        model = _build(v.arch, hidden, train["seed"], settings).to(default_device())
         start = time.perf_counter()
-        if v.loss is not None:
+        if v.make_loss is not None:
             x, y = _subset(*load_mnist("train"), train["train_subset"])
             fit(
                 model,
-                v.loss,
+                v.make_loss(settings),
                 x,
                 y,
                 epochs=train["epochs"],
@@ -295,10 +324,13 @@ def get_model(
         return state, meta
 
     state, meta = cached("models", config, compute)
-    model = _build(v.arch, hidden, 0)
+    model = _build(v.arch, hidden, 0, _settings(v, prof))
     model.load_state_dict(state)
     model.eval()
     model.to(default_device())
     return TrainedModel(
         model, variant, config, meta["test_accuracy"], meta["train_seconds"], not fresh
     )
+
+
+from . import zoo  # noqa: E402,F401  (registers the paper's other variants)

@@ -18,11 +18,13 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "figures_dir",
+    "plot_figure1",
     "plot_jacobians_at_zero",
     "plot_lambda_map",
     "plot_midpoint_convergence",
     "plot_warp_demo",
     "save_figure",
+    "table_evaluation",
     "table_midpoint",
 ]
 
@@ -129,4 +131,32 @@ def table_midpoint(d: dict[str, Any]) -> str:
     ]
     for n, t, p in zip(d["n"], d["abs_err_true"], d["abs_err_paper"], strict=True):
         lines.append(f"| {int(n)} | {t:.2e} | {p:.2e} |")
+    return "\n".join(lines)
+
+
+def plot_figure1(d: dict[str, Any]) -> Figure:
+    """Figure 1: (a) benign, (b) PGD, (c) stAdv adversarial input, (d) the stAdv flow."""
+    fig = Figure(figsize=(10, 2.9))
+    axes = fig.subplots(1, 4)
+    _image(axes[0], d["benign"], f"(a) benign: {d['pred_benign']}", vmin=0, vmax=1)
+    _image(axes[1], d["pgd"], f"(b) PGD: {d['pred_pgd']}", vmin=0, vmax=1)
+    _image(axes[2], d["stadv"], f"(c) stAdv: {d['pred_stadv']}", vmin=0, vmax=1)
+    _quiver(axes[3], d["flow"][0], d["flow"][1], "(d) flow (du, dv), arrows x4")
+    fig.tight_layout()
+    return fig
+
+
+def table_evaluation(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of clean accuracy and stAdv results per variant."""
+    lines = [
+        "| variant | hidden | seed | clean accuracy | stAdv success | accuracy under stAdv "
+        "| mean l_diff of successes | training time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['variant']}` | {r['hidden']} | {r['seed']} | {r['clean_accuracy']:.4f} "
+            f"| {r['stadv_success']:.3f} | {r['stadv_accuracy']:.3f} | {r['mean_l_diff']:.2f} "
+            f"| {r['train_seconds']:.1f} |"
+        )
     return "\n".join(lines)

@@ -1,0 +1,213 @@
+"""Empirical attacks: stAdv (Xiao et al., 2018) and L_inf PGD (Madry et al., 2018).
+
+Both are batched pure functions over images (B, H, W) in [0, 1] and a
+classifier returning scores (B, K). The inputs are never modified.
+
+Used in: Introduction (Figure 1), the model zoo (``at``, ``at_pgd``),
+Possibility results (Figure 6).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .geometry import l_diff
+from .lbfgs import lbfgs
+from .warp import warp
+
+__all__ = [
+    "PGDResult",
+    "StAdvResult",
+    "cw_margin",
+    "flow_loss",
+    "pgd",
+    "stadv",
+]
+
+_SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def _neighbour(c: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
+    """c shifted so that entry (i, j) holds c[i + dr, j + dc] (zero outside)."""
+    out = torch.zeros_like(c)
+    h, w = c.shape[-2:]
+    out[..., max(-dr, 0) : h - max(dr, 0), max(-dc, 0) : w - max(dc, 0)] = c[
+        ..., max(dr, 0) : h - max(-dr, 0), max(dc, 0) : w - max(-dc, 0)
+    ]
+    return out
+
+
+def flow_loss(flow: torch.Tensor, *, form: str = "stadv", delta: float = 1e-8) -> torch.Tensor:
+    """Smoothness of a flow (B, 2, H, W), per image (B,).
+
+    ``form="stadv"`` is L_flow of Xiao et al. (2018, Eq. 4): a square root per
+    pair (pixel p, neighbour q), sum_p sum_q sqrt(|du_p - du_q|^2 +
+    |dv_p - dv_q|^2 + delta), over the 4 neighbours. ``form="paper"`` is the
+    seed paper's Eq. (2): one square root over the whole sum (l_diff). Both
+    count a missing neighbour as flow 0 (zero-fill, as in Prop. 1). ``delta``
+    keeps the square roots differentiable at 0, as in Xiao et al.'s code.
+    """
+    if flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(f"flow must have shape (B, 2, H, W), got {tuple(flow.shape)}")
+    sq = torch.stack([((flow - _neighbour(flow, dr, dc)) ** 2).sum(1) for dr, dc in _SHIFTS])
+    if form == "stadv":
+        return torch.sqrt(sq + delta).sum(dim=(0, 2, 3))
+    if form == "paper":
+        return torch.sqrt(sq.sum(dim=(0, 2, 3)) + delta)
+    raise ValueError(f"form must be 'stadv' or 'paper', got {form!r}")
+
+
+def cw_margin(
+    scores: torch.Tensor, labels: torch.Tensor, *, targeted: bool = False, kappa: float = 0.0
+) -> torch.Tensor:
+    """Carlini-Wagner margin loss (B,), zero once the goal is met with margin kappa.
+
+    Untargeted (labels = true classes): max(Z_y - max_{j != y} Z_j, -kappa).
+    Targeted (labels = targets): max(max_{j != t} Z_j - Z_t, -kappa).
+    """
+    own = scores.gather(1, labels.unsqueeze(1)).squeeze(1)
+    others = scores.scatter(1, labels.unsqueeze(1), float("-inf")).amax(1)
+    gap = own - others if not targeted else others - own
+    return torch.clamp(gap, min=-kappa)
+
+
+class StAdvResult(NamedTuple):
+    """stAdv output: images (B, H, W), flows (B, 2, H, W) or (B, H, W), success (B,),
+    l_diff (B,) of Eq. (2), iterations (B,)."""
+
+    images: torch.Tensor
+    flows: torch.Tensor
+    success: torch.Tensor
+    l_diff: torch.Tensor
+    iterations: torch.Tensor
+
+
+def _goal_met(scores: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    pred = scores.argmax(1)
+    return pred == labels if targeted else pred != labels
+
+
+def stadv(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    tau: float = 0.05,
+    steps: int = 100,
+    targeted: bool = False,
+    tied: bool = False,
+    form: str = "stadv",
+    kappa: float = 0.0,
+    history: int = 10,
+) -> StAdvResult:
+    """Spatially transformed adversarial examples (Xiao et al., 2018), batched.
+
+    Minimises L_adv + tau * L_flow per image with L-BFGS from zero flow, where
+    L_adv is :func:`cw_margin` (kappa = 0) and L_flow is :func:`flow_loss`
+    (``form``). Every image has its own L-BFGS history, line search and
+    stopping, so its result does not depend on the batch. Like Carlini and
+    Wagner, the function returns, per image, the iterate of lowest objective
+    among those that meet the goal (at kappa = 0 the optimum sits on the
+    decision boundary, where the last iterate may fall on either side), or
+    the last iterate when none does.
+
+    Parameters
+    ----------
+    model : classifier mapping (B, H, W) images to (B, K) scores.
+    x, y : images (B, H, W) in [0, 1]; true labels (or targets if ``targeted``).
+    tau : weight of the flow loss (0.05 in Xiao et al.).
+    steps : L-BFGS iteration cap per image.
+    tied : optimise a tied flow du = dv (the seed paper's setting) instead of (du, dv).
+    """
+    if x.dim() != 3 or y.shape != x.shape[:1]:
+        raise ValueError(f"x must be (B, H, W) and y (B,), got {tuple(x.shape)}, {tuple(y.shape)}")
+    if tau < 0:
+        raise ValueError(f"tau must be >= 0, got {tau}")
+    b, h, w = x.shape
+    comps = 1 if tied else 2
+    x = x.detach()
+
+    def as_flow(v: torch.Tensor) -> torch.Tensor:
+        f = v.view(-1, comps, h, w)
+        return f.expand(-1, 2, h, w) if tied else f
+
+    def objective(v: torch.Tensor, idx: torch.Tensor):
+        v = v.detach().requires_grad_(True)
+        with torch.enable_grad():
+            flow = as_flow(v)
+            scores = model(warp(x[idx], flow))
+            value = cw_margin(scores, y[idx], targeted=targeted, kappa=kappa)
+            value = value + tau * flow_loss(flow, form=form)
+            (grad,) = torch.autograd.grad(value.sum(), v)
+        return value.detach(), grad
+
+    best_v = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
+    best_f = torch.full((b,), float("inf"), dtype=x.dtype, device=x.device)
+    found = torch.zeros(b, dtype=torch.bool, device=x.device)
+
+    def keep_best(v: torch.Tensor, f: torch.Tensor, idx: torch.Tensor) -> None:
+        with torch.no_grad():
+            met = _goal_met(model(warp(x[idx], as_flow(v))), y[idx], targeted)
+        better = met & (f < best_f[idx])
+        best_v[idx[better]] = v[better]
+        best_f[idx[better]] = f[better]
+        found[idx[met]] = True
+
+    v0 = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
+    with torch.no_grad():
+        keep_best(v0, objective(v0, torch.arange(b, device=x.device))[0], torch.arange(b))
+    res = lbfgs(objective, v0, max_iter=steps, history=history, callback=keep_best)
+    v = torch.where(found.unsqueeze(1), best_v, res.x)
+    flows = v.view(b, comps, h, w)
+    flows = flows[:, 0] if tied else flows
+    with torch.no_grad():
+        images = warp(x, flows)
+        success = _goal_met(model(images), y, targeted)
+    ld = torch.from_numpy(np.asarray(l_diff(flows, full=not tied))).to(x.dtype)
+    return StAdvResult(images, flows.detach(), success, ld, res.iterations)
+
+
+class PGDResult(NamedTuple):
+    """PGD output: adversarial images (B, H, W) and per-image success (B,)."""
+
+    images: torch.Tensor
+    success: torch.Tensor
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool = True,
+    seed: int = 0,
+) -> PGDResult:
+    """Untargeted L_inf PGD on the cross-entropy (Madry et al., 2018).
+
+    Every iterate stays in the eps-ball around x and in [0, 1].
+    """
+    if eps < 0 or alpha <= 0 or steps < 0:
+        raise ValueError(f"need eps >= 0, alpha > 0, steps >= 0; got {eps}, {alpha}, {steps}")
+    x = x.detach()
+    adv = x.clone()
+    if random_start:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        noise = (torch.rand(x.shape, generator=gen, dtype=x.dtype) * 2 - 1) * eps
+        adv = (x + noise.to(x.device)).clamp(0, 1)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        with torch.enable_grad():
+            loss = nn.functional.cross_entropy(model(adv), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, adv)
+        adv = adv.detach() + alpha * grad.sign()
+        adv = torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp(0, 1)
+    with torch.no_grad():
+        success = model(adv).argmax(1) != y
+    return PGDResult(adv.detach(), success)

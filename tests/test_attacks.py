@@ -1,0 +1,123 @@
+"""stAdv and PGD: budgets, success re-checked, batch independence, limits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flowbound.attacks import cw_margin, flow_loss, pgd, stadv
+from flowbound.geometry import l_diff
+from flowbound.models import OneHidden
+from flowbound.warp import warp
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    net = OneHidden(d=100, hidden=32, classes=4).double()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 10, 10, generator=g, dtype=torch.float64)
+    y = net(x).argmax(1)  # attack the network's own predictions
+    return net, x, y
+
+
+def test_flow_loss_forms_against_loops():
+    g = torch.Generator().manual_seed(1)
+    flow = torch.randn(2, 2, 4, 5, generator=g, dtype=torch.float64)
+    for b in range(2):
+        total, per_pair = 0.0, 0.0
+        for i in range(4):
+            for j in range(5):
+                for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                    ni, nj = i + di, j + dj
+                    inside = 0 <= ni < 4 and 0 <= nj < 5
+                    q = flow[b, :, ni, nj] if inside else torch.zeros(2, dtype=torch.float64)
+                    sq = float(((flow[b, :, i, j] - q) ** 2).sum())
+                    total += sq
+                    per_pair += (sq + 1e-8) ** 0.5
+        assert float(flow_loss(flow, form="stadv")[b]) == pytest.approx(per_pair, rel=1e-12)
+        assert float(flow_loss(flow, form="paper")[b]) == pytest.approx(
+            (total + 1e-8) ** 0.5, rel=1e-12
+        )
+    # The paper form is Eq. (2)'s l_diff (up to delta).
+    torch.testing.assert_close(flow_loss(flow, form="paper", delta=0.0),
+                               torch.from_numpy(l_diff(flow, full=True)))  # fmt: skip
+
+
+def test_cw_margin():
+    s = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    torch.testing.assert_close(cw_margin(s, torch.tensor([0, 2])), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(
+        cw_margin(s, torch.tensor([2, 1]), targeted=True), torch.tensor([1.0, 0.0])
+    )
+
+
+def test_stadv_success_is_real_and_flows_match_images(setup):
+    net, x, y = setup
+    res = stadv(net, x, y, tau=0.001, steps=60)
+    assert res.success.any()
+    torch.testing.assert_close(res.images, warp(x, res.flows))
+    pred = net(res.images).argmax(1)
+    assert torch.equal(res.success, pred != y)
+    torch.testing.assert_close(res.l_diff, torch.from_numpy(l_diff(res.flows, full=True)))
+
+
+def test_stadv_with_huge_tau_returns_zero_flow(setup):
+    net, x, y = setup
+    res = stadv(net, x, y, tau=1e9, steps=30)
+    assert float(res.flows.abs().max()) < 1e-6
+    assert not res.success.any()
+
+
+def test_stadv_gives_the_same_result_alone_or_in_a_batch(setup):
+    net, x, y = setup
+    batch = stadv(net, x, y, tau=0.02, steps=40)
+    for k in (0, 3, 5):
+        alone = stadv(net, x[k : k + 1], y[k : k + 1], tau=0.02, steps=40)
+        torch.testing.assert_close(alone.flows[0], batch.flows[k], rtol=0, atol=1e-9)
+        assert bool(alone.success[0]) == bool(batch.success[k])
+
+
+def test_stadv_targeted_and_tied(setup):
+    net, x, y = setup
+    target = (y + 1) % 4
+    res = stadv(net, x, target, tau=0.001, steps=80, targeted=True, tied=True)
+    assert res.flows.shape == x.shape
+    assert torch.equal(res.success, net(res.images).argmax(1) == target)
+    assert res.success.any()
+
+
+def test_stadv_does_not_mutate_inputs(setup):
+    net, x, y = setup
+    x0, y0 = x.clone(), y.clone()
+    stadv(net, x, y, steps=3)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.05, 0.2])
+def test_pgd_respects_its_budget_and_the_pixel_range(setup, eps):
+    net, x, y = setup
+    res = pgd(net, x, y, eps=eps, alpha=0.02, steps=15)
+    assert float((res.images - x).abs().max()) <= eps + 1e-12
+    assert float(res.images.min()) >= 0 and float(res.images.max()) <= 1
+    assert torch.equal(res.success, net(res.images).argmax(1) != y)
+
+
+def test_pgd_loss_grows_with_the_budget(setup):
+    net, x, y = setup
+    ce = torch.nn.functional.cross_entropy
+    losses = [float(ce(net(pgd(net, x, y, eps=e, alpha=e / 4 + 1e-9, steps=20).images), y))
+              for e in (0.0, 0.05, 0.2)]  # fmt: skip
+    assert losses[0] < losses[1] < losses[2]
+
+
+def test_bad_arguments():
+    net = OneHidden(d=4, hidden=2, classes=2)
+    with pytest.raises(ValueError, match="form must be"):
+        flow_loss(torch.zeros(1, 2, 2, 2), form="tv")
+    with pytest.raises(ValueError, match="tau must be"):
+        stadv(net, torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.long), tau=-1)
+    with pytest.raises(ValueError, match="eps >= 0"):
+        pgd(net, torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.long), eps=-1, alpha=1, steps=1)
