@@ -1,0 +1,223 @@
+"""Lower-bound attacks of Section 3 and appendix 6.4: Theorems 1-2, Algorithms 1-2.
+
+A binary network comes from a K-class one as v = V_i - V_j (READING-NOTES 15):
+f(x) = v^T relu(W x) (one hidden layer) or f(x) = v^T x (linear). Every
+function is batched over class pairs, works in float64, and lets the caller
+pick the Jacobian of the warp: ``"paper"`` (Dg as printed, Dg(0; x) = diag(x))
+or ``"true"`` (the exact one). Inputs live in the box ||x||_inf <= 1 and
+flows in the ellipsoid ||M r|| <= eps (tied flows, Sections 2-4).
+
+What counts as a lower bound (READING-NOTES 11): the value of the network at
+the returned pair, l_adv = (f(g(r_*; x_*)) - f(x_*)) / 2, computed exactly.
+The linearised value (Theorems) and the midpoint estimate (Eq. 7, 13) are
+returned beside it as ``estimate``, labelled as estimates.
+
+Readings (READING-NOTES 7, 10): Eq. (6) and (8) print W diag(v) where
+W^T diag(v) fits the shapes; "W has rank d" cannot hold for W of shape
+(h, d) with h < d, so x_* = pi_inf(W^+ 1) with the pseudo-inverse, which
+makes every hidden unit active when W has full row rank.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .geometry import m_inv
+from .loss import JACOBIANS
+from .warp import warp
+
+__all__ = [
+    "LowerBound",
+    "algorithm1",
+    "all_pairs",
+    "algorithm2",
+    "binary_weights",
+    "theorem1_bound",
+    "theorem2_bound",
+]
+
+
+class LowerBound(NamedTuple):
+    """Per class pair (B of them): x_* (B, s, s), r_* (B, s, s), the exact l_adv (B,),
+    the estimate the method optimises (B,), and per-iteration histories (iters, B)."""
+
+    x: torch.Tensor
+    r: torch.Tensor
+    exact: torch.Tensor
+    estimate: torch.Tensor
+    exact_history: torch.Tensor
+    estimate_history: torch.Tensor
+
+
+def binary_weights(model: torch.nn.Module, pairs: list[tuple[int, int]]):
+    """(W (h, d) or None, v (B, h or d)) in float64 for f = (V_i - V_j)^T ... per pair."""
+    vmat = model.V.weight.detach().double().cpu()
+    v = torch.stack([vmat[i] - vmat[j] for i, j in pairs])
+    w = model.W.weight.detach().double().cpu() if hasattr(model, "W") else None
+    return w, v
+
+
+def _score(w, v, z):
+    """f_b(z_b) for rows z (m * B, s, s), row k * B + b scored with pair b."""
+    flat = z.reshape(len(z), -1)
+    vv = v[torch.arange(len(z)) % len(v)]
+    return (vv * (torch.relu(flat @ w.T) if w is not None else flat)).sum(1)
+
+
+def _exact(w, v, x, r):
+    return (_score(w, v, warp(x, r)) - _score(w, v, x)) / 2
+
+
+def _grad_g(w, v, z):
+    """d f_b / d z at rows z (m * B, s, s): W^T (v * relu'(W z)) or v."""
+    flat = z.reshape(len(z), -1)
+    vv = v[torch.arange(len(z)) % len(v)]
+    if w is None:
+        return vv.reshape(z.shape)
+    return (((flat @ w.T) > 0).double() * vv @ w).reshape(z.shape)
+
+
+def _best_flow(c, eps, side):
+    """argmax c^T r over ||M r|| <= eps: eps M^{-1} pi_2(M^{-1} c) (Eq. 6, 8, 12, 14)."""
+    mi = torch.from_numpy(m_inv(side).copy())
+    u = c.reshape(len(c), -1) @ mi
+    norm = u.norm(dim=1, keepdim=True)
+    r = eps * (u / norm.clamp_min(1e-300)) @ mi
+    return r.reshape(c.shape), norm.squeeze(1)
+
+
+def _midpoints(r, n):
+    z = (2 * torch.arange(1, n + 1, dtype=r.dtype) - 1) / (2 * n)
+    return (z.view(n, 1, 1, 1) * r.unsqueeze(0)).reshape(n * len(r), *r.shape[1:])
+
+
+def _rep(x, n):
+    return x.unsqueeze(0).expand(n, *x.shape).reshape(n * len(x), *x.shape[1:])
+
+
+def _coefficients(w, v, x, r, n, jacobian):
+    """c = (1/n) sum_i Dg(r_i; x) * grad f(g(r_i; x)), the direction of Eq. (8), (14)."""
+    zr, xs = _midpoints(r, n), _rep(x, n)
+    dg = JACOBIANS[jacobian](xs, zr)
+    c = dg * _grad_g(w, v, warp(xs, zr))
+    return c.reshape(n, *x.shape).mean(0)
+
+
+def _estimate(w, v, x, r, n, jacobian):
+    """The midpoint estimate of l_adv (Eq. 7, 13), with the 1/2 of Section 2.2."""
+    return (_coefficients(w, v, x, r, n, jacobian) * r).flatten(1).sum(1) / 2
+
+
+def _sign_step(w, v, x, r, n, jacobian, max_inner):
+    """Lines 5-7: x <- sign(alpha), relu pattern fixed, repeated until x settles."""
+    for _ in range(max_inner):
+        zr, xs = _midpoints(r, n), _rep(x, n)
+        gg = _grad_g(w, v, warp(xs, zr)).detach()  # relu pattern from the current x
+        xv = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            dg = JACOBIANS[jacobian](_rep(xv, n), zr)  # linear in x
+            (alpha,) = torch.autograd.grad((dg * gg * _rep(r, n)).sum(), xv)
+        new = torch.where(alpha != 0, torch.sign(alpha), x)
+        if torch.equal(new, x):
+            break
+        x = new
+    return x
+
+
+def _run(w, v, x, r, eps, n, jacobian, max_iter, max_inner, tol):
+    side = x.shape[-1]
+    best_x, best_r = x.clone(), r.clone()
+    best = _exact(w, v, x, r)
+    exact_hist, est_hist = [best.clone()], [_estimate(w, v, x, r, n, jacobian)]
+    for _ in range(max_iter):
+        x = _sign_step(w, v, x, r, n, jacobian, max_inner)
+        r_new, _ = _best_flow(_coefficients(w, v, x, r, n, jacobian), eps, side)
+        moved = (r_new - r).flatten(1).norm(dim=1).max()
+        r = r_new
+        ex = _exact(w, v, x, r)
+        exact_hist.append(ex)
+        est_hist.append(_estimate(w, v, x, r, n, jacobian))
+        better = ex > best
+        best_x[better], best_r[better], best[better] = x[better], r[better], ex[better]
+        if float(moved) <= tol * max(eps, 1e-12):
+            break
+    return LowerBound(best_x, best_r, best, _estimate(w, v, best_x, best_r, n, jacobian),
+                      torch.stack(exact_hist), torch.stack(est_hist))  # fmt: skip
+
+
+def _pi_inf(z):
+    return z / z.abs().amax(dim=-1, keepdim=True).clamp_min(1e-300)
+
+
+def _dg0(x, jacobian):
+    return JACOBIANS[jacobian](x, torch.zeros_like(x))
+
+
+def theorem1_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBound:
+    """Theorem 1 for f = (V_i - V_j)^T relu(W x): x_* = pi_inf(W^+ 1), r_* by Eq. (6).
+
+    ``estimate`` is the linearised l~_adv = (1/2) grad sigma^T diag(v) W Dg(0; x_*) r_*;
+    ``exact`` the network's value at (x_*, r_*).
+    """
+    w, v = binary_weights(model, pairs)
+    x0 = _pi_inf(torch.linalg.pinv(w) @ torch.ones(w.shape[0], dtype=torch.float64))
+    x = x0.reshape(1, side, side).expand(len(pairs), side, side).clone()
+    c = _dg0(x, jacobian) * _grad_g(w, v, x)
+    r, norm = _best_flow(c, eps, side)
+    lin = eps * norm / 2
+    ex = _exact(w, v, x, r)
+    return LowerBound(x, r, ex, lin, ex.unsqueeze(0), lin.unsqueeze(0))
+
+
+def algorithm1(model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30,
+               max_inner=20, tol=1e-6) -> LowerBound:  # fmt: skip
+    """Algorithm 1 from Theorem 1's pair: alternate x <- sign(alpha) and Eq. (8).
+
+    Returns, per pair, the visited pair of largest exact l_adv (the start
+    included, so it never falls below Theorem 1's exact value).
+    """
+    start = theorem1_bound(model, pairs, eps, side=side, jacobian=jacobian)
+    w, v = binary_weights(model, pairs)
+    return _run(w, v, start.x, start.r, eps, n, jacobian, max_iter, max_inner, tol)
+
+
+def theorem2_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBound:
+    """Theorem 2 for f = (V_i - V_j)^T x: x_* = pi_inf(v*), r_* by Eq. (12).
+
+    v* is the top eigenvector of diag(v) M^{-2} diag(v) (with the exact
+    Jacobian, of G^T diag(v) M^{-2} diag(v) G, G the linear map x -> Dg(0; x)).
+    """
+    _, v = binary_weights(model, pairs)
+    mi = torch.from_numpy(m_inv(side).copy())
+    d = side * side
+    if jacobian == "paper":
+        g = torch.eye(d, dtype=torch.float64)
+    else:
+        basis = torch.eye(d, dtype=torch.float64).reshape(d, side, side)
+        g = _dg0(basis, jacobian).reshape(d, d).T  # column k: Dg(0; e_k)
+    xs = []
+    for vb in v:
+        a = mi @ (vb.unsqueeze(1) * g)
+        _, vecs = torch.linalg.eigh(a.T @ a)
+        xs.append(_pi_inf(vecs[:, -1]))
+    x = torch.stack(xs).reshape(len(pairs), side, side)
+    c = _dg0(x, jacobian) * v.reshape(x.shape)
+    r, norm = _best_flow(c, eps, side)
+    lin = eps * norm / 2
+    ex = _exact(None, v, x, r)
+    return LowerBound(x, r, ex, lin, ex.unsqueeze(0), lin.unsqueeze(0))
+
+
+def algorithm2(model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30,
+               max_inner=20, tol=1e-6) -> LowerBound:  # fmt: skip
+    """Algorithm 2 from Theorem 2's pair: alternate x <- sign(alpha) and Eq. (14)."""
+    start = theorem2_bound(model, pairs, eps, side=side, jacobian=jacobian)
+    _, v = binary_weights(model, pairs)
+    return _run(None, v, start.x, start.r, eps, n, jacobian, max_iter, max_inner, tol)
+
+
+def all_pairs(classes: int = 10) -> list[tuple[int, int]]:
+    """The K (K - 1) ordered class pairs (i, j), i != j."""
+    return [(i, j) for i in range(classes) for j in range(classes) if i != j]
