@@ -135,6 +135,10 @@ def stadv(
         f = v.view(-1, comps, h, w)
         return f.expand(-1, 2, h, w) if tied else f
 
+    # Whether the goal was met at the last point evaluated for each image: the
+    # accepted line-search trial is always the last one evaluated for its row.
+    met_last = torch.zeros(b, dtype=torch.bool, device=x.device)
+
     def objective(v: torch.Tensor, idx: torch.Tensor):
         v = v.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -143,6 +147,7 @@ def stadv(
             value = cw_margin(scores, y[idx], targeted=targeted, kappa=kappa)
             value = value + tau * flow_loss(flow, form=form)
             (grad,) = torch.autograd.grad(value.sum(), v)
+        met_last[idx] = _goal_met(scores.detach(), y[idx], targeted)
         return value.detach(), grad
 
     best_v = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
@@ -150,16 +155,15 @@ def stadv(
     found = torch.zeros(b, dtype=torch.bool, device=x.device)
 
     def keep_best(v: torch.Tensor, f: torch.Tensor, idx: torch.Tensor) -> None:
-        with torch.no_grad():
-            met = _goal_met(model(warp(x[idx], as_flow(v))), y[idx], targeted)
+        met = met_last[idx]
         better = met & (f < best_f[idx])
         best_v[idx[better]] = v[better]
         best_f[idx[better]] = f[better]
         found[idx[met]] = True
 
     v0 = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
-    with torch.no_grad():
-        keep_best(v0, objective(v0, torch.arange(b, device=x.device))[0], torch.arange(b))
+    everyone = torch.arange(b, device=x.device)
+    keep_best(v0, objective(v0, everyone)[0], everyone)
     res = lbfgs(objective, v0, max_iter=steps, history=history, callback=keep_best)
     v = torch.where(found.unsqueeze(1), best_v, res.x)
     flows = v.view(b, comps, h, w)

@@ -32,18 +32,21 @@ class LBFGSResult(NamedTuple):
     converged: torch.Tensor  # gradient or value-change test met (not the iteration cap)
 
 
-def _direction(g, s_hist, y_hist, rho, gamma):
-    """Two-loop recursion, batched over rows; pairs with rho = 0 are no-ops."""
+def _direction(g, act, s_hist, y_hist, rho, gamma, newest_first):
+    """Two-loop recursion for rows ``act``, slots visited newest first.
+
+    Pairs with rho = 0 (skipped updates, unused slots) are no-ops.
+    """
     q = -g
-    m = s_hist.shape[1]
-    alpha = torch.zeros(g.shape[0], m, dtype=g.dtype, device=g.device)
-    for k in range(m - 1, -1, -1):  # newest first
-        alpha[:, k] = rho[:, k] * (s_hist[:, k] * q).sum(1)
-        q = q - alpha[:, k : k + 1] * y_hist[:, k]
-    r = gamma.unsqueeze(1) * q
-    for k in range(m):
-        beta = rho[:, k] * (y_hist[:, k] * r).sum(1)
-        r = r + s_hist[:, k] * (alpha[:, k] - beta).unsqueeze(1)
+    alpha = {}
+    for k in newest_first:
+        sk, rk = s_hist[act, k], rho[act, k]
+        alpha[k] = rk * (sk * q).sum(1)
+        q = q - alpha[k].unsqueeze(1) * y_hist[act, k]
+    r = gamma[act].unsqueeze(1) * q
+    for k in reversed(newest_first):
+        beta = rho[act, k] * (y_hist[act, k] * r).sum(1)
+        r = r + s_hist[act, k] * (alpha[k] - beta).unsqueeze(1)
     return r
 
 
@@ -66,6 +69,10 @@ def lbfgs(
     L-BFGS-B, with its default tolerances), when its line search finds no
     decrease in ``max_ls`` halvings, or after ``max_iter`` iterations. A pair
     with s^T y <= 0 is not stored (its slot holds a no-op pair).
+
+    Every running row pushes one pair per iteration (a no-op pair when the
+    curvature test fails) and a stopped row never reads its history again,
+    so one ring pointer serves all rows and nothing is shifted or copied.
     """
     b, d = x0.shape
     dev, dt = x0.device, x0.dtype
@@ -81,12 +88,18 @@ def lbfgs(
     done = g.abs().amax(1) <= gtol
     converged = done.clone()
     first = torch.ones(b, dtype=torch.bool, device=dev)
-    for _ in range(max_iter):
+    for it in range(max_iter):
         act = (~done).nonzero().flatten()
         if len(act) == 0:
             break
         ga = g[act]
-        direc = _direction(ga, s_hist[act], y_hist[act], rho[act], gamma[act])
+        used = min(it, history)
+        newest_first = [(it - 1 - j) % history for j in range(used)]
+        # The recursion runs on every row through views (stopped rows' results are
+        # dropped): cheaper than gathering the running rows' histories.
+        g_all = torch.zeros_like(g)
+        g_all[act] = ga
+        direc = _direction(g_all, slice(None), s_hist, y_hist, rho, gamma, newest_first)[act]
         slope = (ga * direc).sum(1)
         bad = slope >= 0  # not a descent direction: restart with steepest descent
         direc[bad] = -ga[bad]
@@ -118,12 +131,13 @@ def lbfgs(
         y = g_new[sel] - g[moved]
         sy = (s * y).sum(1)
         keep = sy > 1e-10 * (s.norm(dim=1) * y.norm(dim=1)).clamp_min(1e-30)
-        s_hist[moved] = torch.roll(s_hist[moved], -1, dims=1)
-        y_hist[moved] = torch.roll(y_hist[moved], -1, dims=1)
-        rho[moved] = torch.roll(rho[moved], -1, dims=1)
-        s_hist[moved, -1] = torch.where(keep.unsqueeze(1), s, torch.zeros_like(s))
-        y_hist[moved, -1] = torch.where(keep.unsqueeze(1), y, torch.zeros_like(y))
-        rho[moved, -1] = torch.where(keep, 1.0 / sy.where(keep, torch.ones_like(sy)), 0.0)
+        slot = it % history
+        s_hist[act, slot] = 0.0  # rows whose line search failed push a no-op pair
+        y_hist[act, slot] = 0.0
+        rho[act, slot] = 0.0
+        s_hist[moved, slot] = torch.where(keep.unsqueeze(1), s, torch.zeros_like(s))
+        y_hist[moved, slot] = torch.where(keep.unsqueeze(1), y, torch.zeros_like(y))
+        rho[moved, slot] = torch.where(keep, 1.0 / sy.where(keep, torch.ones_like(sy)), 0.0)
         gamma[moved] = torch.where(keep, sy / (y * y).sum(1).clamp_min(1e-30), gamma[moved])
         f_old = f[moved]
         x[moved], f[moved], g[moved] = x_new[sel], f_new[sel], g_new[sel]
