@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: Bump when an experiment's code changes what it returns.
-EXPERIMENT_CODE_VERSION = 1
+EXPERIMENT_CODE_VERSION = 2
 
 
 def _profile(profile: str | dict[str, Any]) -> dict[str, Any]:
@@ -190,8 +190,12 @@ def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
     prof = _profile(profile)
     p = prof["intro"]
     trained = get_model("nt", prof, section=4)
-    config = {"experiment": "figure1", "model": trained.config, "intro": p,
-              "code": EXPERIMENT_CODE_VERSION}  # fmt: skip
+    config = {
+        "experiment": "figure1",
+        "model": trained.config,
+        "intro": p,
+        "code": EXPERIMENT_CODE_VERSION,
+    }
 
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         model = _frozen(trained.model)
@@ -206,8 +210,12 @@ def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
         k = int(ok[0]) if len(ok) else 0
         with torch.no_grad():
             labels = [int(model(z[k : k + 1]).argmax(1)) for z in (x, pg.images, st.images)]
-        value = {"benign": x[k].cpu(), "pgd": pg.images[k].cpu(), "stadv": st.images[k].cpu(),
-                 "flow": st.flows[k].cpu()}  # fmt: skip
+        value = {
+            "benign": x[k].cpu(),
+            "pgd": pg.images[k].cpu(),
+            "stadv": st.images[k].cpu(),
+            "flow": st.flows[k].cpu(),
+        }
         meta = {
             "index": k,
             "label": int(y[k]),
@@ -238,9 +246,14 @@ def evaluation_table(profile: str | dict[str, Any], *, section: int = 4) -> list
     rows = []
     for name in p["eval_variants"]:
         trained = get_model(name, prof, section=section)
-        config = {"experiment": "stadv_eval", "model": trained.config, "tau": p["stadv_tau"],
-                  "steps": p["eval_steps"], "images": p["eval_images"],
-                  "code": EXPERIMENT_CODE_VERSION}  # fmt: skip
+        config = {
+            "experiment": "stadv_eval",
+            "model": trained.config,
+            "tau": p["stadv_tau"],
+            "steps": p["eval_steps"],
+            "images": p["eval_images"],
+            "code": EXPERIMENT_CODE_VERSION,
+        }
 
         def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             model = _frozen(trained.model)
@@ -248,24 +261,36 @@ def evaluation_table(profile: str | dict[str, Any], *, section: int = 4) -> list
             x, y = load_mnist("test")
             x, y = x[: p["eval_images"]].to(dev), y[: p["eval_images"]].to(dev)
             with torch.no_grad():
-                correct = model(x).argmax(1) == y
+                scores = model(x)
+                correct = scores.argmax(1) == y
+                top2 = scores.topk(2, dim=1).values
             res = stadv(model, x, y, tau=p["stadv_tau"], steps=p["eval_steps"])
-            value = {"correct": correct.cpu(), "success": res.success.cpu(),
-                     "l_diff": res.l_diff.cpu()}  # fmt: skip
+            value = {
+                "correct": correct.cpu(),
+                "success": res.success.cpu(),
+                "l_diff": res.l_diff.cpu(),
+                "margin": (top2[:, 0] - top2[:, 1]).cpu(),
+            }
             return value, {}
 
         value, _ = cached("experiments", config, compute)
         correct, success = value["correct"], value["success"]
-        rows.append({
-            "variant": name,
-            "hidden": trained.config["hidden"],
-            "seed": trained.config["seed"],
-            "clean_accuracy": trained.test_accuracy,
-            "stadv_success": float((success & correct).sum() / correct.sum().clamp_min(1)),
-            "stadv_accuracy": float((correct & ~success).float().mean()),
-            "mean_l_diff": float(value["l_diff"][correct & success].mean())
-            if bool((correct & success).any()) else float("nan"),
-            "train_seconds": trained.train_seconds,
-            "images": len(correct),
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "hidden": trained.config["hidden"],
+                "seed": trained.config["seed"],
+                "clean_accuracy": trained.test_accuracy,
+                "stadv_success": float((success & correct).sum() / correct.sum().clamp_min(1)),
+                "stadv_accuracy": float((correct & ~success).float().mean()),
+                "mean_l_diff": float(value["l_diff"][correct & success].mean())
+                if bool((correct & success).any())
+                else float("nan"),
+                "train_seconds": trained.train_seconds,
+                "images": len(correct),
+                "median_margin": float(value["margin"][correct].median())
+                if bool(correct.any())
+                else float("nan"),
+            }
+        )
     return rows

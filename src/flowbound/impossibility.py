@@ -143,8 +143,14 @@ def _run(w, v, x, r, eps, n, jacobian, max_iter, max_inner, tol):
         best_x[better], best_r[better], best[better] = x[better], r[better], ex[better]
         if float(moved) <= tol * max(eps, 1e-12):
             break
-    return LowerBound(best_x, best_r, best, _estimate(w, v, best_x, best_r, n, jacobian),
-                      torch.stack(exact_hist), torch.stack(est_hist))  # fmt: skip
+    return LowerBound(
+        best_x,
+        best_r,
+        best,
+        _estimate(w, v, best_x, best_r, n, jacobian),
+        torch.stack(exact_hist),
+        torch.stack(est_hist),
+    )
 
 
 def _pi_inf(z):
@@ -171,8 +177,9 @@ def theorem1_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
     return LowerBound(x, r, ex, lin, ex.unsqueeze(0), lin.unsqueeze(0))
 
 
-def algorithm1(model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30,
-               max_inner=20, tol=1e-6) -> LowerBound:  # fmt: skip
+def algorithm1(
+    model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30, max_inner=20, tol=1e-6
+) -> LowerBound:
     """Algorithm 1 from Theorem 1's pair: alternate x <- sign(alpha) and Eq. (8).
 
     Returns, per pair, the visited pair of largest exact l_adv (the start
@@ -210,8 +217,9 @@ def theorem2_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
     return LowerBound(x, r, ex, lin, ex.unsqueeze(0), lin.unsqueeze(0))
 
 
-def algorithm2(model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30,
-               max_inner=20, tol=1e-6) -> LowerBound:  # fmt: skip
+def algorithm2(
+    model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30, max_inner=20, tol=1e-6
+) -> LowerBound:
     """Algorithm 2 from Theorem 2's pair: alternate x <- sign(alpha) and Eq. (14)."""
     start = theorem2_bound(model, pairs, eps, side=side, jacobian=jacobian)
     _, v = binary_weights(model, pairs)

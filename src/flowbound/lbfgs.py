@@ -143,8 +143,9 @@ def lbfgs(
         x[moved], f[moved], g[moved] = x_new[sel], f_new[sel], g_new[sel]
         iters[moved] += 1
         first[moved] = False
-        rel = (f_old - f[moved]) / torch.maximum(torch.maximum(f_old.abs(), f[moved].abs()),
-                                                 torch.ones_like(f_old))  # fmt: skip
+        rel = (f_old - f[moved]) / torch.maximum(
+            torch.maximum(f_old.abs(), f[moved].abs()), torch.ones_like(f_old)
+        )
         stop = (g[moved].abs().amax(1) <= gtol) | (rel <= ftol)
         converged[moved[stop]] = True
         done[moved[stop]] = True

@@ -149,14 +149,15 @@ def plot_figure1(d: dict[str, Any]) -> Figure:
 def table_evaluation(rows: list[dict[str, Any]]) -> str:
     """Markdown table of clean accuracy and stAdv results per variant."""
     lines = [
-        "| variant | hidden | seed | clean accuracy | stAdv success | accuracy under stAdv "
-        "| mean l_diff of successes | training time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | hidden | seed | clean accuracy | median logit margin | stAdv success "
+        "| accuracy under stAdv | mean l_diff of successes | training time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| `{r['variant']}` | {r['hidden']} | {r['seed']} | {r['clean_accuracy']:.4f} "
-            f"| {r['stadv_success']:.3f} | {r['stadv_accuracy']:.3f} | {r['mean_l_diff']:.2f} "
+            f"| {r['median_margin']:.2f} | {r['stadv_success']:.3f} | {r['stadv_accuracy']:.3f} "
+            f"| {r['mean_l_diff']:.2f} "
             f"| {r['train_seconds']:.1f} |"
         )
     return "\n".join(lines)

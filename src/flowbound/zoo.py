@@ -48,10 +48,12 @@ class STNClassifier(nn.Module):
     def __init__(self, hidden: int = 500, stn_hidden: int = 100) -> None:
         super().__init__()
         self.localisation = nn.Sequential(
-            nn.Linear(784, stn_hidden), nn.ReLU(),
-            nn.Linear(stn_hidden, stn_hidden), nn.ReLU(),
+            nn.Linear(784, stn_hidden),
+            nn.ReLU(),
+            nn.Linear(stn_hidden, stn_hidden),
+            nn.ReLU(),
             nn.Linear(stn_hidden, 6),
-        )  # fmt: skip
+        )
         last = self.localisation[-1]
         nn.init.zeros_(last.weight)
         with torch.no_grad():
@@ -135,11 +137,17 @@ class _StAdvPoolLoss:
         for p in model.parameters():
             p.requires_grad_(False)
         xs, chunk = [], self.s.get("pool_batch", 1000)
-        for k in tqdm(range(0, len(idx), chunk), desc=f"stAdv pool (epoch {epoch + 1})",
-                      leave=False):  # fmt: skip
+        for k in tqdm(
+            range(0, len(idx), chunk), desc=f"stAdv pool (epoch {epoch + 1})", leave=False
+        ):
             part = idx[k : k + chunk]
-            res = stadv(model, x[part].to(dev), y[part].to(dev), tau=self.s["tau"],
-                        steps=self.s["pool_steps"])  # fmt: skip
+            res = stadv(
+                model,
+                x[part].to(dev),
+                y[part].to(dev),
+                tau=self.s["tau"],
+                steps=self.s["pool_steps"],
+            )
             xs.append(res.images.cpu())
         for p in model.parameters():
             p.requires_grad_(True)
@@ -155,8 +163,15 @@ class _StAdvPoolLoss:
 
 def _at_pgd(settings: dict[str, Any]):
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        adv = pgd(model, x, y, eps=settings["eps"], alpha=settings["alpha"],
-                  steps=settings["steps"], seed=int(torch.randint(1 << 30, (1,))))  # fmt: skip
+        adv = pgd(
+            model,
+            x,
+            y,
+            eps=settings["eps"],
+            alpha=settings["alpha"],
+            steps=settings["steps"],
+            seed=int(torch.randint(1 << 30, (1,))),
+        )
         return cross_entropy(model, adv.images, y)
 
     return loss
@@ -164,9 +179,18 @@ def _at_pgd(settings: dict[str, Any]):
 
 register(Variant("fro", "hinge + Frobenius-norm regulariser (f_fro)", make_loss=_fro))
 register(Variant("spe", "hinge + spectral-norm regulariser (f_spe)", make_loss=_spe))
-register(Variant("stn", "hinge, spatial transformer in front (f_stn)", arch="stn",
-                 make_loss=_stn))  # fmt: skip
-register(Variant("at", "cross-entropy + stAdv adversarial training from a pool (f_at, "
-                 "appendix 6.8)", make_loss=_StAdvPoolLoss))  # fmt: skip
-register(Variant("at_pgd", "PGD adversarial training (Madry et al.; the f_at of Sections 3-4)",
-                 make_loss=_at_pgd))  # fmt: skip
+register(Variant("stn", "hinge, spatial transformer in front (f_stn)", arch="stn", make_loss=_stn))
+register(
+    Variant(
+        "at",
+        "cross-entropy + stAdv adversarial training from a pool (f_at, appendix 6.8)",
+        make_loss=_StAdvPoolLoss,
+    )
+)
+register(
+    Variant(
+        "at_pgd",
+        "PGD adversarial training (Madry et al.; the f_at of Sections 3-4)",
+        make_loss=_at_pgd,
+    )
+)
