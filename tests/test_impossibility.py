@@ -14,6 +14,7 @@ from flowbound.impossibility import (
     algorithm2,
     all_pairs,
     binary_weights,
+    gradient_search,
     theorem1_bound,
     theorem2_bound,
 )
@@ -130,3 +131,41 @@ def test_theorem2_matches_the_printed_closed_form():
 def test_all_pairs():
     pairs = all_pairs(10)
     assert len(pairs) == 90 and (3, 7) in pairs and (7, 3) in pairs and (4, 4) not in pairs
+
+
+def test_per_row_budgets_match_separate_runs(net6):
+    both = theorem1_bound(net6, [(0, 1), (0, 1)], [0.5, 1.5], side=6)
+    for k, eps in enumerate((0.5, 1.5)):
+        alone = theorem1_bound(net6, [(0, 1)], eps, side=6)
+        torch.testing.assert_close(both.r[k], alone.r[0])
+    with pytest.raises(ValueError, match="one per class pair"):
+        theorem1_bound(net6, PAIRS, [0.5, 1.0], side=6)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_gradient_search_stays_feasible_and_never_loses_its_start(net6, tied):
+    eps = 0.8
+    start = algorithm1(net6, PAIRS, eps, side=6, jacobian="true", n=8, max_iter=5)
+    r0 = start.r if tied else torch.stack([start.r, start.r], 1) / 2**0.5
+    res = gradient_search(net6, PAIRS, eps, start.x, r0, steps=30, tied=tied, side=6)
+    assert float(res.x.abs().max()) <= 1 + 1e-12
+    if tied:
+        assert (flow_norm(res.r) <= eps * (1 + 1e-9)).all()
+    else:
+        joint = np.sqrt(flow_norm(res.r[:, 0]) ** 2 + flow_norm(res.r[:, 1]) ** 2)
+        assert (joint <= eps * (1 + 1e-9)).all()
+    assert bool((res.exact >= res.exact_history[0] - 1e-12).all())
+    for b, pair in enumerate(PAIRS):
+        assert float(res.exact[b]) == pytest.approx(_exact(net6, pair, res.x[b], res.r[b]))
+
+
+def test_growth_fit_tells_exponential_from_power_law():
+    from flowbound.experiments import growth_fit
+
+    eps = np.linspace(0, 8, 9)
+    expo = growth_fit(eps, 0.1 * np.exp(0.7 * eps))
+    power = growth_fit(eps, 2.0 * eps**0.5)
+    assert expo["r2_exponential"] == pytest.approx(1.0) and expo["rate"] == pytest.approx(0.7)
+    assert power["r2_power"] == pytest.approx(1.0) and power["power"] == pytest.approx(0.5)
+    assert power["r2_exponential"] < 0.99 and expo["r2_power"] < 0.99
+    assert np.isnan(growth_fit(eps[:3], np.ones(3))["power"])  # too few points

@@ -34,6 +34,7 @@ __all__ = [
     "all_pairs",
     "algorithm2",
     "binary_weights",
+    "gradient_search",
     "theorem1_bound",
     "theorem2_bound",
 ]
@@ -80,12 +81,25 @@ def _grad_g(w, v, z):
 
 
 def _best_flow(c, eps, side):
-    """argmax c^T r over ||M r|| <= eps: eps M^{-1} pi_2(M^{-1} c) (Eq. 6, 8, 12, 14)."""
+    """argmax c^T r over ||M r|| <= eps: eps M^{-1} pi_2(M^{-1} c) (Eq. 6, 8, 12, 14).
+
+    ``eps`` is a (B,) tensor, one budget per row.
+    """
     mi = torch.from_numpy(m_inv(side).copy())
     u = c.reshape(len(c), -1) @ mi
     norm = u.norm(dim=1, keepdim=True)
-    r = eps * (u / norm.clamp_min(1e-300)) @ mi
+    r = eps.unsqueeze(1) * (u / norm.clamp_min(1e-300)) @ mi
     return r.reshape(c.shape), norm.squeeze(1)
+
+
+def _eps(eps, rows):
+    """A (rows,) float64 tensor from a number or one budget per row."""
+    e = torch.as_tensor(eps, dtype=torch.float64).flatten()
+    if e.numel() == 1:
+        return e.expand(rows).clone()
+    if e.numel() != rows:
+        raise ValueError(f"eps must be one number or one per class pair ({rows}), got {e.numel()}")
+    return e
 
 
 def _midpoints(r, n):
@@ -141,7 +155,7 @@ def _run(w, v, x, r, eps, n, jacobian, max_iter, max_inner, tol):
         est_hist.append(_estimate(w, v, x, r, n, jacobian))
         better = ex > best
         best_x[better], best_r[better], best[better] = x[better], r[better], ex[better]
-        if float(moved) <= tol * max(eps, 1e-12):
+        if float(moved) <= tol * max(float(eps.max()), 1e-12):
             break
     return LowerBound(
         best_x,
@@ -168,6 +182,7 @@ def theorem1_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
     ``exact`` the network's value at (x_*, r_*).
     """
     w, v = binary_weights(model, pairs)
+    eps = _eps(eps, len(pairs))
     x0 = _pi_inf(torch.linalg.pinv(w) @ torch.ones(w.shape[0], dtype=torch.float64))
     x = x0.reshape(1, side, side).expand(len(pairs), side, side).clone()
     c = _dg0(x, jacobian) * _grad_g(w, v, x)
@@ -178,7 +193,7 @@ def theorem1_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
 
 
 def algorithm1(
-    model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30, max_inner=20, tol=1e-6
+    model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30, max_inner=5, tol=1e-6
 ) -> LowerBound:
     """Algorithm 1 from Theorem 1's pair: alternate x <- sign(alpha) and Eq. (8).
 
@@ -187,6 +202,7 @@ def algorithm1(
     """
     start = theorem1_bound(model, pairs, eps, side=side, jacobian=jacobian)
     w, v = binary_weights(model, pairs)
+    eps = _eps(eps, len(pairs))
     return _run(w, v, start.x, start.r, eps, n, jacobian, max_iter, max_inner, tol)
 
 
@@ -197,6 +213,7 @@ def theorem2_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
     Jacobian, of G^T diag(v) M^{-2} diag(v) G, G the linear map x -> Dg(0; x)).
     """
     _, v = binary_weights(model, pairs)
+    eps = _eps(eps, len(pairs))
     mi = torch.from_numpy(m_inv(side).copy())
     d = side * side
     if jacobian == "paper":
@@ -218,14 +235,59 @@ def theorem2_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
 
 
 def algorithm2(
-    model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30, max_inner=20, tol=1e-6
+    model, pairs, eps, *, n=16, side=28, jacobian="paper", max_iter=30, max_inner=5, tol=1e-6
 ) -> LowerBound:
     """Algorithm 2 from Theorem 2's pair: alternate x <- sign(alpha) and Eq. (14)."""
     start = theorem2_bound(model, pairs, eps, side=side, jacobian=jacobian)
     _, v = binary_weights(model, pairs)
+    eps = _eps(eps, len(pairs))
     return _run(None, v, start.x, start.r, eps, n, jacobian, max_iter, max_inner, tol)
 
 
 def all_pairs(classes: int = 10) -> list[tuple[int, int]]:
     """The K (K - 1) ordered class pairs (i, j), i != j."""
     return [(i, j) for i in range(classes) for j in range(classes) if i != j]
+
+
+def gradient_search(
+    model, pairs, eps, x0, r0, *, steps=200, lr=0.05, tied=True, side=28
+) -> LowerBound:
+    """Beyond the paper: projected gradient ascent on the exact l_adv over (x, r).
+
+    x stays in [-1, 1]^d; r = M^{-1} s with ||s|| <= eps (the ellipsoid as a
+    ball), tied (B, s, s) or, with ``tied=False``, full (B, 2, s, s) flows with
+    sqrt(||M du||^2 + ||M dv||^2) <= eps (Proposition 3's constraint). Adam on
+    (x, s), projected after every step; returns the best pair visited.
+    """
+    w, v = binary_weights(model, pairs)
+    eps = _eps(eps, len(pairs))
+    mi = torch.from_numpy(m_inv(side).copy())
+    m = torch.linalg.inv(mi)
+    comps = 1 if tied else 2
+    s0 = (r0.reshape(len(r0), comps, -1) @ m).reshape(len(r0), -1)
+    x = x0.clone().requires_grad_(True)
+    s = s0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x, s], lr=lr)
+
+    def flow(sv):
+        r = (sv.reshape(len(sv), comps, -1) @ mi).reshape(len(sv), comps, side, side)
+        return r[:, 0] if tied else r
+
+    best = _exact(w, v, x0, flow(s0)).detach()
+    best_x, best_r = x0.clone(), flow(s0).detach().clone()
+    hist = [best.clone()]
+    for _ in range(steps):
+        with torch.enable_grad():
+            val = _exact(w, v, x, flow(s))
+            opt.zero_grad()
+            (-val.sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(-1, 1)
+            norm = s.norm(dim=1, keepdim=True)
+            s.mul_(torch.clamp(eps.unsqueeze(1) / norm.clamp_min(1e-300), max=1.0))
+            val = _exact(w, v, x, flow(s))
+            better = val > best
+            best[better], best_x[better], best_r[better] = val[better], x[better], flow(s)[better]
+            hist.append(val.clone())
+    return LowerBound(best_x, best_r, best, best, torch.stack(hist), torch.stack(hist))

@@ -18,13 +18,17 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "figures_dir",
+    "plot_convergence",
     "plot_figure1",
+    "plot_lower_bounds",
+    "plot_samples",
     "plot_jacobians_at_zero",
     "plot_lambda_map",
     "plot_midpoint_convergence",
     "plot_warp_demo",
     "save_figure",
     "table_evaluation",
+    "table_rows",
     "table_midpoint",
 ]
 
@@ -160,4 +164,87 @@ def table_evaluation(rows: list[dict[str, Any]]) -> str:
             f"| {r['mean_l_diff']:.2f} "
             f"| {r['train_seconds']:.1f} |"
         )
+    return "\n".join(lines)
+
+
+_JAC_TITLE = {"paper": "Dg as printed", "true": "exact Jacobian"}
+
+
+def plot_lower_bounds(data: dict[str, dict[str, dict[str, Any]]], *, theorem: str) -> Figure:
+    """Figures 2 and 8: best lower bound over class pairs against eps, one panel per
+    Jacobian; solid: the algorithm, dashed: the theorem's pair (both evaluated
+    exactly), dotted: the theorem's linearised value (an estimate)."""
+    jacs = list(next(iter(data.values())))
+    fig = Figure(figsize=(5.2 * len(jacs), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(jacs), sharey=True))
+    colors = {}
+    for ax, jac in zip(axes, jacs, strict=True):
+        for k, (net, by_jac) in enumerate(data.items()):
+            d = by_jac[jac]
+            c = colors.setdefault(net, f"C{k}")
+            keep = d["eps"] > 0
+            e = d["eps"][keep]
+            ax.semilogy(e, d["exact"].max(1)[keep], "o-", color=c, label=f"{net}: algorithm")
+            ax.semilogy(
+                e, d["thm_exact"].max(1)[keep], "s--", color=c, ms=4, label=f"{net}: {theorem} pair"
+            )
+            ax.semilogy(
+                e,
+                d["thm_linear"].max(1)[keep],
+                ":",
+                color=c,
+                lw=1,
+                label=f"{net}: {theorem}, linearised",
+            )
+        ax.set_title(_JAC_TITLE[jac], fontsize=10)
+        ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
+    axes[0].set_ylabel(r"lower bound on $\sup \ell_{adv}$")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_samples(by_jac: dict[str, dict[str, Any]], eps_index: int) -> Figure:
+    """Figures 3, 9, 10: x_*, g(r_*; x_*) and the flow r_* of the best pair, per Jacobian."""
+    import torch
+
+    from .warp import warp
+
+    fig = Figure(figsize=(8.4, 2.9 * len(by_jac)))
+    axes = np.atleast_2d(fig.subplots(len(by_jac), 3))
+    for row, (jac, d) in zip(axes, by_jac.items(), strict=True):
+        x = d["x"][eps_index]
+        r = d["r"][eps_index]
+        adv = warp(torch.from_numpy(x)[None], torch.from_numpy(r)[None])[0].numpy()
+        i, j = d["pair"][eps_index]
+        _image(row[0], x, f"x* ({_JAC_TITLE[jac]}; pair {i} vs {j})", vmin=-1, vmax=1)
+        _image(row[1], adv, "g(r*; x*)", vmin=-1, vmax=1)
+        lim = float(np.abs(r).max())
+        _image(
+            row[2], r, f"tied flow r*, max |r| = {lim:.2f} px", cmap="RdBu_r", vmin=-lim, vmax=lim
+        )
+    fig.tight_layout()
+    return fig
+
+
+def plot_convergence(curves: list[dict[str, Any]]) -> Figure:
+    """Figure 4: exact l_adv (solid) and the method's estimate (dashed) per iteration."""
+    fig = Figure(figsize=(9, 3.6))
+    axes = fig.subplots(1, 2)
+    for ax, jac in zip(axes, ("paper", "true"), strict=True):
+        for k, c in enumerate(x for x in curves if x["jacobian"] == jac):
+            ax.plot(c["exact"], "-", color=f"C{k}", label=c["label"])
+            ax.plot(c["estimate"], "--", color=f"C{k}", lw=0.8)
+        ax.set_title(f"{_JAC_TITLE[jac]} (solid: exact, dashed: estimate)", fontsize=9)
+        ax.set_xlabel("iteration")
+    axes[0].set_ylabel(r"$\ell_{adv}$ at the current pair")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def table_rows(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table from a header and rows of already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -194,3 +194,16 @@ register(
         make_loss=_at_pgd,
     )
 )
+
+
+def _lin_fro(settings: dict[str, Any]):
+    lam = settings["lambda"]
+    return lambda model, x, y: hinge(model(x), y) + lam * model.V.weight.norm()
+
+
+# Linear classifiers f(x) = V x (appendix 6.3-6.5, Figures 8 and 11).
+register(Variant("lin_rd", "linear, randomly initialised", arch="linear"))
+register(
+    Variant("lin_nt", "linear, cross-entropy", arch="linear", make_loss=lambda s: cross_entropy)
+)
+register(Variant("lin_fro", "linear, hinge + lambda ||V||_F", arch="linear", make_loss=_lin_fro))

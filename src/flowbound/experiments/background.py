@@ -1,8 +1,4 @@
-"""One function per figure or table: computes (and caches) what a chapter shows.
-
-Each function takes a profile (name or dict) and returns plain data; the
-drawing lives in :mod:`flowbound.plots`.
-"""
+"""Background chapter (Section 2): Eq. (1), Prop. 1-2, Eq. (4) with both Jacobians."""
 
 from __future__ import annotations
 
@@ -12,18 +8,16 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from .attacks import pgd, stadv
-from .cache import cached
-from .data import load_mnist
-from .geometry import aabb_lambda, flow_norm, l_diff, l_diff_matrix, m_inv, mtm, mtm_eigh
-from .loss import l_adv_exact, l_adv_midpoint
-from .models import binary_heads, get_model
-from .profiles import load_profile
-from .warp import jacobian_paper, jacobian_true, warp
+from ..cache import cached
+from ..data import load_mnist
+from ..geometry import aabb_lambda, flow_norm, l_diff, l_diff_matrix, m_inv, mtm, mtm_eigh
+from ..loss import l_adv_exact, l_adv_midpoint
+from ..models import binary_heads, get_model
+from ..warp import jacobian_paper, jacobian_true, warp
+from ._common import EXPERIMENT_CODE_VERSION
+from ._common import profile_dict as _profile
 
 __all__ = [
-    "evaluation_table",
-    "figure1",
     "geometry_summary",
     "jacobians_at_zero",
     "midpoint_convergence",
@@ -31,13 +25,6 @@ __all__ = [
     "random_ellipsoid_flows",
     "warp_demo",
 ]
-
-#: Bump when an experiment's code changes what it returns.
-EXPERIMENT_CODE_VERSION = 2
-
-
-def _profile(profile: str | dict[str, Any]) -> dict[str, Any]:
-    return load_profile(profile) if isinstance(profile, str) else profile
 
 
 def random_ellipsoid_flows(n: int, side: int, eps: float, seed: int) -> torch.Tensor:
@@ -173,124 +160,3 @@ def midpoint_convergence(profile: str | dict[str, Any]) -> dict[str, Any]:
     out["images"] = meta["images"]
     out["eps"] = p["midpoint_eps"]
     return out
-
-
-def _frozen(model: torch.nn.Module) -> torch.nn.Module:
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return model.eval()
-
-
-def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
-    """Figure 1: a test digit, its PGD (L_inf) and stAdv versions against f_nt, the flow.
-
-    The digit is the first test image that f_nt classifies correctly and that
-    both attacks fool (PGD at ``pgd_eps``; stAdv at ``stadv_tau``).
-    """
-    prof = _profile(profile)
-    p = prof["intro"]
-    trained = get_model("nt", prof, section=4)
-    config = {
-        "experiment": "figure1",
-        "model": trained.config,
-        "intro": p,
-        "code": EXPERIMENT_CODE_VERSION,
-    }
-
-    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        model = _frozen(trained.model)
-        dev = next(model.parameters()).device
-        x, y = load_mnist("test")
-        x, y = x[:64].to(dev), y[:64].to(dev)
-        pg = pgd(model, x, y, eps=p["pgd_eps"], alpha=p["pgd_alpha"], steps=p["pgd_steps"])
-        st = stadv(model, x, y, tau=p["stadv_tau"], steps=p["stadv_steps"])
-        with torch.no_grad():
-            clean = model(x).argmax(1)
-        ok = ((clean == y) & pg.success & st.success).nonzero().flatten()
-        k = int(ok[0]) if len(ok) else 0
-        with torch.no_grad():
-            labels = [int(model(z[k : k + 1]).argmax(1)) for z in (x, pg.images, st.images)]
-        value = {
-            "benign": x[k].cpu(),
-            "pgd": pg.images[k].cpu(),
-            "stadv": st.images[k].cpu(),
-            "flow": st.flows[k].cpu(),
-        }
-        meta = {
-            "index": k,
-            "label": int(y[k]),
-            "pred_benign": labels[0],
-            "pred_pgd": labels[1],
-            "pred_stadv": labels[2],
-            "linf_pgd": float((pg.images[k] - x[k]).abs().max()),
-            "linf_stadv": float((st.images[k] - x[k]).abs().max()),
-            "l_diff": float(st.l_diff[k]),
-            "both_succeeded": bool(len(ok)),
-        }
-        return value, meta
-
-    value, meta = cached("experiments", config, compute)
-    return {**{k: v.numpy() for k, v in value.items()}, **meta, **p}
-
-
-def evaluation_table(profile: str | dict[str, Any], *, section: int = 4) -> list[dict[str, Any]]:
-    """Clean accuracy and stAdv results at ``stadv_tau`` for every variant.
-
-    stAdv runs on the first ``eval_images`` test images against the whole
-    network (the STN included). ``success`` counts, among the images the
-    network classifies correctly, those that stAdv makes misclassified;
-    ``adv_accuracy`` is the fraction of all images still classified correctly.
-    """
-    prof = _profile(profile)
-    p = prof["intro"]
-    rows = []
-    for name in p["eval_variants"]:
-        trained = get_model(name, prof, section=section)
-        config = {
-            "experiment": "stadv_eval",
-            "model": trained.config,
-            "tau": p["stadv_tau"],
-            "steps": p["eval_steps"],
-            "images": p["eval_images"],
-            "code": EXPERIMENT_CODE_VERSION,
-        }
-
-        def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            model = _frozen(trained.model)
-            dev = next(model.parameters()).device
-            x, y = load_mnist("test")
-            x, y = x[: p["eval_images"]].to(dev), y[: p["eval_images"]].to(dev)
-            with torch.no_grad():
-                scores = model(x)
-                correct = scores.argmax(1) == y
-                top2 = scores.topk(2, dim=1).values
-            res = stadv(model, x, y, tau=p["stadv_tau"], steps=p["eval_steps"])
-            value = {
-                "correct": correct.cpu(),
-                "success": res.success.cpu(),
-                "l_diff": res.l_diff.cpu(),
-                "margin": (top2[:, 0] - top2[:, 1]).cpu(),
-            }
-            return value, {}
-
-        value, _ = cached("experiments", config, compute)
-        correct, success = value["correct"], value["success"]
-        rows.append(
-            {
-                "variant": name,
-                "hidden": trained.config["hidden"],
-                "seed": trained.config["seed"],
-                "clean_accuracy": trained.test_accuracy,
-                "stadv_success": float((success & correct).sum() / correct.sum().clamp_min(1)),
-                "stadv_accuracy": float((correct & ~success).float().mean()),
-                "mean_l_diff": float(value["l_diff"][correct & success].mean())
-                if bool((correct & success).any())
-                else float("nan"),
-                "train_seconds": trained.train_seconds,
-                "images": len(correct),
-                "median_margin": float(value["margin"][correct].median())
-                if bool(correct.any())
-                else float("nan"),
-            }
-        )
-    return rows

@@ -1,0 +1,31 @@
+"""One function per figure or table: computes (and caches) what a chapter shows.
+
+Each function takes a profile (name or dict) and returns plain data; the
+drawing lives in :mod:`flowbound.plots`. Modules follow the book's chapters.
+"""
+
+from .background import (
+    geometry_summary,
+    jacobians_at_zero,
+    midpoint_convergence,
+    prop1_check,
+    random_ellipsoid_flows,
+    warp_demo,
+)
+from .impossibility import beyond_the_paper, growth_fit, lower_bounds, pairs_of
+from .intro import evaluation_table, figure1
+
+__all__ = [
+    "beyond_the_paper",
+    "evaluation_table",
+    "figure1",
+    "geometry_summary",
+    "growth_fit",
+    "jacobians_at_zero",
+    "lower_bounds",
+    "midpoint_convergence",
+    "pairs_of",
+    "prop1_check",
+    "random_ellipsoid_flows",
+    "warp_demo",
+]

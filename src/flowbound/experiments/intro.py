@@ -1,0 +1,132 @@
+"""Introduction chapter (Section 1): Figure 1 and the evaluation of the model zoo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..attacks import pgd, stadv
+from ..cache import cached
+from ..data import load_mnist
+from ..models import get_model
+from ._common import EXPERIMENT_CODE_VERSION
+from ._common import frozen as _frozen
+from ._common import profile_dict as _profile
+
+__all__ = ["evaluation_table", "figure1"]
+
+
+def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
+    """Figure 1: a test digit, its PGD (L_inf) and stAdv versions against f_nt, the flow.
+
+    The digit is the first test image that f_nt classifies correctly and that
+    both attacks fool (PGD at ``pgd_eps``; stAdv at ``stadv_tau``).
+    """
+    prof = _profile(profile)
+    p = prof["intro"]
+    trained = get_model("nt", prof, section=4)
+    config = {
+        "experiment": "figure1",
+        "model": trained.config,
+        "intro": p,
+        "code": EXPERIMENT_CODE_VERSION,
+    }
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        model = _frozen(trained.model)
+        dev = next(model.parameters()).device
+        x, y = load_mnist("test")
+        x, y = x[:64].to(dev), y[:64].to(dev)
+        pg = pgd(model, x, y, eps=p["pgd_eps"], alpha=p["pgd_alpha"], steps=p["pgd_steps"])
+        st = stadv(model, x, y, tau=p["stadv_tau"], steps=p["stadv_steps"])
+        with torch.no_grad():
+            clean = model(x).argmax(1)
+        ok = ((clean == y) & pg.success & st.success).nonzero().flatten()
+        k = int(ok[0]) if len(ok) else 0
+        with torch.no_grad():
+            labels = [int(model(z[k : k + 1]).argmax(1)) for z in (x, pg.images, st.images)]
+        value = {
+            "benign": x[k].cpu(),
+            "pgd": pg.images[k].cpu(),
+            "stadv": st.images[k].cpu(),
+            "flow": st.flows[k].cpu(),
+        }
+        meta = {
+            "index": k,
+            "label": int(y[k]),
+            "pred_benign": labels[0],
+            "pred_pgd": labels[1],
+            "pred_stadv": labels[2],
+            "linf_pgd": float((pg.images[k] - x[k]).abs().max()),
+            "linf_stadv": float((st.images[k] - x[k]).abs().max()),
+            "l_diff": float(st.l_diff[k]),
+            "both_succeeded": bool(len(ok)),
+        }
+        return value, meta
+
+    value, meta = cached("experiments", config, compute)
+    return {**{k: v.numpy() for k, v in value.items()}, **meta, **p}
+
+
+def evaluation_table(profile: str | dict[str, Any], *, section: int = 4) -> list[dict[str, Any]]:
+    """Clean accuracy and stAdv results at ``stadv_tau`` for every variant.
+
+    stAdv runs on the first ``eval_images`` test images against the whole
+    network (the STN included). ``success`` counts, among the images the
+    network classifies correctly, those that stAdv makes misclassified;
+    ``adv_accuracy`` is the fraction of all images still classified correctly.
+    """
+    prof = _profile(profile)
+    p = prof["intro"]
+    rows = []
+    for name in p["eval_variants"]:
+        trained = get_model(name, prof, section=section)
+        config = {
+            "experiment": "stadv_eval",
+            "model": trained.config,
+            "tau": p["stadv_tau"],
+            "steps": p["eval_steps"],
+            "images": p["eval_images"],
+            "code": EXPERIMENT_CODE_VERSION,
+        }
+
+        def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            model = _frozen(trained.model)
+            dev = next(model.parameters()).device
+            x, y = load_mnist("test")
+            x, y = x[: p["eval_images"]].to(dev), y[: p["eval_images"]].to(dev)
+            with torch.no_grad():
+                scores = model(x)
+                correct = scores.argmax(1) == y
+                top2 = scores.topk(2, dim=1).values
+            res = stadv(model, x, y, tau=p["stadv_tau"], steps=p["eval_steps"])
+            value = {
+                "correct": correct.cpu(),
+                "success": res.success.cpu(),
+                "l_diff": res.l_diff.cpu(),
+                "margin": (top2[:, 0] - top2[:, 1]).cpu(),
+            }
+            return value, {}
+
+        value, _ = cached("experiments", config, compute)
+        correct, success = value["correct"], value["success"]
+        rows.append(
+            {
+                "variant": name,
+                "hidden": trained.config["hidden"],
+                "seed": trained.config["seed"],
+                "clean_accuracy": trained.test_accuracy,
+                "stadv_success": float((success & correct).sum() / correct.sum().clamp_min(1)),
+                "stadv_accuracy": float((correct & ~success).float().mean()),
+                "mean_l_diff": float(value["l_diff"][correct & success].mean())
+                if bool((correct & success).any())
+                else float("nan"),
+                "train_seconds": trained.train_seconds,
+                "images": len(correct),
+                "median_margin": float(value["margin"][correct].median())
+                if bool(correct.any())
+                else float("nan"),
+            }
+        )
+    return rows
