@@ -175,7 +175,7 @@ def plot_lower_bounds(data: dict[str, dict[str, dict[str, Any]]], *, theorem: st
     Jacobian; solid: the algorithm, dashed: the theorem's pair (both evaluated
     exactly), dotted: the theorem's linearised value (an estimate)."""
     jacs = list(next(iter(data.values())))
-    fig = Figure(figsize=(5.2 * len(jacs), 3.8))
+    fig = Figure(figsize=(5.2 * len(jacs), 5.0))
     axes = np.atleast_1d(fig.subplots(1, len(jacs), sharey=True))
     colors = {}
     for ax, jac in zip(axes, jacs, strict=True):
@@ -199,8 +199,9 @@ def plot_lower_bounds(data: dict[str, dict[str, dict[str, Any]]], *, theorem: st
         ax.set_title(_JAC_TITLE[jac], fontsize=10)
         ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
     axes[0].set_ylabel(r"lower bound on $\sup \ell_{adv}$")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(data), frameon=False)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     return fig
 
 
@@ -238,7 +239,7 @@ def plot_convergence(curves: list[dict[str, Any]]) -> Figure:
         ax.set_title(f"{_JAC_TITLE[jac]} (solid: exact, dashed: estimate)", fontsize=9)
         ax.set_xlabel("iteration")
     axes[0].set_ylabel(r"$\ell_{adv}$ at the current pair")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=6, loc="center right")
     fig.tight_layout()
     return fig
 
