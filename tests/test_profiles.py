@@ -34,3 +34,10 @@ def test_a_loaded_profile_is_a_fresh_copy():
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown profile 'full'; choose one of smoke, paper"):
         load_profile("full")
+
+
+def test_every_profile_draws_every_figure():
+    """Figures 3, 9 and 10 show nt, rd and at: a profile without one breaks the book."""
+    for name in PROFILES:
+        nets = load_profile(name)["impossibility"]["networks"]
+        assert {"nt", "rd", "at"} <= set(nets), name
