@@ -1,0 +1,216 @@
+"""Upper bounds on the adversarial loss (Section 4.1, appendix 6.5, 6.8).
+
+The SDP of Section 4.1: max tr(Z P) s.t. diag(Z) <= 1, Z PSD, with
+P = [[0, A], [A^T, 0]] and A = diag(v) W diag(lambda) (READING-NOTES 13). It
+relaxes max over sign vectors of z^T P z = 2 s^T A t. Any vector c gives the
+certified upper bound sum(c) + n * max(0, lambda_max(P - diag(c))) (weak
+duality), whatever produced c; :func:`certify` evaluates it in float64.
+
+The fast solver (:func:`sdp_bound`) is the mixing method, a Burer-Monteiro
+factorisation Z = U U^T with unit rows, U = [S; T], updated block by block:
+T <- rownorm(A^T S), S <- rownorm(A T), each an exact maximisation over its
+block. Its dual vector c_i = u_i . (P U)_i sums to the primal value, so the
+certified gap is n * max(0, lambda_max(P - diag(c))).
+
+Used in: Possibility results (Figures 5, 11), the sdp variant.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SDPBound",
+    "certify",
+    "frobenius_bound",
+    "sdp_adversarial_bound",
+    "sdp_bound",
+    "sdp_bound_cvxpy",
+    "sdp_matrix",
+    "spectral_bound",
+]
+
+
+def sdp_matrix(w: torch.Tensor, v: torch.Tensor, lam: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A = diag(v) W diag(lambda): (h, d), or (B, h, d) for v of shape (B, h). Float64."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    v = torch.as_tensor(v, dtype=torch.float64)
+    lam = torch.as_tensor(np.asarray(lam), dtype=torch.float64)
+    return v.unsqueeze(-1) * w * lam
+
+
+def _p_matrix(a: np.ndarray) -> np.ndarray:
+    h, d = a.shape
+    p = np.zeros((h + d, h + d))
+    p[:h, h:] = a
+    p[h:, :h] = a.T
+    return p
+
+
+def certify(a: torch.Tensor | np.ndarray, c: torch.Tensor | np.ndarray) -> float:
+    """sum(c) + n * max(0, lambda_max(P - diag(c))) in float64: an upper bound on the SDP."""
+    a = np.asarray(a, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    p = _p_matrix(a)
+    top = np.linalg.eigvalsh(p - np.diag(c))[-1]
+    return float(c.sum() + len(c) * max(0.0, top))
+
+
+class SDPBound(NamedTuple):
+    """Per instance (B,): certified ``upper``, feasible ``lower``, relative ``gap``,
+    the dual vectors ``c`` (B, n), iterations, and the wall time in seconds."""
+
+    upper: np.ndarray
+    lower: np.ndarray
+    gap: np.ndarray
+    c: np.ndarray
+    iterations: np.ndarray
+    seconds: float
+
+
+def _rownorm(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+
+
+def sdp_bound(
+    a: torch.Tensor,
+    *,
+    tol: float = 1e-4,
+    rank: int | None = None,
+    max_iter: int = 5000,
+    check_every: int = 50,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> SDPBound:
+    """Certified SDP value for A (h, d) or a batch (B, h, d), by the mixing method.
+
+    Iterates until every instance's certified relative gap (upper - lower) /
+    upper is at most ``tol`` (checked every ``check_every`` sweeps, with a
+    float64 eigenvalue of P - diag(c)) or ``max_iter`` sweeps. ``rank``
+    defaults to ceil(sqrt(2 n)) + 1, above which the factorised problem has
+    no spurious local optima (Barvinok-Pataki; Boumal et al., 2016).
+    """
+    start = time.perf_counter()
+    a = torch.as_tensor(a, dtype=torch.float64)
+    single = a.dim() == 2
+    a = a.unsqueeze(0) if single else a
+    dev = torch.device(device) if device is not None else a.device
+    a = a.to(dev)
+    b, h, d = a.shape
+    n = h + d
+    k = rank or int(np.ceil(np.sqrt(2 * n))) + 1
+    gen = torch.Generator().manual_seed(seed)
+    s = _rownorm(torch.randn(b, h, k, generator=gen, dtype=torch.float64)).to(dev)
+    t = _rownorm(torch.randn(b, d, k, generator=gen, dtype=torch.float64)).to(dev)
+    upper = np.full(b, np.inf)
+    lower = np.zeros(b)
+    cs = np.zeros((b, n))
+    iters = np.zeros(b, dtype=int)
+    active = torch.ones(b, dtype=torch.bool)
+    for it in range(1, max_iter + 1):
+        idx = active.nonzero().flatten().to(dev)
+        aa = a[idx]
+        t[idx] = _rownorm(aa.transpose(1, 2) @ s[idx])
+        at = aa @ t[idx]
+        s[idx] = _rownorm(at)
+        if it % check_every and it != max_iter:
+            continue
+        ast = aa.transpose(1, 2) @ s[idx]
+        c_s = (s[idx] * at).sum(-1)
+        c_t = (t[idx] * ast).sum(-1)
+        c = torch.cat([c_s, c_t], 1).cpu().numpy()
+        for row, inst in enumerate(idx.cpu().tolist()):
+            up = certify(a[inst].cpu().numpy(), c[row])
+            lo = float(c[row].sum())  # = tr(Z P) for Z = U U^T, feasible
+            if up < upper[inst]:
+                upper[inst], cs[inst] = up, c[row]
+            lower[inst] = max(lower[inst], lo)
+            iters[inst] = it
+            if (upper[inst] - lower[inst]) <= tol * abs(upper[inst]):
+                active[inst] = False
+        if not active.any():
+            break
+    gap = (upper - lower) / np.abs(upper)
+    out = SDPBound(upper, lower, gap, cs, iters, time.perf_counter() - start)
+    if single:
+        return SDPBound(
+            out.upper[0], out.lower[0], out.gap[0], out.c[0], out.iterations[0], out.seconds
+        )
+    return out
+
+
+def sdp_bound_cvxpy(a: np.ndarray, *, solver: str = "SCS", eps: float = 1e-6) -> float:
+    """The SDP of Section 4.1 solved by cvxpy (the reference; small n only)."""
+    import cvxpy as cp
+
+    p = _p_matrix(np.asarray(a, dtype=np.float64))
+    n = len(p)
+    z = cp.Variable((n, n), PSD=True)
+    prob = cp.Problem(cp.Maximize(cp.trace(z @ p)), [cp.diag(z) <= 1])
+    kwargs = {"eps": eps} if solver == "SCS" else {}
+    prob.solve(solver=solver, **kwargs)
+    return float(prob.value)
+
+
+def _domain_constant(domain: str) -> float:
+    # Each partial of a bilinear warp is a convex combination of neighbour
+    # differences: |.| <= 1 for pixels in [0, 1], <= 2 in [-1, 1]; a tied
+    # flow adds two partials (READING-NOTES 17).
+    if domain == "unit":
+        return 2.0
+    if domain == "symmetric":
+        return 4.0
+    raise ValueError(
+        f"domain must be 'unit' ([0, 1] pixels) or 'symmetric' ([-1, 1]), got {domain!r}"
+    )
+
+
+def spectral_bound(
+    w, v, eps: float, *, form: str = "sound", domain: str = "unit", side: int = 28
+) -> float:
+    """Spectral-norm upper bound on l_adv for f = v^T relu(W x).
+
+    ``form="printed"``: eps ||W||_2 ||v||_2, as in appendix 6.8.
+    ``form="sound"``: (D / 2) eps ||W||_2 ||v||_2 ||M^{-1}||_2, D the bound on
+    |dg_i / dr_i| for ``domain`` (2 for [0, 1] images), 1/2 from
+    l_adv = (f(g) - f(x)) / 2, ||r||_2 <= ||M^{-1}||_2 eps (READING-NOTES 12).
+    """
+    return _norm_bound(w, v, eps, 2, form, domain, side)
+
+
+def frobenius_bound(
+    w, v, eps: float, *, form: str = "sound", domain: str = "unit", side: int = 28
+) -> float:
+    """As :func:`spectral_bound` with ||W||_F >= ||W||_2 (appendix 6.8)."""
+    return _norm_bound(w, v, eps, "fro", form, domain, side)
+
+
+def _norm_bound(w, v, eps, order, form, domain, side) -> float:
+    w = np.asarray(w, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    base = eps * np.linalg.norm(w, ord=order) * np.linalg.norm(v)
+    if form == "printed":
+        return float(base)
+    if form != "sound":
+        raise ValueError(f"form must be 'printed' or 'sound', got {form!r}")
+    from .geometry import mtm_eigh
+
+    m_inv_norm = 1.0 / np.sqrt(mtm_eigh(side)[0][0])
+    return float(_domain_constant(domain) / 2 * base * m_inv_norm)
+
+
+def sdp_adversarial_bound(sdp_upper: float, eps: float, *, domain: str = "unit") -> float:
+    """Upper bound on l_adv = (f(g(r; x)) - f(x)) / 2 from a certified SDP value.
+
+    (1/2) int_0^1 grad f^T Dg r dz with relu' in [0, 1] (relaxed to [-1, 1]),
+    |Dg_ii| <= D (``domain``) and |r_i| <= eps lambda_i (Prop. 2) is at most
+    (1/2) D eps max_{s,t} s^T A t <= (1/2) D eps SDP / 2, since
+    max z^T P z = 2 max s^T A t. So l_adv <= D eps SDP / 4: eps SDP / 2 for
+    [0, 1] images. (The paper's Section 4.1 writes 2 eps z^T P z: its l_adv
+    there has no 1/2 and it does not halve z^T P z.)
+    """
+    return _domain_constant(domain) / 4 * eps * float(sdp_upper)

@@ -1,0 +1,120 @@
+"""Upper bounds: the fast SDP solver against cvxpy, brute force and its own certificate."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowbound.bounds import (
+    certify,
+    frobenius_bound,
+    sdp_adversarial_bound,
+    sdp_bound,
+    sdp_bound_cvxpy,
+    sdp_matrix,
+    spectral_bound,
+)
+from flowbound.geometry import aabb_lambda, mtm_eigh
+from flowbound.impossibility import gradient_search
+from flowbound.models import OneHidden
+
+
+def _p(a: np.ndarray) -> np.ndarray:
+    h, d = a.shape
+    return np.block([[np.zeros((h, h)), a], [a.T, np.zeros((d, d))]])
+
+
+@pytest.mark.parametrize("h, d, seed", [(10, 15, 0), (20, 30, 1), (40, 60, 2)])
+def test_fast_solver_agrees_with_cvxpy(h, d, seed):
+    a = np.random.default_rng(seed).standard_normal((h, d))
+    ref = sdp_bound_cvxpy(a)
+    res = sdp_bound(torch.from_numpy(a), tol=1e-5)
+    assert res.upper == pytest.approx(ref, rel=1e-3)
+    assert res.lower <= ref * (1 + 1e-6) and res.upper >= ref * (1 - 1e-4)
+    assert res.gap <= 1e-5
+
+
+def test_upper_is_recomputed_independently_from_c_and_exceeds_lower():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 25, 35))
+    res = sdp_bound(torch.from_numpy(a), tol=1e-4)
+    for k in range(3):
+        p = _p(a[k])
+        top = np.linalg.eigvalsh(p - np.diag(res.c[k]))[-1]
+        upper = res.c[k].sum() + len(p) * max(0.0, top)
+        assert res.upper[k] == pytest.approx(upper, rel=1e-12)
+        assert res.upper[k] >= res.lower[k]
+        assert res.upper[k] <= len(p) * np.linalg.eigvalsh(p)[-1] + 1e-9  # spectral relaxation
+
+
+def test_any_c_gives_a_valid_bound():
+    a = np.random.default_rng(4).standard_normal((6, 8))
+    exact = sdp_bound(torch.from_numpy(a), tol=1e-8).lower
+    for c in (np.zeros(14), np.ones(14), np.random.default_rng(5).random(14) * 10):
+        assert certify(a, c) >= exact * (1 - 1e-8)
+
+
+@pytest.mark.parametrize("h, d, seed", [(5, 6, 0), (7, 9, 1), (8, 8, 2)])
+def test_upper_beats_the_brute_force_cut_norm(h, d, seed):
+    a = np.random.default_rng(seed).standard_normal((h, d))
+    # max over s, t in {-1, 1} of 2 s^T A t: for fixed s the best t is sign(A^T s).
+    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=h)))
+    best = float((2 * np.abs(signs @ a).sum(1)).max())
+    res = sdp_bound(torch.from_numpy(a), tol=1e-6)
+    assert res.upper >= best - 1e-9
+    assert res.upper <= 1.783 * best  # Grothendieck's constant (READING-NOTES 13)
+
+
+def test_batched_equals_one_at_a_time():
+    a = np.random.default_rng(6).standard_normal((4, 12, 20))
+    batch = sdp_bound(torch.from_numpy(a), tol=1e-6)
+    for k in range(4):
+        alone = sdp_bound(torch.from_numpy(a[k]), tol=1e-6)
+        assert alone.upper == pytest.approx(batch.upper[k], rel=2e-6)
+
+
+def test_sdp_matrix_is_diag_v_w_diag_lambda():
+    rng = np.random.default_rng(7)
+    w, v, lam = rng.standard_normal((4, 9)), rng.standard_normal(4), rng.random(9)
+    np.testing.assert_allclose(sdp_matrix(w, v, lam).numpy(), np.diag(v) @ w @ np.diag(lam))
+
+
+def test_naive_bounds_printed_and_sound():
+    rng = np.random.default_rng(8)
+    w, v = rng.standard_normal((5, 16)), rng.standard_normal(5)
+    s2, fro = np.linalg.norm(w, 2), np.linalg.norm(w, "fro")
+    assert spectral_bound(w, v, 0.3, form="printed", side=4) == pytest.approx(
+        0.3 * s2 * np.linalg.norm(v)
+    )
+    m_inv = 1 / np.sqrt(mtm_eigh(4)[0][0])
+    assert frobenius_bound(w, v, 0.3, side=4) == pytest.approx(
+        0.3 * fro * np.linalg.norm(v) * m_inv
+    )
+    assert spectral_bound(w, v, 0.3, domain="symmetric", side=4) == pytest.approx(
+        2 * 0.3 * s2 * np.linalg.norm(v) * m_inv
+    )
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.1, 3.0))
+def test_no_attack_beats_a_certified_bound(seed, eps):
+    """Gradient search over x in [-1, 1]^9 and ||M r|| <= eps never exceeds the
+    SDP bound, nor the sound spectral bound (domain [-1, 1])."""
+    torch.manual_seed(seed)
+    net = OneHidden(d=9, hidden=6, classes=2).double()
+    w = net.W.weight.detach()
+    v = (net.V.weight[0] - net.V.weight[1]).detach()
+    sdp = sdp_bound(sdp_matrix(w, v, aabb_lambda(3)), tol=1e-6).upper
+    bound = sdp_adversarial_bound(sdp, eps, domain="symmetric")
+    spec = spectral_bound(w.numpy(), v.numpy(), eps, domain="symmetric", side=3)
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(4, 3, 3, generator=g, dtype=torch.float64) * 2 - 1
+    r0 = torch.randn(4, 3, 3, generator=g, dtype=torch.float64) * 0.1
+    found = gradient_search(net, [(0, 1)] * 4, eps, x0, r0, steps=60, lr=0.1, side=3)
+    assert float(found.exact.max()) <= bound + 1e-9
+    assert float(found.exact.max()) <= spec + 1e-9
