@@ -39,7 +39,7 @@ def sdp_matrix(w: torch.Tensor, v: torch.Tensor, lam: torch.Tensor | np.ndarray)
     """A = diag(v) W diag(lambda): (h, d), or (B, h, d) for v of shape (B, h). Float64."""
     w = torch.as_tensor(w, dtype=torch.float64)
     v = torch.as_tensor(v, dtype=torch.float64)
-    lam = torch.as_tensor(np.asarray(lam), dtype=torch.float64)
+    lam = torch.tensor(np.array(lam, dtype=np.float64))  # copy: cached lambda is read-only
     return v.unsqueeze(-1) * w * lam
 
 
