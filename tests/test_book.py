@@ -36,7 +36,7 @@ def _pages() -> list[Path]:
 
 def test_every_chapter_page_is_built(smoke_build):
     names = {p.relative_to(HTML).as_posix() for p in _pages()}
-    chapters = ("introduction", "background", "impossibility", "linear")
+    chapters = ("introduction", "background", "impossibility", "possibility", "linear")
     assert {"book/index.html"} | {f"book/_executed/{c}.html" for c in chapters} <= names
 
 
@@ -51,7 +51,13 @@ def test_pages_have_no_raw_markup_or_errors(smoke_build):
 
 @pytest.mark.parametrize(
     "chapter, figures",
-    [("introduction", 1), ("background", 4), ("impossibility", 5), ("linear", 1)],
+    [
+        ("introduction", 1),
+        ("background", 4),
+        ("impossibility", 5),
+        ("possibility", 3),
+        ("linear", 1),
+    ],
 )
 def test_images_exist_and_math_is_served_locally(smoke_build, chapter, figures):
     page = HTML / "book" / "_executed" / f"{chapter}.html"
@@ -67,7 +73,18 @@ def test_images_exist_and_math_is_served_locally(smoke_build, chapter, figures):
 
 def test_figures_are_saved_and_the_profile_was_injected(smoke_build):
     figures = OUT / "_build" / "figures"
-    paper_figures = ("fig01", "fig02", "fig03", "fig04", "fig08", "fig09", "fig10")
+    paper_figures = (
+        "fig01",
+        "fig02",
+        "fig03",
+        "fig04",
+        "fig05",
+        "fig07",
+        "fig08",
+        "fig09",
+        "fig10",
+        "fig11",
+    )
     for name in ("bg-warp", "bg-lambda", "bg-jacobian", "bg-midpoint", *paper_figures):
         assert (figures / f"{name}.png").stat().st_size > 1000
         assert (figures / f"{name}.pdf").is_file()

@@ -90,10 +90,14 @@ def certified_fraction(
     kind: str = "sdp",
     *,
     side: int = 28,
+    delta: np.ndarray | None = None,
+    tol: float = 1e-4,
 ) -> np.ndarray:
     """The 0/1 adversarial loss at each eps: the fraction of (x, y) that are
-    misclassified or not certified (Figure 5)."""
-    delta = decrease_bounds(model, kind, side=side)
+    misclassified or not certified (Figure 5). ``delta`` reuses bounds from
+    :func:`decrease_bounds` (computed here otherwise)."""
+    if delta is None:
+        delta = decrease_bounds(model, kind, side=side, tol=tol)
     m = margins(model, x, y)
     yy = y.cpu().numpy()
     need = delta[yy]  # (N, K): Delta_{y, i} per image

@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "figures_dir",
+    "plot_aabb",
+    "plot_zero_one",
     "plot_convergence",
     "plot_figure1",
     "plot_lower_bounds",
@@ -249,3 +251,55 @@ def table_rows(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+_KIND_STYLE = {"frobenius": ":", "spectral": "--", "sdp": "-", "linear": "-"}
+
+
+def plot_zero_one(d: dict[str, Any]) -> Figure:
+    """Figures 5 and 11: certified 0/1 adversarial loss against eps, per variant and bound."""
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    for k, (name, by_kind) in enumerate(d["losses"].items()):
+        for kind, loss in by_kind.items():
+            ax.plot(
+                d["eps"], loss, _KIND_STYLE.get(kind, "-"), color=f"C{k}", label=f"{name}, {kind}"
+            )
+    ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
+    ax.set_ylabel("certified 0/1 adversarial loss")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_aabb(d: dict[str, Any]) -> Figure:
+    """Figure 7: the ellipse, its mirror image, the region of diag(s) r, and the box."""
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.subplots()
+    ax.fill_between(
+        d["a_grid"],
+        -d["b_max"],
+        d["b_max"],
+        color="C0",
+        alpha=0.15,
+        hatch="//",
+        label=r"diag(s) r, $\|s\|_\infty \leq 1$",
+    )
+    ax.plot(*d["ellipse"], color="C0", label=r"$\|Mr\| = \epsilon$ (projection)")
+    ax.plot(*d["mirror"], "--", color="C1", label="mirror image")
+    lx, ly = d["eps"] * d["lambda"]
+    ax.plot(
+        [-lx, lx, lx, -lx, -lx],
+        [-ly, -ly, ly, ly, -ly],
+        "k-",
+        lw=1,
+        label=r"box $[-\epsilon\lambda_i, \epsilon\lambda_i]$",
+    )
+    (r1, c1), (r2, c2) = d["pixels"]
+    ax.set_xlabel(f"r at pixel ({r1}, {c1})")
+    ax.set_ylabel(f"r at pixel ({r2}, {c2})")
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig

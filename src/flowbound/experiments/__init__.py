@@ -14,8 +14,10 @@ from .background import (
 )
 from .impossibility import beyond_the_paper, growth_fit, lower_bounds, pairs_of
 from .intro import evaluation_table, figure1
+from .possibility import aabb_illustration, zero_one_losses
 
 __all__ = [
+    "aabb_illustration",
     "beyond_the_paper",
     "evaluation_table",
     "figure1",
@@ -28,4 +30,5 @@ __all__ = [
     "prop1_check",
     "random_ellipsoid_flows",
     "warp_demo",
+    "zero_one_losses",
 ]
