@@ -12,7 +12,7 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "train" in out and "book" in out
+    assert "train" in out and "book" in out and "figure" in out
 
 
 @pytest.mark.parametrize(
@@ -40,3 +40,19 @@ def test_train_prints_accuracy_and_then_loads_from_cache(capsys, mnist_dir):
     assert "rd (smoke, hidden 64): trained, test accuracy" in first
     assert main(["train", "rd", "--profile", "smoke", "--section", "3"]) == 0
     assert "loaded from cache" in capsys.readouterr().out
+
+
+def test_figure_not_reproduced_is_a_clear_error(capsys):
+    assert main(["figure", "6", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "figure 6 is not reproduced yet" in err and len(err.strip().splitlines()) == 1
+
+
+def test_figure_regenerates_one_figure(tmp_path, monkeypatch, mnist_dir):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    target = root / "_build" / "smoke" / "_build" / "figures" / "fig07.png"
+    target.unlink(missing_ok=True)
+    assert main(["figure", "7", "--profile", "smoke", "--root", str(root)]) == 0
+    assert target.stat().st_size > 1000 and target.with_suffix(".pdf").is_file()

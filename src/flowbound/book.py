@@ -21,6 +21,8 @@ import yaml
 from .profiles import load_profile
 
 __all__ = [
+    "FIGURE_CHAPTERS",
+    "build_figure",
     "EXECUTED",
     "BookError",
     "build_book",
@@ -188,3 +190,43 @@ def build_book(profile: str, *, root: str | Path = ".", output: str | Path | Non
     html = out / "_build" / "html"
     print(f"book built: {html / 'index.html'}", flush=True)
     return html
+
+
+#: The chapter that draws each of the paper's figures.
+FIGURE_CHAPTERS: dict[int, str] = {
+    1: "introduction",
+    2: "impossibility",
+    3: "impossibility",
+    4: "impossibility",
+    5: "possibility",
+    7: "possibility",
+    8: "linear",
+    9: "impossibility",
+    10: "impossibility",
+    11: "possibility",
+}
+
+
+def build_figure(number: int, profile: str, *, root: str | Path = ".") -> Path:
+    """Regenerate the paper's Figure ``number`` by executing only its chapter.
+
+    Writes ``_build/figures/figNN.png`` and ``.pdf`` (``_build/<profile>/_build/figures``
+    for a profile other than ``paper``) without building the HTML. Cached
+    models and results are reused.
+    """
+    load_profile(profile)
+    if number not in FIGURE_CHAPTERS:
+        known = ", ".join(str(k) for k in FIGURE_CHAPTERS)
+        raise BookError(f"figure {number} is not reproduced yet; available: {known}")
+    root = Path(root).resolve()
+    out = root if profile == "paper" else root / "_build" / profile
+    figures = out / "_build" / "figures"
+    os.environ["FLOWBOUND_FIGURES"] = str(figures)
+    chapter = FIGURE_CHAPTERS[number]
+    print(f"executing {chapter} ({profile}) for Figure {number}", flush=True)
+    execute_chapter(root, chapter, profile)
+    png = figures / f"fig{number:02d}.png"
+    if not png.exists():
+        raise BookError(f"chapter {chapter} ran but did not save {png}")
+    print(f"figure {number}: {png}", flush=True)
+    return png

@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the paper section whose hidden width to use (default: 4)",
     )
 
+    figure = sub.add_parser("figure", help="regenerate one of the paper's figures (no HTML)")
+    figure.add_argument("number", type=int, metavar="N", help="the paper's figure number")
+    figure.add_argument(
+        "--profile", choices=PROFILES, default="paper", help="sizes to use (default: paper)"
+    )
+    figure.add_argument("--root", default=".", help="the book's root folder (default: .)")
+
     book = sub.add_parser("book", help="execute every chapter and build the HTML book")
     book.add_argument(
         "--profile", choices=PROFILES, default="paper", help="sizes to use (default: paper)"
@@ -75,6 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"test accuracy {trained.test_accuracy:.4f}, "
             f"training took {trained.train_seconds:.1f} s"
         )
+        return 0
+    if args.command == "figure":
+        from .book import BookError, build_figure
+
+        try:
+            build_figure(args.number, args.profile, root=args.root)
+        except BookError as exc:
+            print(f"flowbound: error: {exc}", file=sys.stderr)
+            return 2 if "not reproduced" in str(exc) else 1
         return 0
     if args.command == "book":
         from .book import BookError, build_book
