@@ -175,6 +175,18 @@ def _dg0(x, jacobian):
     return JACOBIANS[jacobian](x, torch.zeros_like(x))
 
 
+def _theorem_pair(w, v, x, eps, jacobian) -> LowerBound:
+    """Eq. (6) / (12): the best flow for the linearisation at x, its value and the exact one.
+
+    The linearised l~_adv = (1/2) grad f(x)^T Dg(0; x) r (W = None: f linear).
+    """
+    c = _dg0(x, jacobian) * _grad_g(w, v, x)
+    r, norm = _best_flow(c, eps, x.shape[-1])
+    lin = eps * norm / 2
+    ex = _exact(w, v, x, r)
+    return LowerBound(x, r, ex, lin, ex.unsqueeze(0), lin.unsqueeze(0))
+
+
 def theorem1_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBound:
     """Theorem 1 for f = (V_i - V_j)^T relu(W x): x_* = pi_inf(W^+ 1), r_* by Eq. (6).
 
@@ -185,11 +197,7 @@ def theorem1_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
     eps = _eps(eps, len(pairs))
     x0 = _pi_inf(torch.linalg.pinv(w) @ torch.ones(w.shape[0], dtype=torch.float64))
     x = x0.reshape(1, side, side).expand(len(pairs), side, side).clone()
-    c = _dg0(x, jacobian) * _grad_g(w, v, x)
-    r, norm = _best_flow(c, eps, side)
-    lin = eps * norm / 2
-    ex = _exact(w, v, x, r)
-    return LowerBound(x, r, ex, lin, ex.unsqueeze(0), lin.unsqueeze(0))
+    return _theorem_pair(w, v, x, eps, jacobian)
 
 
 def algorithm1(
@@ -227,11 +235,7 @@ def theorem2_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
         _, vecs = torch.linalg.eigh(a.T @ a)
         xs.append(_pi_inf(vecs[:, -1]))
     x = torch.stack(xs).reshape(len(pairs), side, side)
-    c = _dg0(x, jacobian) * v.reshape(x.shape)
-    r, norm = _best_flow(c, eps, side)
-    lin = eps * norm / 2
-    ex = _exact(None, v, x, r)
-    return LowerBound(x, r, ex, lin, ex.unsqueeze(0), lin.unsqueeze(0))
+    return _theorem_pair(None, v, x, eps, jacobian)
 
 
 def algorithm2(
