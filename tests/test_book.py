@@ -55,7 +55,7 @@ def test_pages_have_no_raw_markup_or_errors(smoke_build):
         ("introduction", 1),
         ("background", 4),
         ("impossibility", 5),
-        ("possibility", 3),
+        ("possibility", 4),
         ("linear", 1),
     ],
 )
@@ -79,6 +79,7 @@ def test_figures_are_saved_and_the_profile_was_injected(smoke_build):
         "fig03",
         "fig04",
         "fig05",
+        "fig06",
         "fig07",
         "fig08",
         "fig09",

@@ -43,9 +43,9 @@ def test_train_prints_accuracy_and_then_loads_from_cache(capsys, mnist_dir):
 
 
 def test_figure_not_reproduced_is_a_clear_error(capsys):
-    assert main(["figure", "6", "--profile", "smoke"]) == 2
+    assert main(["figure", "12", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err
-    assert "figure 6 is not reproduced yet" in err and len(err.strip().splitlines()) == 1
+    assert "figure 12 is not reproduced yet" in err and len(err.strip().splitlines()) == 1
 
 
 def test_figure_regenerates_one_figure(tmp_path, monkeypatch, mnist_dir):

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "figures_dir",
+    "plot_figure6",
     "plot_aabb",
     "plot_zero_one",
     "plot_convergence",
@@ -301,5 +302,29 @@ def plot_aabb(d: dict[str, Any]) -> Figure:
     ax.set_ylabel(f"r at pixel ({r2}, {c2})")
     ax.set_aspect("equal")
     ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_figure6(d: dict[str, Any]) -> Figure:
+    """Figure 6: (a) stAdv success rate and (b) accuracy under stAdv against tau;
+    the last point of (b), at "inf", is the clean accuracy."""
+    fig = Figure(figsize=(9.5, 3.6))
+    ax_a, ax_b = fig.subplots(1, 2)
+    taus = d["taus"]
+    pos = np.arange(len(taus) + 1)
+    for k, name in enumerate(d["success"]):
+        ax_a.plot(pos[:-1], d["success"][name], "o-", color=f"C{k}", label=name)
+        acc = np.append(d["accuracy"][name], d["clean"][name])
+        ax_b.plot(pos, acc, "o-", color=f"C{k}", label=name)
+    labels = [f"{t:g}" for t in taus]
+    ax_a.set_xticks(pos[:-1], labels)
+    ax_b.set_xticks(pos, [*labels, "inf"])
+    ax_a.set_title("(a) stAdv success rate", fontsize=9)
+    ax_b.set_title("(b) accuracy under stAdv", fontsize=9)
+    for ax in (ax_a, ax_b):
+        ax.set_xlabel(r"$\tau$")
+        ax.set_ylim(-0.02, 1.02)
+    ax_b.legend(fontsize=7)
     fig.tight_layout()
     return fig

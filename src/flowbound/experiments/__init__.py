@@ -14,7 +14,7 @@ from .background import (
 )
 from .impossibility import beyond_the_paper, growth_fit, lower_bounds, pairs_of
 from .intro import evaluation_table, figure1
-from .possibility import aabb_illustration, zero_one_losses
+from .possibility import aabb_illustration, stadv_vs_tau, zero_one_losses
 
 __all__ = [
     "aabb_illustration",
@@ -29,6 +29,7 @@ __all__ = [
     "pairs_of",
     "prop1_check",
     "random_ellipsoid_flows",
+    "stadv_vs_tau",
     "warp_demo",
     "zero_one_losses",
 ]
