@@ -155,6 +155,11 @@ def _jupyter_book() -> list[str]:
     return [str(exe)] if exe.exists() else ["jupyter-book"]
 
 
+def _default_output(root: Path, profile: str) -> Path:
+    """The root for ``paper``, ``root/_build/<profile>`` for any other profile."""
+    return root if profile == "paper" else root / "_build" / profile
+
+
 def build_book(profile: str, *, root: str | Path = ".", output: str | Path | None = None) -> Path:
     """Execute every chapter with ``profile`` and build the HTML site; return its folder.
 
@@ -166,11 +171,7 @@ def build_book(profile: str, *, root: str | Path = ".", output: str | Path | Non
     root = Path(root).resolve()
     if not (root / "_toc.yml").exists():
         raise BookError(f"{root} has no _toc.yml: run from the repository root or pass --root")
-    out = (
-        Path(output).resolve()
-        if output
-        else (root if profile == "paper" else root / "_build" / profile)
-    )
+    out = Path(output).resolve() if output else _default_output(root, profile)
     os.environ["FLOWBOUND_FIGURES"] = str(out / "_build" / "figures")
     ensure_mathjax(root)
     chapters = toc_chapters(root)
@@ -219,8 +220,7 @@ def build_figure(number: int, profile: str, *, root: str | Path = ".") -> Path:
         known = ", ".join(str(k) for k in FIGURE_CHAPTERS)
         raise BookError(f"figure {number} is not reproduced yet; available: {known}")
     root = Path(root).resolve()
-    out = root if profile == "paper" else root / "_build" / profile
-    figures = out / "_build" / "figures"
+    figures = _default_output(root, profile) / "_build" / "figures"
     os.environ["FLOWBOUND_FIGURES"] = str(figures)
     chapter = FIGURE_CHAPTERS[number]
     print(f"executing {chapter} ({profile}) for Figure {number}", flush=True)

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = [
+    "JACOBIAN_TITLES",
     "figures_dir",
     "plot_figure6",
     "plot_aabb",
@@ -170,7 +171,8 @@ def table_evaluation(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-_JAC_TITLE = {"paper": "Dg as printed", "true": "exact Jacobian"}
+#: How each reading of Dg is named in figures and tables.
+JACOBIAN_TITLES = {"paper": "Dg as printed", "true": "exact Jacobian"}
 
 
 def plot_lower_bounds(data: dict[str, dict[str, dict[str, Any]]], *, theorem: str) -> Figure:
@@ -199,7 +201,7 @@ def plot_lower_bounds(data: dict[str, dict[str, dict[str, Any]]], *, theorem: st
                 lw=1,
                 label=f"{net}: {theorem}, linearised",
             )
-        ax.set_title(_JAC_TITLE[jac], fontsize=10)
+        ax.set_title(JACOBIAN_TITLES[jac], fontsize=10)
         ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
     axes[0].set_ylabel(r"lower bound on $\sup \ell_{adv}$")
     handles, labels = axes[0].get_legend_handles_labels()
@@ -221,7 +223,7 @@ def plot_samples(by_jac: dict[str, dict[str, Any]], eps_index: int) -> Figure:
         r = d["r"][eps_index]
         adv = warp(torch.from_numpy(x)[None], torch.from_numpy(r)[None])[0].numpy()
         i, j = d["pair"][eps_index]
-        _image(row[0], x, f"x* ({_JAC_TITLE[jac]}; pair {i} vs {j})", vmin=-1, vmax=1)
+        _image(row[0], x, f"x* ({JACOBIAN_TITLES[jac]}; pair {i} vs {j})", vmin=-1, vmax=1)
         _image(row[1], adv, "g(r*; x*)", vmin=-1, vmax=1)
         lim = float(np.abs(r).max())
         _image(
@@ -239,7 +241,7 @@ def plot_convergence(curves: list[dict[str, Any]]) -> Figure:
         for k, c in enumerate(x for x in curves if x["jacobian"] == jac):
             ax.plot(c["exact"], "-", color=f"C{k}", label=c["label"])
             ax.plot(c["estimate"], "--", color=f"C{k}", lw=0.8)
-        ax.set_title(f"{_JAC_TITLE[jac]} (solid: exact, dashed: estimate)", fontsize=9)
+        ax.set_title(f"{JACOBIAN_TITLES[jac]} (solid: exact, dashed: estimate)", fontsize=9)
         ax.set_xlabel("iteration")
     axes[0].set_ylabel(r"$\ell_{adv}$ at the current pair")
     axes[1].legend(fontsize=6, loc="center right")

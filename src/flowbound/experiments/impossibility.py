@@ -33,9 +33,13 @@ def pairs_of(p: dict[str, Any]) -> list[tuple[int, int]]:
     return ring + rest if k == "all" else (ring + rest)[: int(k)]
 
 
+def _algorithm_options(p: dict[str, Any]) -> dict[str, Any]:
+    """The options of Algorithms 1 and 2 that the profile sets."""
+    return {k: p[k] for k in ("n", "max_iter", "max_inner")}
+
+
 def _settings(p: dict[str, Any]) -> dict[str, Any]:
-    keys = ("eps", "pairs", "n", "max_iter", "max_inner")
-    return {k: p[k] for k in keys}
+    return {"eps": p["eps"], "pairs": p["pairs"], **_algorithm_options(p)}
 
 
 def lower_bounds(
@@ -73,9 +77,7 @@ def lower_bounds(
             rows,
             budgets,
             jacobian=jacobian,
-            n=p["n"],
-            max_iter=p["max_iter"],
-            max_inner=p["max_inner"],
+            **_algorithm_options(p),
         )
         shape = (len(eps), len(pairs))
         best = alg.exact.reshape(shape).argmax(1)
@@ -155,9 +157,7 @@ def beyond_the_paper(profile: str | dict[str, Any], network: str = "nt") -> dict
             pairs,
             eps,
             jacobian="true",
-            n=p["n"],
-            max_iter=p["max_iter"],
-            max_inner=p["max_inner"],
+            **_algorithm_options(p),
         )
         steps = p["search_steps"]
         from_alg = gradient_search(model, pairs, eps, alg.x, alg.r, steps=steps)

@@ -9,12 +9,12 @@ import torch
 from ..attacks import pgd, stadv
 from ..cache import cached
 from ..data import load_mnist
-from ..models import get_model
+from ..models import TrainedModel, get_model
 from ._common import EXPERIMENT_CODE_VERSION
 from ._common import frozen as _frozen
 from ._common import profile_dict as _profile
 
-__all__ = ["evaluation_table", "figure1"]
+__all__ = ["evaluation_table", "figure1", "stadv_evaluation"]
 
 
 def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +69,45 @@ def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
     return {**{k: v.numpy() for k, v in value.items()}, **meta, **p}
 
 
+def stadv_evaluation(
+    trained: TrainedModel, *, tau: float, images: int, steps: int
+) -> dict[str, torch.Tensor]:
+    """stAdv at ``tau`` on the first ``images`` test images against the whole network
+    (the STN included), cached per (network, tau, images, steps).
+
+    Returns per image: ``correct`` (clean prediction right), ``success`` (stAdv
+    fooled it), ``l_diff`` of the flow and the clean top-2 logit ``margin``.
+    """
+    config = {
+        "experiment": "stadv_eval",
+        "model": trained.config,
+        "tau": tau,
+        "steps": steps,
+        "images": images,
+        "code": EXPERIMENT_CODE_VERSION,
+    }
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        model = _frozen(trained.model)
+        dev = next(model.parameters()).device
+        x, y = load_mnist("test")
+        x, y = x[:images].to(dev), y[:images].to(dev)
+        with torch.no_grad():
+            scores = model(x)
+            correct = scores.argmax(1) == y
+            top2 = scores.topk(2, dim=1).values
+        res = stadv(model, x, y, tau=tau, steps=steps)
+        value = {
+            "correct": correct.cpu(),
+            "success": res.success.cpu(),
+            "l_diff": res.l_diff.cpu(),
+            "margin": (top2[:, 0] - top2[:, 1]).cpu(),
+        }
+        return value, {}
+
+    return cached("experiments", config, compute)[0]
+
+
 def evaluation_table(profile: str | dict[str, Any], *, section: int = 4) -> list[dict[str, Any]]:
     """Clean accuracy and stAdv results at ``stadv_tau`` for every variant.
 
@@ -82,34 +121,9 @@ def evaluation_table(profile: str | dict[str, Any], *, section: int = 4) -> list
     rows = []
     for name in p["eval_variants"]:
         trained = get_model(name, prof, section=section)
-        config = {
-            "experiment": "stadv_eval",
-            "model": trained.config,
-            "tau": p["stadv_tau"],
-            "steps": p["eval_steps"],
-            "images": p["eval_images"],
-            "code": EXPERIMENT_CODE_VERSION,
-        }
-
-        def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            model = _frozen(trained.model)
-            dev = next(model.parameters()).device
-            x, y = load_mnist("test")
-            x, y = x[: p["eval_images"]].to(dev), y[: p["eval_images"]].to(dev)
-            with torch.no_grad():
-                scores = model(x)
-                correct = scores.argmax(1) == y
-                top2 = scores.topk(2, dim=1).values
-            res = stadv(model, x, y, tau=p["stadv_tau"], steps=p["eval_steps"])
-            value = {
-                "correct": correct.cpu(),
-                "success": res.success.cpu(),
-                "l_diff": res.l_diff.cpu(),
-                "margin": (top2[:, 0] - top2[:, 1]).cpu(),
-            }
-            return value, {}
-
-        value, _ = cached("experiments", config, compute)
+        value = stadv_evaluation(
+            trained, tau=p["stadv_tau"], images=p["eval_images"], steps=p["eval_steps"]
+        )
         correct, success = value["correct"], value["success"]
         rows.append(
             {

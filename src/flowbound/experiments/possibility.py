@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attacks import stadv
 from ..cache import cached
 from ..certify import certified_fraction, decrease_bounds
 from ..data import load_mnist
@@ -15,6 +14,7 @@ from ..geometry import aabb_lambda, mtm
 from ..models import get_model
 from ._common import EXPERIMENT_CODE_VERSION
 from ._common import profile_dict as _profile
+from .intro import stadv_evaluation
 
 __all__ = ["aabb_illustration", "stadv_vs_tau", "zero_one_losses"]
 
@@ -98,11 +98,11 @@ def aabb_illustration(profile: str | dict[str, Any]) -> dict[str, Any]:
 def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
     """Figure 6: stAdv success rate (among correctly classified images) and accuracy
     under stAdv against tau, per variant, on the first ``eval_images`` test images
-    (tau = infinity: no attack, the clean accuracy)."""
+    (tau = infinity: no attack, the clean accuracy). Each (variant, tau) run is
+    :func:`~flowbound.experiments.intro.stadv_evaluation`, shared with the
+    Introduction's table."""
     prof = _profile(profile)
     p, q = prof["possibility"], prof["intro"]
-    x, y = load_mnist("test")
-    x, y = x[: q["eval_images"]], y[: q["eval_images"]]
     out: dict[str, Any] = {
         "taus": np.asarray(p["taus"]),
         "success": {},
@@ -111,37 +111,13 @@ def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
     }
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
-        config = {
-            "experiment": "stadv_vs_tau",
-            "model": trained.config,
-            "taus": p["taus"],
-            "images": q["eval_images"],
-            "steps": q["eval_steps"],
-            "code": EXPERIMENT_CODE_VERSION,
-        }
-
-        def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            model = trained.model
-            for param in model.parameters():
-                param.requires_grad_(False)
-            dev = next(model.parameters()).device
-            xs, ys = x.to(dev), y.to(dev)
-            with torch.no_grad():
-                correct = (model(xs).argmax(1) == ys).cpu()
-            succ, acc = [], []
-            for tau in p["taus"]:
-                ok = stadv(model, xs, ys, tau=tau, steps=q["eval_steps"]).success.cpu()
-                succ.append(float((ok & correct).sum() / correct.sum().clamp_min(1)))
-                acc.append(float((correct & ~ok).float().mean()))
-            value = {
-                "success": torch.tensor(succ),
-                "accuracy": torch.tensor(acc),
-                "clean": correct.float().mean(),
-            }
-            return value, {}
-
-        value, _ = cached("experiments", config, compute)
-        out["success"][name] = value["success"].numpy()
-        out["accuracy"][name] = value["accuracy"].numpy()
-        out["clean"][name] = float(value["clean"])
+        succ, acc = [], []
+        for tau in p["taus"]:
+            v = stadv_evaluation(trained, tau=tau, images=q["eval_images"], steps=q["eval_steps"])
+            correct, ok = v["correct"], v["success"]
+            succ.append(float((ok & correct).sum() / correct.sum().clamp_min(1)))
+            acc.append(float((correct & ~ok).float().mean()))
+        out["success"][name] = np.asarray(succ)
+        out["accuracy"][name] = np.asarray(acc)
+        out["clean"][name] = float(correct.float().mean())
     return out
