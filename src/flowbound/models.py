@@ -214,11 +214,15 @@ def fit(
     """Minimise ``loss`` with Adam over shuffled mini-batches; in place, returns ``model``.
 
     If ``loss`` has a method ``on_epoch_start(model, epoch, x, y)``, it is
-    called before every epoch (f_at refreshes its pool of stAdv examples).
+    called before every epoch (f_at refreshes its pool of stAdv examples);
+    tensors returned by ``loss.extra_parameters(model)`` are optimised by the
+    same Adam as the weights (f_sdp's dual vectors).
     """
     dev = next(model.parameters()).device
     torch.manual_seed(seed)  # losses that draw random numbers (PGD starts) are reproducible
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    extra = getattr(loss, "extra_parameters", None)
+    params = list(model.parameters()) + (list(extra(model)) if extra is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
