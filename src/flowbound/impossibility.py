@@ -254,11 +254,12 @@ def all_pairs(classes: int = 10) -> list[tuple[int, int]]:
 
 
 def gradient_search(
-    model, pairs, eps, x0, r0, *, steps=200, lr=0.05, tied=True, side=28
+    model, pairs, eps, x0, r0, *, steps=200, lr=0.05, tied=True, side=28, x_range=(-1.0, 1.0)
 ) -> LowerBound:
     """Beyond the paper: projected gradient ascent on the exact l_adv over (x, r).
 
-    x stays in [-1, 1]^d; r = M^{-1} s with ||s|| <= eps (the ellipsoid as a
+    x stays in ``x_range`` (Section 3's [-1, 1]^d by default; (0, 1) for
+    images as certified in Section 4); r = M^{-1} s with ||s|| <= eps (the ellipsoid as a
     ball), tied (B, s, s) or, with ``tied=False``, full (B, 2, s, s) flows with
     sqrt(||M du||^2 + ||M dv||^2) <= eps (Proposition 3's constraint). Adam on
     (x, s), projected after every step; returns the best pair visited.
@@ -287,7 +288,7 @@ def gradient_search(
             (-val.sum()).backward()
         opt.step()
         with torch.no_grad():
-            x.clamp_(-1, 1)
+            x.clamp_(*x_range)
             norm = s.norm(dim=1, keepdim=True)
             s.mul_(torch.clamp(eps.unsqueeze(1) / norm.clamp_min(1e-300), max=1.0))
             val = _exact(w, v, x, flow(s))

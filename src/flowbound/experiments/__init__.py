@@ -12,12 +12,20 @@ from .background import (
     random_ellipsoid_flows,
     warp_demo,
 )
-from .impossibility import beyond_the_paper, growth_fit, lower_bounds, pairs_of
+from .impossibility import beyond_the_paper, growth_fit, lower_bounds, pairs_of, rounds_to
 from .intro import evaluation_table, figure1
-from .possibility import aabb_illustration, stadv_vs_tau, zero_one_losses
+from .possibility import (
+    aabb_illustration,
+    attack_vs_certificate,
+    sdp_robustness_claim,
+    sdp_tightness_claim,
+    stadv_vs_tau,
+    zero_one_losses,
+)
 
 __all__ = [
     "aabb_illustration",
+    "attack_vs_certificate",
     "beyond_the_paper",
     "evaluation_table",
     "figure1",
@@ -29,6 +37,9 @@ __all__ = [
     "pairs_of",
     "prop1_check",
     "random_ellipsoid_flows",
+    "rounds_to",
+    "sdp_robustness_claim",
+    "sdp_tightness_claim",
     "stadv_vs_tau",
     "warp_demo",
     "zero_one_losses",

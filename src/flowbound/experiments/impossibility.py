@@ -21,7 +21,7 @@ from ..models import get_model
 from ._common import EXPERIMENT_CODE_VERSION
 from ._common import profile_dict as _profile
 
-__all__ = ["beyond_the_paper", "growth_fit", "lower_bounds", "pairs_of"]
+__all__ = ["beyond_the_paper", "growth_fit", "lower_bounds", "pairs_of", "rounds_to"]
 
 
 def pairs_of(p: dict[str, Any]) -> list[tuple[int, int]]:
@@ -125,6 +125,13 @@ def growth_fit(eps: np.ndarray, values: np.ndarray) -> dict[str, float]:
         "r2_power": float(r2_pow),
         "power": float(power),
     }
+
+
+def rounds_to(history: np.ndarray, fraction: float = 0.99) -> int:
+    """First round at which ``history`` has gained ``fraction`` of its total gain (Figure 4)."""
+    history = np.asarray(history, dtype=float)
+    target = history[0] + fraction * (history.max() - history[0])
+    return int(np.argmax(history >= target))
 
 
 def beyond_the_paper(profile: str | dict[str, Any], network: str = "nt") -> dict[str, Any]:
