@@ -12,7 +12,7 @@ export MNIST_DIR ?= $(SHARED_MNIST)
 endif
 export FLOWBOUND_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: setup book smoke-book test lint format clean clean-cache
+.PHONY: setup book figures smoke-book test lint format clean clean-cache
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ $(VENV)/.installed: pyproject.toml
 ## book: execute every chapter with the `paper` profile and build the site (_build/html)
 book: setup
 	$(BIN)/flowbound book --profile paper
+
+## figures: regenerate Figures 1-11 (paper profile) into _build/figures without the HTML;
+## FIGS="5 6" picks some, PROFILE=smoke a smaller profile
+FIGS ?= all
+PROFILE ?= paper
+figures: setup
+	$(BIN)/flowbound figure $(FIGS) --profile $(PROFILE)
 
 ## smoke-book: the same with tiny sizes (_build/smoke/_build/html)
 smoke-book: setup

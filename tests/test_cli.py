@@ -42,10 +42,13 @@ def test_train_prints_accuracy_and_then_loads_from_cache(capsys, mnist_dir):
     assert "loaded from cache" in capsys.readouterr().out
 
 
-def test_figure_not_reproduced_is_a_clear_error(capsys):
+def test_figure_that_does_not_exist_is_a_clear_error(capsys):
     assert main(["figure", "12", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err
-    assert "figure 12 is not reproduced yet" in err and len(err.strip().splitlines()) == 1
+    assert "figure 12 does not exist" in err and "1-11" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["figure", "two", "--profile", "smoke"]) == 2
+    assert "integers 1-11 or 'all'" in capsys.readouterr().err
 
 
 def test_figure_regenerates_one_figure(tmp_path, monkeypatch, mnist_dir):

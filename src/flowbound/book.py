@@ -22,7 +22,9 @@ from .profiles import load_profile
 
 __all__ = [
     "FIGURE_CHAPTERS",
+    "FigureNumberError",
     "build_figure",
+    "build_figures",
     "EXECUTED",
     "BookError",
     "build_book",
@@ -200,33 +202,52 @@ FIGURE_CHAPTERS: dict[int, str] = {
     3: "impossibility",
     4: "impossibility",
     5: "possibility",
-    7: "possibility",
+    6: "possibility",
+    7: "linear",
     8: "linear",
-    9: "impossibility",
-    10: "impossibility",
-    11: "possibility",
+    9: "additional",
+    10: "additional",
+    11: "additional",
 }
 
 
-def build_figure(number: int, profile: str, *, root: str | Path = ".") -> Path:
-    """Regenerate the paper's Figure ``number`` by executing only its chapter.
+class FigureNumberError(BookError):
+    """A figure number that is not one of the paper's (1-11)."""
+
+
+def build_figures(numbers: list[int], profile: str, *, root: str | Path = ".") -> list[Path]:
+    """Regenerate the paper's Figures ``numbers`` by executing only their chapters, once each.
 
     Writes ``_build/figures/figNN.png`` and ``.pdf`` (``_build/<profile>/_build/figures``
     for a profile other than ``paper``) without building the HTML. Cached
     models and results are reused.
     """
     load_profile(profile)
-    if number not in FIGURE_CHAPTERS:
-        known = ", ".join(str(k) for k in FIGURE_CHAPTERS)
-        raise BookError(f"figure {number} is not reproduced yet; available: {known}")
+    for number in numbers:
+        if number not in FIGURE_CHAPTERS:
+            raise FigureNumberError(
+                f"figure {number} does not exist: the paper's figures are 1-{max(FIGURE_CHAPTERS)}"
+            )
     root = Path(root).resolve()
     figures = _default_output(root, profile) / "_build" / "figures"
     os.environ["FLOWBOUND_FIGURES"] = str(figures)
-    chapter = FIGURE_CHAPTERS[number]
-    print(f"executing {chapter} ({profile}) for Figure {number}", flush=True)
-    execute_chapter(root, chapter, profile)
-    png = figures / f"fig{number:02d}.png"
-    if not png.exists():
-        raise BookError(f"chapter {chapter} ran but did not save {png}")
-    print(f"figure {number}: {png}", flush=True)
-    return png
+    chapters = list(dict.fromkeys(FIGURE_CHAPTERS[n] for n in numbers))
+    for k, chapter in enumerate(chapters, 1):
+        wanted = ", ".join(str(n) for n in numbers if FIGURE_CHAPTERS[n] == chapter)
+        print(
+            f"[{k}/{len(chapters)}] executing {chapter} ({profile}) for Figure {wanted}", flush=True
+        )
+        execute_chapter(root, chapter, profile)
+    pngs = []
+    for number in numbers:
+        png = figures / f"fig{number:02d}.png"
+        if not png.exists():
+            raise BookError(f"chapter {FIGURE_CHAPTERS[number]} ran but did not save {png}")
+        print(f"figure {number}: {png}", flush=True)
+        pngs.append(png)
+    return pngs
+
+
+def build_figure(number: int, profile: str, *, root: str | Path = ".") -> Path:
+    """Regenerate the paper's Figure ``number`` (see :func:`build_figures`)."""
+    return build_figures([number], profile, root=root)[0]

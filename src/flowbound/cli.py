@@ -49,8 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the paper section whose hidden width to use (default: 4)",
     )
 
-    figure = sub.add_parser("figure", help="regenerate one of the paper's figures (no HTML)")
-    figure.add_argument("number", type=int, metavar="N", help="the paper's figure number")
+    figure = sub.add_parser("figure", help="regenerate some of the paper's figures (no HTML)")
+    figure.add_argument(
+        "numbers",
+        nargs="+",
+        metavar="N",
+        help="the paper's figure numbers (1-11), or 'all'",
+    )
     figure.add_argument(
         "--profile", choices=PROFILES, default="paper", help="sizes to use (default: paper)"
     )
@@ -84,13 +89,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "figure":
-        from .book import BookError, build_figure
+        from .book import FIGURE_CHAPTERS, BookError, FigureNumberError, build_figures
 
+        if args.numbers == ["all"]:
+            numbers = sorted(FIGURE_CHAPTERS)
+        else:
+            try:
+                numbers = [int(n) for n in args.numbers]
+            except ValueError:
+                print(
+                    f"flowbound: error: figure numbers must be integers 1-11 or 'all', "
+                    f"got {' '.join(args.numbers)}",
+                    file=sys.stderr,
+                )
+                return 2
         try:
-            build_figure(args.number, args.profile, root=args.root)
+            build_figures(numbers, args.profile, root=args.root)
+        except FigureNumberError as exc:
+            print(f"flowbound: error: {exc}", file=sys.stderr)
+            return 2
         except BookError as exc:
             print(f"flowbound: error: {exc}", file=sys.stderr)
-            return 2 if "not reproduced" in str(exc) else 1
+            return 1
         return 0
     if args.command == "book":
         from .book import BookError, build_book
