@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "_build" / "smoke"
+HTML = OUT / "_build" / "html"
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +32,17 @@ def mnist_dir() -> str:
 @pytest.fixture
 def rng() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory):
+    """One smoke build of the whole book per test session, from an empty cache."""
+    figures = OUT / "_build" / "figures"
+    for old in figures.glob("*.png"):
+        old.unlink()
+    env_cache = tmp_path_factory.mktemp("book-cache")
+    cmd = [sys.executable, "-m", "flowbound.cli", "book", "--profile", "smoke", "--root", str(ROOT)]
+    env = {**os.environ, "FLOWBOUND_CACHE": str(env_cache)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

@@ -113,7 +113,7 @@ def test_every_training_setting_is_in_the_key(tiny, mnist_dir):
 
 
 def test_unknown_variant_and_section_are_clear_errors(tiny):
-    with pytest.raises(ValueError, match="unknown variant 'sdp'.*nt"):
-        get_model("sdp", tiny)
+    with pytest.raises(ValueError, match="unknown variant 'f_sdf'.*nt"):
+        get_model("f_sdf", tiny)
     with pytest.raises(ValueError, match="section must be 3 or 4"):
         get_model("nt", tiny, section=2)

@@ -184,7 +184,9 @@ def build_book(profile: str, *, root: str | Path = ".", output: str | Path | Non
         print(
             f"[{k}/{len(chapters)}] {name} done in {time.perf_counter() - start:.1f} s", flush=True
         )
-    cmd = [*_jupyter_book(), "build", str(root), "-W", "-n", "--keep-going"]
+    # --all: a fresh Sphinx environment each time, so labels that moved between
+    # chapters never clash with a stale copy (the cost is seconds).
+    cmd = [*_jupyter_book(), "build", str(root), "-W", "-n", "--keep-going", "--all"]
     if out != root:
         cmd += ["--path-output", str(out)]
     print("building HTML:", " ".join(cmd), flush=True)

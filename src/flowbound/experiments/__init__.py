@@ -22,11 +22,13 @@ from .possibility import (
     stadv_vs_tau,
     zero_one_losses,
 )
+from .report import claims
 
 __all__ = [
     "aabb_illustration",
     "attack_vs_certificate",
     "beyond_the_paper",
+    "claims",
     "evaluation_table",
     "figure1",
     "geometry_summary",
