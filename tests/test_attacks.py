@@ -121,3 +121,25 @@ def test_bad_arguments():
         stadv(net, torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.long), tau=-1)
     with pytest.raises(ValueError, match="eps >= 0"):
         pgd(net, torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.long), eps=-1, alpha=1, steps=1)
+
+
+def test_flow_pgd_respects_the_budget_and_fools_a_linear_model():
+    from flowbound.attacks import flow_pgd
+    from flowbound.geometry import flow_norm
+    from flowbound.models import Linear
+    from flowbound.warp import warp
+
+    torch.manual_seed(0)
+    model = Linear(36, 2).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 6, 6, generator=g, dtype=torch.float64)
+    y = model(x).argmax(1)
+    small = flow_pgd(model, x, y, eps=1e-3, steps=30)
+    large = flow_pgd(model, x, y, eps=5.0, steps=60)
+    for res, eps in ((small, 1e-3), (large, 5.0)):
+        assert (torch.from_numpy(flow_norm(res.flows)) <= eps * (1 + 1e-9)).all()
+        assert torch.allclose(res.images, warp(x, res.flows))
+        assert torch.equal(res.success, model(res.images).argmax(1) != y)
+    # a larger budget fools at least as often, and a big one fools this tiny model
+    assert large.success.sum() >= small.success.sum()
+    assert large.success.float().mean() > 0.5

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "JACOBIAN_TITLES",
     "figures_dir",
+    "plot_budget_attack",
     "plot_figure6",
     "plot_aabb",
     "plot_zero_one",
@@ -328,5 +329,19 @@ def plot_figure6(d: dict[str, Any]) -> Figure:
         ax.set_xlabel(r"$\tau$")
         ax.set_ylim(-0.02, 1.02)
     ax_b.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_budget_attack(d: dict[str, Any]) -> Figure:
+    """Success of the budgeted flow attack against the budget eps = ||M r||, per variant."""
+    fig = Figure(figsize=(5.0, 3.4))
+    ax = fig.subplots()
+    for k, (name, succ) in enumerate(d["success"].items()):
+        ax.plot(d["eps"], succ, "o-", color=f"C{k}", label=name)
+    ax.set_xlabel(r"budget $\epsilon$ ($\|Mr\|_2$)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

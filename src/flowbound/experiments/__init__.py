@@ -17,6 +17,7 @@ from .intro import evaluation_table, figure1
 from .possibility import (
     aabb_illustration,
     attack_vs_certificate,
+    budget_attack,
     sdp_robustness_claim,
     sdp_tightness_claim,
     stadv_vs_tau,
@@ -28,6 +29,7 @@ __all__ = [
     "aabb_illustration",
     "attack_vs_certificate",
     "beyond_the_paper",
+    "budget_attack",
     "claims",
     "evaluation_table",
     "figure1",
