@@ -9,6 +9,7 @@ Possibility results (Figure 6).
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -105,6 +106,7 @@ def stadv(
     form: str = "stadv",
     kappa: float = 0.0,
     history: int = 10,
+    dtype: torch.dtype = torch.float64,
 ) -> StAdvResult:
     """Spatially transformed adversarial examples (Xiao et al., 2018), batched.
 
@@ -124,6 +126,12 @@ def stadv(
     tau : weight of the flow loss (0.05 in Xiao et al.).
     steps : L-BFGS iteration cap per image.
     tied : optimise a tied flow du = dv (the seed paper's setting) instead of (du, dv).
+    dtype : precision of the optimisation (a copy of the model runs in it). In
+        float32 the Armijo line search cannot see the objective's decrease at
+        small tau (below float32 resolution of a margin of order 10) and stops
+        early: on 200 test images against f_nt at tau = 0.0005, 0.79 success
+        in float32, 1.00 in float64. Images are returned in ``x``'s dtype;
+        ``success`` is judged in ``dtype``.
     """
     if x.dim() != 3 or y.shape != x.shape[:1]:
         raise ValueError(f"x must be (B, H, W) and y (B,), got {tuple(x.shape)}, {tuple(y.shape)}")
@@ -131,7 +139,9 @@ def stadv(
         raise ValueError(f"tau must be >= 0, got {tau}")
     b, h, w = x.shape
     comps = 1 if tied else 2
-    x = x.detach()
+    out_dtype = x.dtype
+    x = x.detach().to(dtype)
+    model = copy.deepcopy(model).to(dtype)
 
     def as_flow(v: torch.Tensor) -> torch.Tensor:
         f = v.view(-1, comps, h, w)
@@ -173,8 +183,10 @@ def stadv(
     with torch.no_grad():
         images = warp(x, flows)
         success = _goal_met(model(images), y, targeted)
-    ld = torch.from_numpy(np.asarray(l_diff(flows, full=not tied))).to(x.dtype)
-    return StAdvResult(images, flows.detach(), success, ld, res.iterations)
+    ld = torch.from_numpy(np.asarray(l_diff(flows, full=not tied))).to(out_dtype)
+    return StAdvResult(
+        images.to(out_dtype), flows.detach().to(out_dtype), success, ld, res.iterations
+    )
 
 
 class PGDResult(NamedTuple):

@@ -192,6 +192,7 @@ register(
         "at",
         "cross-entropy + stAdv adversarial training from a pool (f_at, appendix 6.8)",
         make_loss=_StAdvPoolLoss,
+        version=2,  # 2: stAdv optimises in float64
     )
 )
 register(

@@ -28,6 +28,7 @@ def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
     trained = get_model("nt", prof, section=4)
     config = {
         "experiment": "figure1",
+        "stadv": "float64",
         "model": trained.config,
         "intro": p,
         "code": EXPERIMENT_CODE_VERSION,
@@ -80,6 +81,7 @@ def stadv_evaluation(
     """
     config = {
         "experiment": "stadv_eval",
+        "stadv": "float64",
         "model": trained.config,
         "tau": tau,
         "steps": steps,
