@@ -46,3 +46,14 @@ def smoke_build(tmp_path_factory):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def site_pages() -> list[Path]:
+    """The smoke site's HTML pages (not assets, the index or search pages, or probe copies)."""
+    return sorted(
+        p
+        for p in HTML.rglob("*.html")
+        if "_static" not in p.parts
+        and p.name not in {"genindex.html", "search.html"}
+        and not p.name.startswith(".probe-")
+    )

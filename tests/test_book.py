@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
-from conftest import HTML, OUT, ROOT
-
-
-def _pages() -> list[Path]:
-    return sorted(p for p in HTML.rglob("*.html") if "_static" not in p.parts
-                  and p.name not in {"genindex.html", "search.html"})  # fmt: skip
+from conftest import HTML, OUT, ROOT, site_pages
 
 
 def test_every_chapter_page_is_built(smoke_build):
-    names = {p.relative_to(HTML).as_posix() for p in _pages()}
+    names = {p.relative_to(HTML).as_posix() for p in site_pages()}
     chapters = (
         *("introduction", "background", "impossibility", "possibility", "related"),
         *("conclusion", "report", "proofs", "linear", "multiclass", "additional"),
@@ -25,7 +19,7 @@ def test_every_chapter_page_is_built(smoke_build):
 
 
 def test_pages_have_no_raw_markup_or_errors(smoke_build):
-    for page in _pages():
+    for page in site_pages():
         text = page.read_text()
         assert "{glue:" not in text and "```{" not in text, page
         assert "Traceback" not in text and "output error" not in text, page

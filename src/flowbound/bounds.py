@@ -65,9 +65,7 @@ def certify(a: torch.Tensor | np.ndarray, c: torch.Tensor | np.ndarray) -> float
 _UNIT_ROUNDOFF = np.finfo(np.float64).eps / 2
 
 
-def certify_cholesky(
-    a: np.ndarray, c: np.ndarray, delta: float, *, p: np.ndarray | None = None
-) -> float | None:
+def certify_cholesky(a: np.ndarray, c: np.ndarray, delta: float) -> float | None:
     """sum(c) + n * max(0, delta) if a float64 Cholesky proves P - diag(c) < delta I, else None.
 
     Cholesky of B - sigma I, B = diag(c) + delta I - P, succeeds in floating
@@ -76,10 +74,9 @@ def certify_cholesky(
     to spare; gamma_k = k u / (1 - k u)). Several times cheaper than the
     eigenvalues :func:`certify` computes, and as rigorous.
     """
-    p = _p_matrix(np.asarray(a, dtype=np.float64)) if p is None else p
     c = np.asarray(c, dtype=np.float64)
     n = len(c)
-    b = -p
+    b = -_p_matrix(np.asarray(a, dtype=np.float64))
     diag = c + delta
     k = (n + 1) * _UNIT_ROUNDOFF
     sigma = 2 * k / (1 - k) * float(np.clip(diag, 0, None).sum()) + 1e-280
