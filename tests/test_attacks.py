@@ -143,3 +143,38 @@ def test_flow_pgd_respects_the_budget_and_fools_a_linear_model():
     # a larger budget fools at least as often, and a big one fools this tiny model
     assert large.success.sum() >= small.success.sum()
     assert large.success.float().mean() > 0.5
+
+
+def test_flow_loss_symmetric_border_against_loops():
+    g = torch.Generator().manual_seed(2)
+    flow = torch.randn(2, 2, 4, 5, generator=g, dtype=torch.float64)
+    for b in range(2):
+        per_pair = 0.0
+        for i in range(4):
+            for j in range(5):
+                for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                    ni, nj = i + di, j + dj
+                    inside = 0 <= ni < 4 and 0 <= nj < 5
+                    q = flow[b, :, ni, nj] if inside else flow[b, :, i, j]  # reflected
+                    per_pair += (float(((flow[b, :, i, j] - q) ** 2).sum()) + 1e-8) ** 0.5
+        got = float(flow_loss(flow, form="stadv", border="symmetric")[b])
+        assert got == pytest.approx(per_pair, rel=1e-12)
+
+
+def test_flow_loss_uniform_shift_costs_by_border():
+    """A uniform half-pixel shift: only missing neighbours cost under zero fill."""
+    flow = torch.full((1, 2, 28, 28), 0.5, dtype=torch.float64)
+    zero = float(flow_loss(flow, border="zero"))
+    sym = float(flow_loss(flow, border="symmetric"))
+    assert zero == pytest.approx(112 * (0.5 + 1e-8) ** 0.5 + (4 * 784 - 112) * 1e-4, rel=1e-12)
+    assert sym == pytest.approx(4 * 784 * 1e-4, rel=1e-9)
+    with pytest.raises(ValueError, match="border"):
+        flow_loss(flow, border="reflect")
+
+
+def test_stadv_final_iterate_success_implies_any_iterate_success(setup):
+    net, x, y = setup
+    for border in ("zero", "symmetric"):
+        res = stadv(net, x, y, tau=0.005, steps=40, border=border)
+        assert bool((res.success | ~res.success_final).all())
+        assert res.success_final.shape == res.success.shape

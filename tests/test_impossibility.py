@@ -15,11 +15,12 @@ from flowbound.impossibility import (
     all_pairs,
     binary_weights,
     gradient_search,
+    loss_ceiling,
     theorem1_bound,
     theorem2_bound,
 )
 from flowbound.models import Linear, OneHidden
-from flowbound.warp import warp
+from flowbound.warp import jacobian_one_sided, jacobian_true, warp
 
 PAIRS = [(0, 1), (2, 0), (1, 2)]
 
@@ -169,3 +170,59 @@ def test_growth_fit_tells_exponential_from_power_law():
     assert power["r2_power"] == pytest.approx(1.0) and power["power"] == pytest.approx(0.5)
     assert power["r2_exponential"] < 0.99 and expo["r2_power"] < 0.99
     assert np.isnan(growth_fit(eps[:3], np.ones(3))["power"])  # too few points
+
+
+def _tiny_net(side, hidden=12, seed=0):
+    torch.manual_seed(seed)
+    return OneHidden(d=side * side, hidden=hidden, classes=3).double()
+
+
+@pytest.mark.parametrize("side", [4, 6])
+def test_one_sided_linearisation_matches_the_exact_loss_to_first_order(side):
+    """l_adv(x, s r_*) / s -> the theorem's linearised value as s -> 0 (exact Jacobian)."""
+    net = _tiny_net(side)
+    pairs = [(0, 1), (1, 2), (2, 0)]
+    res = theorem1_bound(net, pairs, 1.0, side=side, jacobian="true")
+    for s in (1e-5, 1e-7):
+        for b, pair in enumerate(pairs):
+            ratio = _exact(net, pair, res.x[b], s * res.r[b]) / s
+            assert float(ratio) == pytest.approx(float(res.estimate[b]), rel=1e-3)
+
+
+def test_right_derivative_alone_misjudges_negative_flows():
+    """The old linearisation (right derivative for every pixel) is not the first-order term."""
+    side = 5
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(1, side, side, generator=g, dtype=torch.float64)
+    r = -torch.rand(1, side, side, generator=g, dtype=torch.float64)  # every pixel moves left/up
+    grad = torch.randn(1, side, side, generator=g, dtype=torch.float64)
+    s = 1e-7
+    first_order = float((grad * (warp(x, s * r) - x)).sum() / s)
+    one_sided = float((grad * jacobian_one_sided(x, r) * r).sum())
+    right_only = float((grad * jacobian_true(x, torch.zeros_like(x)) * r).sum())
+    assert one_sided == pytest.approx(first_order, rel=1e-5)
+    assert abs(right_only - first_order) > 0.1 * abs(first_order)
+
+
+@pytest.mark.parametrize("x_range", [(-1.0, 1.0), (0.0, 1.0)])
+def test_loss_ceiling_is_never_beaten_even_at_huge_eps(net6, x_range):
+    ceiling = loss_ceiling(net6, PAIRS, x_range=x_range)
+    g = torch.Generator().manual_seed(5)
+    lo, hi = x_range
+    for eps in (1.0, 30.0, 1000.0):
+        x0 = lo + (hi - lo) * torch.rand(len(PAIRS), 6, 6, generator=g, dtype=torch.float64)
+        r0 = eps * torch.randn(len(PAIRS), 6, 6, generator=g, dtype=torch.float64) / 36
+        found = gradient_search(net6, PAIRS, eps, x0, r0, steps=100, side=6, x_range=x_range)
+        assert bool((found.exact <= ceiling + 1e-12).all())
+    # and it is attained in the limit for a single hidden unit (tight construction)
+    w, v = binary_weights(net6, PAIRS)
+    assert bool((ceiling > 0).all())
+    assert float(ceiling.max()) <= float((v.abs() * w.abs().sum(1)).sum(1).max()) / 2 + 1e-12
+
+
+def test_loss_ceiling_of_a_linear_network():
+    torch.manual_seed(1)
+    lin = Linear(d=16, classes=3).double()
+    ceiling = loss_ceiling(lin, [(0, 1)])
+    v = (lin.V.weight[0] - lin.V.weight[1]).detach()
+    assert float(ceiling[0]) == pytest.approx(float(v.abs().sum()))

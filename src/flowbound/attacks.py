@@ -21,6 +21,7 @@ from .lbfgs import lbfgs
 from .warp import warp
 
 __all__ = [
+    "BORDERS",
     "FlowPGDResult",
     "PGDResult",
     "StAdvResult",
@@ -44,19 +45,39 @@ def _neighbour(c: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
     return out
 
 
-def flow_loss(flow: torch.Tensor, *, form: str = "stadv", delta: float = 1e-8) -> torch.Tensor:
+#: Border rules of :func:`flow_loss`: what a missing neighbour's flow reads as.
+BORDERS = ("zero", "symmetric")
+
+
+def flow_loss(
+    flow: torch.Tensor, *, form: str = "stadv", delta: float = 1e-8, border: str = "zero"
+) -> torch.Tensor:
     """Smoothness of a flow (B, 2, H, W), per image (B,).
 
     ``form="stadv"`` is L_flow of Xiao et al. (2018, Eq. 4): a square root per
     pair (pixel p, neighbour q), sum_p sum_q sqrt(|du_p - du_q|^2 +
     |dv_p - dv_q|^2 + delta), over the 4 neighbours. ``form="paper"`` is the
-    seed paper's Eq. (2): one square root over the whole sum (l_diff). Both
-    count a missing neighbour as flow 0 (zero-fill, as in Prop. 1). ``delta``
-    keeps the square roots differentiable at 0, as in Xiao et al.'s code.
+    seed paper's Eq. (2): one square root over the whole sum (l_diff).
+
+    ``border`` says what a neighbour outside the image reads: ``"zero"``
+    (flow 0, the zero-fill of Proposition 1 and of M; a uniform half-pixel
+    shift of a 28 x 28 image then costs about 79 under ``form="stadv"``) or
+    ``"symmetric"`` (the pixel's own flow, as the symmetric padding of the
+    public ``stadv`` TensorFlow package's ``flow_loss``; the same shift costs
+    4 * 784 * sqrt(delta), about 0.31). ``delta`` = 1e-8 is that package's
+    default epsilon; it keeps the square roots differentiable at 0.
     """
     if flow.dim() != 4 or flow.shape[1] != 2:
         raise ValueError(f"flow must have shape (B, 2, H, W), got {tuple(flow.shape)}")
-    sq = torch.stack([((flow - _neighbour(flow, dr, dc)) ** 2).sum(1) for dr, dc in _SHIFTS])
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    diffs = []
+    for dr, dc in _SHIFTS:
+        nb = _neighbour(flow, dr, dc)
+        if border == "symmetric":
+            nb = nb + flow * (1 - _neighbour(torch.ones_like(flow), dr, dc))
+        diffs.append(((flow - nb) ** 2).sum(1))
+    sq = torch.stack(diffs)
     if form == "stadv":
         return torch.sqrt(sq + delta).sum(dim=(0, 2, 3))
     if form == "paper":
@@ -80,13 +101,20 @@ def cw_margin(
 
 class StAdvResult(NamedTuple):
     """stAdv output: images (B, H, W), flows (B, 2, H, W) or (B, H, W), success (B,),
-    l_diff (B,) of Eq. (2), iterations (B,)."""
+    l_diff (B,) of Eq. (2), iterations (B,), and ``success_final`` (B,).
+
+    ``success`` counts an image as fooled when any iterate fooled it (the
+    returned image is the best such iterate; Carlini-Wagner practice);
+    ``success_final`` only when the last L-BFGS iterate does (what the public
+    stAdv code reports).
+    """
 
     images: torch.Tensor
     flows: torch.Tensor
     success: torch.Tensor
     l_diff: torch.Tensor
     iterations: torch.Tensor
+    success_final: torch.Tensor
 
 
 def _goal_met(scores: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -104,6 +132,7 @@ def stadv(
     targeted: bool = False,
     tied: bool = False,
     form: str = "stadv",
+    border: str = "zero",
     kappa: float = 0.0,
     history: int = 10,
     dtype: torch.dtype = torch.float64,
@@ -111,13 +140,15 @@ def stadv(
     """Spatially transformed adversarial examples (Xiao et al., 2018), batched.
 
     Minimises L_adv + tau * L_flow per image with L-BFGS from zero flow, where
-    L_adv is :func:`cw_margin` (kappa = 0) and L_flow is :func:`flow_loss`
-    (``form``). Every image has its own L-BFGS history, line search and
+    L_adv is the untargeted (or, with ``targeted``, targeted) :func:`cw_margin`
+    (kappa = 0) and L_flow is :func:`flow_loss` (``form``, ``border``). Every
+    image has its own L-BFGS history, line search and
     stopping, so its result does not depend on the batch. Like Carlini and
     Wagner, the function returns, per image, the iterate of lowest objective
     among those that meet the goal (at kappa = 0 the optimum sits on the
     decision boundary, where the last iterate may fall on either side), or
-    the last iterate when none does.
+    the last iterate when none does; ``success_final`` says whether the
+    last iterate itself meets the goal.
 
     Parameters
     ----------
@@ -157,7 +188,7 @@ def stadv(
             flow = as_flow(v)
             scores = model(warp(x[idx], flow))
             value = cw_margin(scores, y[idx], targeted=targeted, kappa=kappa)
-            value = value + tau * flow_loss(flow, form=form)
+            value = value + tau * flow_loss(flow, form=form, border=border)
             (grad,) = torch.autograd.grad(value.sum(), v)
         met_last[idx] = _goal_met(scores.detach(), y[idx], targeted)
         return value.detach(), grad
@@ -180,12 +211,20 @@ def stadv(
     v = torch.where(found.unsqueeze(1), best_v, res.x)
     flows = v.view(b, comps, h, w)
     flows = flows[:, 0] if tied else flows
+    final = res.x.view(b, comps, h, w)
+    final = final[:, 0] if tied else final
     with torch.no_grad():
         images = warp(x, flows)
         success = _goal_met(model(images), y, targeted)
+        success_final = _goal_met(model(warp(x, final)), y, targeted)
     ld = torch.from_numpy(np.asarray(l_diff(flows, full=not tied))).to(out_dtype)
     return StAdvResult(
-        images.to(out_dtype), flows.detach().to(out_dtype), success, ld, res.iterations
+        images.to(out_dtype),
+        flows.detach().to(out_dtype),
+        success,
+        ld,
+        res.iterations,
+        success_final,
     )
 
 

@@ -26,7 +26,7 @@ import torch
 
 from .geometry import m_inv
 from .loss import JACOBIANS
-from .warp import warp
+from .warp import jacobian_one_sided, warp
 
 __all__ = [
     "LowerBound",
@@ -35,6 +35,7 @@ __all__ = [
     "algorithm2",
     "binary_weights",
     "gradient_search",
+    "loss_ceiling",
     "theorem1_bound",
     "theorem2_bound",
 ]
@@ -175,14 +176,55 @@ def _dg0(x, jacobian):
     return JACOBIANS[jacobian](x, torch.zeros_like(x))
 
 
+def _linearised_flow(c_of, eps, side, max_sign_iter=50):
+    """argmax of the one-sided linearisation over ||M r|| <= eps, by a fixed point in signs.
+
+    ``c_of(direction)`` gives the coefficients c with the directional
+    derivative of l_adv at r = 0 along r equal to c(sign r)^T r (one-sided
+    Jacobian). From the right derivative, alternate r <- eps M^{-1} pi_2(M^{-1} c)
+    and c <- c(sign r) until the sign pattern stops changing; returns the
+    visited r with the largest directional derivative and that value, which
+    is the true first-order term of l_adv along r (times 1/2 in c).
+    """
+    direction = torch.ones_like(c_of(None))
+    best_r, best_val = None, None
+    for _ in range(max_sign_iter):
+        r, _ = _best_flow(c_of(direction), eps, side)
+        new = torch.where(r != 0, torch.sign(r), direction)
+        val = (c_of(new) * r).flatten(1).sum(1)
+        if best_r is None:
+            best_r, best_val = r.clone(), val.clone()
+        else:
+            better = val > best_val
+            best_r[better], best_val[better] = r[better], val[better]
+        if torch.equal(new, direction):
+            break
+        direction = new
+    return best_r, best_val
+
+
 def _theorem_pair(w, v, x, eps, jacobian) -> LowerBound:
     """Eq. (6) / (12): the best flow for the linearisation at x, its value and the exact one.
 
     The linearised l~_adv = (1/2) grad f(x)^T Dg(0; x) r (W = None: f linear).
+    With ``jacobian="paper"`` Dg(0; x) = diag(x) and r_* is Eq. (6) in closed
+    form. With ``"true"`` the warp has no derivative at 0, only one-sided
+    ones (:func:`~flowbound.warp.jacobian_one_sided`): r_* maximises the
+    directional derivative, by a fixed point in the sign pattern of r, and
+    ``estimate`` is that directional derivative, the first-order term of the
+    exact l_adv along r_*.
     """
-    c = _dg0(x, jacobian) * _grad_g(w, v, x)
-    r, norm = _best_flow(c, eps, x.shape[-1])
-    lin = eps * norm / 2
+    grad = _grad_g(w, v, x)
+    if jacobian == "paper":
+        r, norm = _best_flow(_dg0(x, jacobian) * grad, eps, x.shape[-1])
+        lin = eps * norm / 2
+    else:
+
+        def c_of(direction):
+            d = torch.ones_like(x) if direction is None else direction
+            return jacobian_one_sided(x, d) * grad / 2
+
+        r, lin = _linearised_flow(c_of, eps, x.shape[-1])
     ex = _exact(w, v, x, r)
     return LowerBound(x, r, ex, lin, ex.unsqueeze(0), lin.unsqueeze(0))
 
@@ -190,7 +232,8 @@ def _theorem_pair(w, v, x, eps, jacobian) -> LowerBound:
 def theorem1_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBound:
     """Theorem 1 for f = (V_i - V_j)^T relu(W x): x_* = pi_inf(W^+ 1), r_* by Eq. (6).
 
-    ``estimate`` is the linearised l~_adv = (1/2) grad sigma^T diag(v) W Dg(0; x_*) r_*;
+    ``estimate`` is the linearised l~_adv = (1/2) grad sigma^T diag(v) W Dg(0; x_*) r_*
+    (with the exact Jacobian: the one-sided directional derivative along r_*);
     ``exact`` the network's value at (x_*, r_*).
     """
     w, v = binary_weights(model, pairs)
@@ -218,7 +261,9 @@ def theorem2_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
     """Theorem 2 for f = (V_i - V_j)^T x: x_* = pi_inf(v*), r_* by Eq. (12).
 
     v* is the top eigenvector of diag(v) M^{-2} diag(v) (with the exact
-    Jacobian, of G^T diag(v) M^{-2} diag(v) G, G the linear map x -> Dg(0; x)).
+    Jacobian, of G^T diag(v) M^{-2} diag(v) G, G the linear map from x to the
+    right derivative at 0: a heuristic choice of x, since the linearisation
+    itself is one-sided and r_* is then found as in :func:`theorem1_bound`).
     """
     _, v = binary_weights(model, pairs)
     eps = _eps(eps, len(pairs))
@@ -296,3 +341,24 @@ def gradient_search(
             best[better], best_x[better], best_r[better] = val[better], x[better], flow(s)[better]
             hist.append(val.clone())
     return LowerBound(best_x, best_r, best, best, torch.stack(hist), torch.stack(hist))
+
+
+def loss_ceiling(model, pairs, *, x_range=(-1.0, 1.0)) -> torch.Tensor:
+    """An upper bound on l_adv over every x in the box and every flow, per pair (B,).
+
+    Warped pixels stay in the box (bilinear weights are convex, samples
+    outside read 0, which lies in it), so each hidden unit relu(W_h z) ranges
+    over [0, max_z W_h z] for z in the box and two such values differ by at
+    most max_z relu(W_h z) - min_z relu(W_h z). Hence
+    2 l_adv <= sum_h |v_h| (max_z relu(W_h z) - min_z relu(W_h z)), which is
+    sum_h |v_h| ||W_h||_1 on [-1, 1] (the book's "Readings we had to choose",
+    point 18); for f linear, 2 l_adv <= sum_i |v_i| (hi - lo). No eps enters:
+    the exact loss cannot grow without bound.
+    """
+    lo, hi = x_range
+    w, v = binary_weights(model, pairs)
+    if w is None:
+        return v.abs().sum(1) * (hi - lo) / 2
+    top = (w.clamp_min(0) * hi + w.clamp_max(0) * lo).sum(1).clamp_min(0)
+    bottom = (w.clamp_min(0) * lo + w.clamp_max(0) * hi).sum(1).clamp_min(0)
+    return (v.abs() * (top - bottom)).sum(1) / 2

@@ -9,6 +9,7 @@ display only where a chapter shows or glues them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "plot_midpoint_convergence",
     "plot_warp_demo",
     "save_figure",
+    "table_cell",
     "table_evaluation",
     "table_rows",
     "table_midpoint",
@@ -156,20 +158,36 @@ def plot_figure1(d: dict[str, Any]) -> Figure:
 
 
 def table_evaluation(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of clean accuracy and stAdv results per variant."""
-    lines = [
-        "| variant | hidden | seed | clean accuracy | median logit margin | stAdv success "
-        "| accuracy under stAdv | mean l_diff of successes | training time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    """Markdown table of clean accuracy and stAdv results per variant, with
+    95% Wilson intervals, under both success definitions."""
+    header = [
+        "variant",
+        "hidden",
+        "seed",
+        "clean accuracy",
+        "median logit margin",
+        "stAdv success, any iterate",
+        "stAdv success, last iterate",
+        "accuracy under stAdv, any / last iterate",
+        "mean l_diff of successes",
+        "training time (s)",
     ]
-    for r in rows:
-        lines.append(
-            f"| `{r['variant']}` | {r['hidden']} | {r['seed']} | {r['clean_accuracy']:.4f} "
-            f"| {r['median_margin']:.2f} | {r['stadv_success']:.3f} | {r['stadv_accuracy']:.3f} "
-            f"| {r['mean_l_diff']:.2f} "
-            f"| {r['train_seconds']:.1f} |"
-        )
-    return "\n".join(lines)
+    body = [
+        [
+            f"`{r['variant']}`",
+            r["hidden"],
+            r["seed"],
+            f"{r['clean_accuracy']:.4f}",
+            f"{r['median_margin']:.2f}",
+            r["stadv_success"].text(),
+            r["stadv_success_final"].text(),
+            f"{r['stadv_accuracy'].value:.3f} / {r['stadv_accuracy_final'].value:.3f}",
+            f"{r['mean_l_diff']:.2f}",
+            f"{r['train_seconds']:.1f}",
+        ]
+        for r in rows
+    ]
+    return table_rows(header, body)
 
 
 #: How each reading of Dg is named in figures and tables.
@@ -250,10 +268,24 @@ def plot_convergence(curves: list[dict[str, Any]]) -> Figure:
     return fig
 
 
+def table_cell(value: Any) -> str:
+    """One Markdown table cell: bare pipes escaped (a "|", as in ||M r||, would
+    split the cell; an already escaped one, as in TeX's \\|, is kept) and line
+    breaks folded into spaces."""
+    return re.sub(r"(?<!\\)\|", r"\\|", " ".join(str(value).split("\n")))
+
+
 def table_rows(header: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table from a header and rows of already formatted cells."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """A Markdown table from a header and rows of already formatted cells.
+
+    Every cell goes through :func:`table_cell`; a row with another number of
+    cells than the header is an error, not a broken table.
+    """
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"a row has {len(row)} cells, the header {len(header)}: {row}")
+    lines = ["| " + " | ".join(map(table_cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(table_cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -311,24 +343,35 @@ def plot_aabb(d: dict[str, Any]) -> Figure:
 
 def plot_figure6(d: dict[str, Any]) -> Figure:
     """Figure 6: (a) stAdv success rate and (b) accuracy under stAdv against tau;
-    the last point of (b), at "inf", is the clean accuracy."""
-    fig = Figure(figsize=(9.5, 3.6))
+    the last point of (b), at "inf", is the clean accuracy. Solid: an image
+    counts as fooled when any iterate fools it (shaded: 95% Wilson interval);
+    dashed: only when the last iterate does; dotted: the same as solid with the
+    flow loss's symmetric border, for the networks in ``d["symmetric"]``."""
+    fig = Figure(figsize=(10.0, 3.9))
     ax_a, ax_b = fig.subplots(1, 2)
     taus = d["taus"]
     pos = np.arange(len(taus) + 1)
     for k, name in enumerate(d["success"]):
-        ax_a.plot(pos[:-1], d["success"][name], "o-", color=f"C{k}", label=name)
-        acc = np.append(d["accuracy"][name], d["clean"][name])
-        ax_b.plot(pos, acc, "o-", color=f"C{k}", label=name)
+        c = f"C{k}"
+        for ax, key, x in ((ax_a, "success", pos[:-1]), (ax_b, "accuracy", pos[:-1])):
+            ax.plot(x, d[key][name], "o-", color=c, ms=3, label=name)
+            lo, hi = d[key + "_ci"][name].T
+            ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+            ax.plot(x, d[key + "_final"][name], "--", color=c, lw=1)
+            if name in d["symmetric"]:
+                sym = d["symmetric"][name][key]
+                ax.plot(x, sym, ":", color=c, lw=1.5, label=f"{name}, symmetric border")
+        ax_b.plot(pos[-2:], [d["accuracy"][name][-1], d["clean"][name]], ":", color=c, lw=0.8)
+        ax_b.plot(pos[-1], d["clean"][name], "o", color=c, ms=3)
     labels = [f"{t:g}" for t in taus]
     ax_a.set_xticks(pos[:-1], labels)
     ax_b.set_xticks(pos, [*labels, "inf"])
-    ax_a.set_title("(a) stAdv success rate", fontsize=9)
+    ax_a.set_title("(a) stAdv success rate (solid: any iterate, dashed: last)", fontsize=9)
     ax_b.set_title("(b) accuracy under stAdv", fontsize=9)
     for ax in (ax_a, ax_b):
         ax.set_xlabel(r"$\tau$")
         ax.set_ylim(-0.02, 1.02)
-    ax_b.legend(fontsize=7)
+    ax_b.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
@@ -339,6 +382,8 @@ def plot_budget_attack(d: dict[str, Any]) -> Figure:
     ax = fig.subplots()
     for k, (name, succ) in enumerate(d["success"].items()):
         ax.plot(d["eps"], succ, "o-", color=f"C{k}", label=name)
+        lo, hi = d["success_ci"][name].T
+        ax.fill_between(d["eps"], lo, hi, color=f"C{k}", alpha=0.15, lw=0)
     ax.set_xlabel(r"budget $\epsilon$ ($\|Mr\|_2$)")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)

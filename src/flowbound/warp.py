@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["jacobian_paper", "jacobian_true", "split_flow", "warp"]
+__all__ = ["jacobian_one_sided", "jacobian_paper", "jacobian_true", "split_flow", "warp"]
 
 
 def split_flow(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +91,48 @@ def jacobian_true(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     d_u = (1 - b) * (x01 - x00) + b * (x11 - x10)
     d_v = (1 - a) * (x10 - x00) + a * (x11 - x01)
     if flow.dim() == 3:
+        return d_u + d_v
+    return torch.stack([d_u, d_v], dim=1)
+
+
+def _shifted(x: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
+    """x shifted so that entry (i, j) holds x[i + dr, j + dc] (zero outside)."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[..., max(-dr, 0) : h - max(dr, 0), max(-dc, 0) : w - max(dc, 0)] = x[
+        ..., max(dr, 0) : h - max(-dr, 0), max(dc, 0) : w - max(-dc, 0)
+    ]
+    return out
+
+
+def jacobian_one_sided(x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """One-sided derivative of the warp at zero flow, in the direction of each pixel's flow.
+
+    The warp has a kink at every integer flow, so at r = 0 the right and left
+    derivatives differ: for r_i > 0 the pixel samples towards its right and
+    lower neighbours (forward differences), for r_i < 0 towards its left and
+    upper ones (backward differences). Samples outside the image read 0.
+    The directional derivative of g at 0 along r is this array times r, so
+    a linearisation at r = 0 must use the side that matches the sign of r_i
+    (the book's "Readings we had to choose", point 9). Neither side is diag(x).
+
+    Parameters
+    ----------
+    x : (B, H, W) images.
+    direction : (B, H, W) tied or (B, 2, H, W) full flow (or just its signs):
+        entries < 0 take the left derivative, entries >= 0 the right one.
+
+    Returns
+    -------
+    Same shape as ``direction``: dg_i/dr_i from the chosen side (a tied flow
+    sums the u and v partials), or (dg/ddu, dg/ddv) per pixel for a full flow.
+    """
+    du_dir, dv_dir = split_flow(x, direction)
+    fwd_u, bwd_u = _shifted(x, 0, 1) - x, x - _shifted(x, 0, -1)
+    fwd_v, bwd_v = _shifted(x, 1, 0) - x, x - _shifted(x, -1, 0)
+    d_u = torch.where(du_dir < 0, bwd_u, fwd_u)
+    d_v = torch.where(dv_dir < 0, bwd_v, fwd_v)
+    if direction.dim() == 3:
         return d_u + d_v
     return torch.stack([d_u, d_v], dim=1)
 

@@ -12,12 +12,20 @@ from .background import (
     random_ellipsoid_flows,
     warp_demo,
 )
-from .impossibility import beyond_the_paper, growth_fit, lower_bounds, pairs_of, rounds_to
+from .impossibility import (
+    beyond_the_paper,
+    growth_beyond,
+    growth_shape,
+    lower_bounds,
+    pairs_of,
+    rounds_to,
+)
 from .intro import evaluation_table, figure1
 from .possibility import (
     aabb_illustration,
     attack_vs_certificate,
     budget_attack,
+    objective_comparison,
     sdp_robustness_claim,
     sdp_tightness_claim,
     stadv_vs_tau,
@@ -34,10 +42,12 @@ __all__ = [
     "evaluation_table",
     "figure1",
     "geometry_summary",
-    "growth_fit",
+    "growth_beyond",
+    "growth_shape",
     "jacobians_at_zero",
     "lower_bounds",
     "midpoint_convergence",
+    "objective_comparison",
     "pairs_of",
     "prop1_check",
     "random_ellipsoid_flows",

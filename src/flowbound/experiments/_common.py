@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -15,6 +16,13 @@ EXPERIMENT_CODE_VERSION = 2
 def profile_dict(profile: str | dict[str, Any]) -> dict[str, Any]:
     """A profile given by name or as a dict."""
     return load_profile(profile) if isinstance(profile, str) else profile
+
+
+def with_seed(profile: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A copy of ``profile`` whose networks are trained with ``train.seed = seed``."""
+    out = copy.deepcopy(profile)
+    out["train"]["seed"] = int(seed)
+    return out
 
 
 def frozen(model: torch.nn.Module) -> torch.nn.Module:

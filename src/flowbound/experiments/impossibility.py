@@ -14,6 +14,7 @@ from ..impossibility import (
     algorithm2,
     all_pairs,
     gradient_search,
+    loss_ceiling,
     theorem1_bound,
     theorem2_bound,
 )
@@ -21,7 +22,15 @@ from ..models import get_model
 from ._common import EXPERIMENT_CODE_VERSION
 from ._common import profile_dict as _profile
 
-__all__ = ["beyond_the_paper", "growth_fit", "lower_bounds", "pairs_of", "rounds_to"]
+__all__ = [
+    "GROWTH_MODELS",
+    "beyond_the_paper",
+    "growth_beyond",
+    "growth_shape",
+    "lower_bounds",
+    "pairs_of",
+    "rounds_to",
+]
 
 
 def pairs_of(p: dict[str, Any]) -> list[tuple[int, int]]:
@@ -103,34 +112,133 @@ def lower_bounds(
     return out
 
 
-def growth_fit(eps: np.ndarray, values: np.ndarray) -> dict[str, float]:
-    """How a bound grows with eps (eps > 0): R^2 of log y against eps (exponential)
-    and against log eps (power law), with the fitted rate and exponent."""
-    keep = (eps > 0) & (values > 0)
-    if keep.sum() < 3:  # two points fit any curve exactly
-        nan = float("nan")
-        return {"r2_exponential": nan, "rate": nan, "r2_power": nan, "power": nan}
+#: The curve shapes :func:`growth_shape` chooses between: y(eps) with parameters.
+GROWTH_MODELS: dict[str, tuple[Any, list[float], tuple[list[float], list[float]]]] = {
+    # a (exp(b eps) - 1): exponential growth from 0
+    "exponential": (
+        lambda e, a, b: a * np.expm1(b * e),
+        [1.0, 0.5],
+        ([1e-12, 1e-6], [np.inf, 50.0]),
+    ),
+    # a eps^p
+    "power law": (lambda e, a, p: a * e**p, [1.0, 1.0], ([1e-12, 1e-3], [np.inf, 20.0])),
+    # c eps^p / (s^p + eps^p): a power law at small eps, a plateau c at large eps
+    "saturating": (
+        lambda e, c, s, p: c * e**p / (s**p + e**p),
+        [1.0, 1.0, 1.0],
+        ([1e-12, 1e-6, 1e-3], [np.inf, np.inf, 20.0]),
+    ),
+}
+
+
+def growth_shape(eps: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+    """Which shape describes how a bound grows with eps (eps > 0, values > 0).
+
+    Fits each of :data:`GROWTH_MODELS` to log y by least squares (relative
+    errors: the values span orders of magnitude) from several starts and
+    chooses by AIC (n log(RSS / n) + 2k), so the three-parameter saturating
+    curve must earn its extra parameter. Returns ``shape`` (a key of the
+    models, or NaN-valued "undetermined" with fewer than 4 points), and per
+    model its ``aic`` and fitted ``params``.
+    """
+    from scipy.optimize import least_squares
+
+    eps, values = np.asarray(eps, dtype=float), np.asarray(values, dtype=float)
+    keep = (eps > 0) & (values > 0) & np.isfinite(values)
     e, ly = eps[keep], np.log(values[keep])
+    out: dict[str, Any] = {"aic": {}, "params": {}, "points": int(keep.sum())}
+    if keep.sum() < 4:
+        out["shape"] = "undetermined"
+        return out
+    scale = float(np.exp(ly.max()))
+    span = float(e.max())
+    for name, (fn, guess, (lo, hi)) in GROWTH_MODELS.items():
+        best = None
+        for a0 in (0.1, 1.0):
+            for b0 in (0.3, 1.0, 3.0):
+                x0 = np.array(guess, dtype=float)
+                x0[0] = a0 * scale
+                if name == "exponential":
+                    x0[1] = b0 / span
+                elif name == "power law":
+                    x0[1] = b0
+                else:
+                    x0[1], x0[2] = b0 * span, 1.0 + b0 / 3
 
-    def r2(xs: np.ndarray) -> tuple[float, float]:
-        slope, icpt = np.polyfit(xs, ly, 1)
-        resid = ly - (slope * xs + icpt)
-        return 1 - resid.var() / ly.var(), slope
+                def resid(theta, fn=fn):
+                    model = fn(e, *theta)
+                    return np.log(np.maximum(model, 1e-300)) - ly
 
-    r2_exp, rate = r2(e)
-    r2_pow, power = r2(np.log(e))
+                x0 = np.clip(x0, np.array(lo) * 1.0001, np.minimum(hi, 1e300))
+                try:
+                    fit = least_squares(resid, x0, bounds=(lo, hi))
+                except ValueError:
+                    continue
+                if best is None or fit.cost < best.cost:
+                    best = fit
+        rss = max(2 * float(best.cost), 1e-300)
+        n, k = len(e), len(guess)
+        out["aic"][name] = n * np.log(rss / n) + 2 * k
+        out["params"][name] = [float(t) for t in best.x]
+    out["shape"] = min(out["aic"], key=out["aic"].get)
+    return out
+
+
+def growth_beyond(profile: str | dict[str, Any], network: str) -> dict[str, Any]:
+    """Beyond the paper: Algorithm 1 (exact Jacobian) on the eps grid ``beyond_eps``,
+    which runs far past the paper's 7.84, beside the network's loss ceiling
+    (:func:`~flowbound.impossibility.loss_ceiling`) for the same pairs.
+
+    Returns ``eps`` (E,), ``exact`` (E,) the best exact l_adv over the pairs,
+    ``ceiling`` (the largest ceiling over those pairs) and the curve's
+    :func:`growth_shape` on this grid.
+    """
+    prof = _profile(profile)
+    p = prof["impossibility"]
+    trained = get_model(network, prof, section=3)
+    config = {
+        "experiment": "growth_beyond",
+        "model": trained.config,
+        "eps": p["beyond_eps"],
+        "settings": {k: p[k] for k in ("pairs", "n", "max_iter", "max_inner")},
+        "code": EXPERIMENT_CODE_VERSION,
+    }
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        model = trained.model.cpu()
+        pairs, eps = pairs_of(p), p["beyond_eps"]
+        rows = [q for _ in eps for q in pairs]
+        budgets = [e for e in eps for _ in pairs]
+        alg = algorithm1(model, rows, budgets, jacobian="true", **_algorithm_options(p))
+        value = {
+            "exact": alg.exact.reshape(len(eps), len(pairs)).amax(1),
+            "ceiling": loss_ceiling(model, pairs).amax(),
+        }
+        return value, {}
+
+    value, _ = cached("experiments", config, compute)
+    eps = np.asarray(p["beyond_eps"], dtype=float)
+    exact = value["exact"].numpy()
     return {
-        "r2_exponential": float(r2_exp),
-        "rate": float(rate),
-        "r2_power": float(r2_pow),
-        "power": float(power),
+        "network": network,
+        "eps": eps,
+        "exact": exact,
+        "ceiling": float(value["ceiling"]),
+        "shape": growth_shape(eps, exact)["shape"],
     }
 
 
-def rounds_to(history: np.ndarray, fraction: float = 0.99) -> int:
-    """First round at which ``history`` has gained ``fraction`` of its total gain (Figure 4)."""
+def rounds_to(history: np.ndarray, fraction: float = 0.99) -> float:
+    """First round at which ``history`` has gained ``fraction`` of its total gain (Figure 4).
+
+    NaN when the run never rises above its start: it did not converge at
+    round 0, it never improved, and a median of rounds must not count it.
+    """
     history = np.asarray(history, dtype=float)
-    target = history[0] + fraction * (history.max() - history[0])
+    gain = history.max() - history[0]
+    if not gain > 0:
+        return float("nan")
+    target = history[0] + fraction * gain
     return int(np.argmax(history >= target))
 
 

@@ -16,14 +16,17 @@ from ..data import load_mnist
 from ..geometry import aabb_lambda, mtm
 from ..impossibility import all_pairs, gradient_search
 from ..models import get_model
-from ._common import EXPERIMENT_CODE_VERSION
+from ..stats import Interval, rate_interval, seed_difference
+from ._common import EXPERIMENT_CODE_VERSION, with_seed
 from ._common import profile_dict as _profile
-from .intro import stadv_evaluation
+from .intro import stadv_evaluation, stadv_rates
 
 __all__ = [
     "aabb_illustration",
     "attack_vs_certificate",
     "budget_attack",
+    "mean_decrease_bounds",
+    "objective_comparison",
     "sdp_robustness_claim",
     "sdp_tightness_claim",
     "stadv_vs_tau",
@@ -110,28 +113,104 @@ def aabb_illustration(profile: str | dict[str, Any]) -> dict[str, Any]:
 def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
     """Figure 6: stAdv success rate (among correctly classified images) and accuracy
     under stAdv against tau, per variant, on the first ``eval_images`` test images
-    (tau = infinity: no attack, the clean accuracy). Each (variant, tau) run is
+    (tau = infinity: no attack, the clean accuracy), under both success
+    definitions, with 95% Wilson intervals. Each (variant, tau) run is
     :func:`~flowbound.experiments.intro.stadv_evaluation`, shared with the
-    Introduction's table."""
+    Introduction's table. For the variants in ``border_compare`` the same runs
+    with the flow loss's symmetric border (the public stAdv code's) are added
+    under ``symmetric``."""
     prof = _profile(profile)
     p, q = prof["possibility"], prof["intro"]
-    out: dict[str, Any] = {
-        "taus": np.asarray(p["taus"]),
-        "success": {},
-        "accuracy": {},
-        "clean": {},
-    }
+    out: dict[str, Any] = {"taus": np.asarray(p["taus"]), "clean": {}, "symmetric": {}}
+    keys = ("success", "success_final", "accuracy", "accuracy_final")
+    for key in keys:
+        out[key], out[key + "_ci"] = {}, {}
+
+    def rates(trained, border):
+        per_tau = [
+            stadv_rates(
+                stadv_evaluation(
+                    trained, tau=t, images=q["eval_images"], steps=q["eval_steps"], border=border
+                )
+            )
+            for t in p["taus"]
+        ]
+        return {k: np.array([list(r[k]) for r in per_tau]) for k in keys}  # (taus, 3)
+
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
-        succ, acc = [], []
-        for tau in p["taus"]:
-            v = stadv_evaluation(trained, tau=tau, images=q["eval_images"], steps=q["eval_steps"])
-            correct, ok = v["correct"], v["success"]
-            succ.append(float((ok & correct).sum() / correct.sum().clamp_min(1)))
-            acc.append(float((correct & ~ok).float().mean()))
-        out["success"][name] = np.asarray(succ)
-        out["accuracy"][name] = np.asarray(acc)
-        out["clean"][name] = float(correct.float().mean())
+        by = rates(trained, "zero")
+        for key in keys:
+            out[key][name] = by[key][:, 0]
+            out[key + "_ci"][name] = by[key][:, 1:]
+        v = stadv_evaluation(
+            trained, tau=p["taus"][0], images=q["eval_images"], steps=q["eval_steps"]
+        )
+        out["clean"][name] = float(v["correct"].float().mean())
+        if name in p["border_compare"]:
+            sym = rates(trained, "symmetric")
+            out["symmetric"][name] = {key: sym[key][:, 0] for key in keys}
+    return out
+
+
+def objective_comparison(profile: str | dict[str, Any]) -> dict[str, Any]:
+    """The numbers behind the claims that compare training objectives, per seed.
+
+    For each training seed in ``possibility.seeds`` (the profile with
+    ``train.seed`` replaced) and each variant: stAdv at ``claim_tau``
+    (:func:`~flowbound.experiments.intro.stadv_rates`, both success
+    definitions), the budgeted attack's per-image outcomes
+    (:func:`budget_attack`), and the mean pairwise decrease bound at eps = 1
+    per bound kind (:func:`mean_decrease_bounds`). Returns
+    {"seeds", "stadv": {seed: {variant: rates}}, "budget": {seed: result},
+    "mean_delta": {seed: {variant: {kind: mean}}}}.
+    """
+    prof = _profile(profile)
+    p, q = prof["possibility"], prof["intro"]
+    out: dict[str, Any] = {"seeds": list(p["seeds"]), "stadv": {}, "budget": {}, "mean_delta": {}}
+    for seed in p["seeds"]:
+        sp = with_seed(prof, seed)
+        out["stadv"][seed] = {
+            name: stadv_rates(
+                stadv_evaluation(
+                    get_model(name, sp, section=4),
+                    tau=p["claim_tau"],
+                    images=q["eval_images"],
+                    steps=q["eval_steps"],
+                )
+            )
+            for name in p["variants"]
+        }
+        out["budget"][seed] = budget_attack(sp)
+        out["mean_delta"][seed] = mean_decrease_bounds(sp)
+    return out
+
+
+def mean_decrease_bounds(profile: str | dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean over class pairs of the decrease bound Delta at eps = 1, per variant and
+    bound kind (:func:`~flowbound.certify.decrease_bounds`), cached per network."""
+    prof = _profile(profile)
+    p = prof["possibility"]
+    out = {}
+    for name in p["variants"]:
+        trained = get_model(name, prof, section=4)
+        config = {
+            "experiment": "mean_decrease",
+            "model": trained.config,
+            "kinds": p["kinds"],
+            "tol": p["tol"],
+            "code": EXPERIMENT_CODE_VERSION,
+        }
+
+        def compute(trained=trained) -> tuple[dict[str, float], dict[str, Any]]:
+            model = trained.model.cpu()
+            value = {}
+            for kind in p["kinds"]:
+                d = decrease_bounds(model, kind, tol=p["tol"])
+                value[kind] = float(d[~np.eye(len(d), dtype=bool)].mean())
+            return value, {}
+
+        out[name] = cached("experiments", config, compute)[0]
     return out
 
 
@@ -203,84 +282,143 @@ def attack_vs_certificate(profile: str | dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def sdp_tightness_claim(res: dict[str, Any], eps_small: float = 0.01) -> dict[str, Any]:
-    """Section 4.2's "the SDP bound is slightly tighter under f_sdp", from
-    :func:`zero_one_losses`: mean decrease bounds at eps = 1 of f_sdp (and nt)
-    per bound, whether the SDP is the smallest, and the certified fractions
-    (best bound per network) at the grid eps nearest ``eps_small``."""
-    md, eps = res["mean_delta"], np.asarray(res["eps"])
+def sdp_tightness_claim(
+    res: dict[str, Any], comparison: dict[str, Any], eps_small: float = 0.01
+) -> dict[str, Any]:
+    """Section 4.2's "the SDP bound is slightly tighter under f_sdp".
+
+    From :func:`objective_comparison`: per seed, the mean decrease bounds at
+    eps = 1 of every variant per bound; ``tighter`` when the SDP's is the
+    smallest of the three under f_sdp for every seed; SDP / spectral per
+    variant (mean, min, max over seeds). From :func:`zero_one_losses` (seed
+    0): the certified fractions (best bound per network) at the grid eps
+    nearest ``eps_small``.
+    """
+    md = comparison["mean_delta"]
+    seeds = comparison["seeds"]
+    eps = np.asarray(res["eps"])
     k = int(np.argmin(np.abs(eps - eps_small)))
     cert = {n: 1 - min(float(by[kind][k]) for kind in by) for n, by in res["losses"].items()}
     others = {n: c for n, c in cert.items() if n != "sdp"}
-    own = md["sdp"]
+    names = list(md[seeds[0]])
+    ratio = {n: np.array([md[s][n]["sdp"] / md[s][n]["spectral"] for s in seeds]) for n in names}
+    own = {
+        kind: float(np.mean([md[s]["sdp"][kind] for s in seeds])) for kind in md[seeds[0]]["sdp"]
+    }
     return {
+        "seeds": seeds,
         "own": own,
-        "tighter": bool(own["sdp"] < min(own["spectral"], own["frobenius"])),
-        "shrink_vs_nt": md["nt"]["sdp"] / own["sdp"],
-        "nt_sdp": md["nt"]["sdp"],
+        "tighter": all(
+            md[s]["sdp"]["sdp"] < min(md[s]["sdp"]["spectral"], md[s]["sdp"]["frobenius"])
+            for s in seeds
+        ),
+        "shrink_vs_nt": float(np.mean([md[s]["nt"]["sdp"] / md[s]["sdp"]["sdp"] for s in seeds])),
+        "nt_sdp": float(np.mean([md[s]["nt"]["sdp"] for s in seeds])),
         "eps_small": float(eps[k]),
         "certified": cert,
         "best_other": max(others, key=others.get),
-        "sdp_over_spectral": {n: d["sdp"] / d["spectral"] for n, d in md.items()},
+        "sdp_over_spectral": {n: float(r.mean()) for n, r in ratio.items()},
+        "sdp_over_spectral_range": {n: (float(r.min()), float(r.max())) for n, r in ratio.items()},
     }
+
+
+def _se(iv: Interval) -> float:
+    """A standard error read off a 95% interval (its half width / 1.96)."""
+    return (iv.hi - iv.lo) / (2 * 1.959964)
+
+
+def _difference_over_seeds(per_seed: list[dict[str, Interval]], target: str) -> Interval:
+    """``target``'s rate minus the mean of the others', per seed, as one interval."""
+    diffs, ses = [], []
+    for rates in per_seed:
+        others = [n for n in rates if n != target]
+        diffs.append(rates[target].value - np.mean([rates[n].value for n in others]))
+        var = _se(rates[target]) ** 2 + sum(_se(rates[n]) ** 2 for n in others) / len(others) ** 2
+        ses.append(var**0.5)
+    return seed_difference(np.array(diffs), np.array(ses))
 
 
 def sdp_robustness_claim(
-    f6: dict[str, Any], tau: float = 0.05, budget: dict[str, Any] | None = None
+    f6: dict[str, Any], comparison: dict[str, Any], *, tau: float, definition: str
 ) -> dict[str, Any]:
     """Section 4.2's "about 0.1 lower attack success and 0.08 higher adversarial
-    accuracy for f_sdp", from :func:`stadv_vs_tau` at ``tau`` (or the largest
-    tau if absent): f_sdp's values, the other objectives' mean, and ranks; the
-    same success difference at the smallest tau, and, given
-    :func:`budget_attack`, the difference under the budgeted attack per eps."""
-    taus = list(f6["taus"])
-    k = taus.index(tau) if tau in taus else len(taus) - 1
-    succ = {n: float(v[k]) for n, v in f6["success"].items()}
-    acc = {n: float(v[k]) for n, v in f6["accuracy"].items()}
+    accuracy for f_sdp" at ``tau``, under the stAdv success ``definition``
+    (``"success"``: any iterate; ``"success_final"``: the last iterate).
+
+    Differences (f_sdp minus the other objectives' mean) are intervals over
+    the seeds of :func:`objective_comparison` (:func:`~flowbound.stats.seed_difference`);
+    ranks use the seed-mean rates. The same differences at the smallest tau
+    of Figure 6 (seed 0, where every network is fooled) show the score-scale
+    effect; the budgeted attack's differences per eps are intervals over seeds.
+    """
+    if definition not in ("success", "success_final"):
+        raise ValueError(f"definition must be 'success' or 'success_final', got {definition!r}")
+    acc_key = definition.replace("success", "accuracy")
+    seeds = comparison["seeds"]
+    per_seed = [comparison["stadv"][s] for s in seeds]
+    succ = {n: float(np.mean([r[n][definition].value for r in per_seed])) for n in per_seed[0]}
+    acc = {n: float(np.mean([r[n][acc_key].value for r in per_seed])) for n in per_seed[0]}
     others = [n for n in succ if n != "sdp"]
-    mean_s = float(np.mean([succ[n] for n in others]))
-    mean_a = float(np.mean([acc[n] for n in others]))
+    small = {key: {n: float(v[0]) for n, v in f6[key].items()} for key in (definition, acc_key)}
     out = {
-        "tau": float(taus[k]),
+        "tau": float(tau),
+        "definition": definition,
+        "seeds": seeds,
         "success": succ,
         "accuracy": acc,
-        "others_success": mean_s,
-        "others_accuracy": mean_a,
-        "success_diff": succ["sdp"] - mean_s,
-        "accuracy_diff": acc["sdp"] - mean_a,
+        "others_success": float(np.mean([succ[n] for n in others])),
+        "others_accuracy": float(np.mean([acc[n] for n in others])),
+        "success_diff": _difference_over_seeds(
+            [{n: r[n][definition] for n in r} for r in per_seed], "sdp"
+        ),
+        "accuracy_diff": _difference_over_seeds(
+            [{n: r[n][acc_key] for n in r} for r in per_seed], "sdp"
+        ),
         "rank_success": 1 + sum(succ[n] < succ["sdp"] for n in others),
         "rank_accuracy": 1 + sum(acc[n] > acc["sdp"] for n in others),
         "count": len(succ),
-        "tau_small": float(taus[0]),
-        "success_small": float(f6["success"]["sdp"][0]),
-        "success_small_diff": float(
-            f6["success"]["sdp"][0] - np.mean([f6["success"][n][0] for n in others])
-        ),
-        "accuracy_small": float(f6["accuracy"]["sdp"][0]),
-        "accuracy_small_diff": float(
-            f6["accuracy"]["sdp"][0] - np.mean([f6["accuracy"][n][0] for n in others])
-        ),
+        "tau_small": float(f6["taus"][0]),
+        "success_small": small[definition]["sdp"],
+        "success_small_diff": small[definition]["sdp"]
+        - np.mean([small[definition][n] for n in others]),
+        "accuracy_small": small[acc_key]["sdp"],
+        "accuracy_small_diff": small[acc_key]["sdp"] - np.mean([small[acc_key][n] for n in others]),
     }
-    if budget is not None:
-        b = budget["success"]
-        out["budget_eps"] = [float(e) for e in budget["eps"]]
-        out["budget_diff"] = [
-            float(b["sdp"][k] - np.mean([b[n][k] for n in b if n != "sdp"]))
-            for k in range(len(budget["eps"]))
-        ]
+    budgets = [comparison["budget"][s] for s in seeds]
+    out["budget_eps"] = [float(e) for e in budgets[0]["eps"]]
+    out["budget_diff"] = [
+        _difference_over_seeds(
+            [
+                {n: Interval(b["success"][n][k], *b["success_ci"][n][k]) for n in b["success"]}
+                for b in budgets
+            ],
+            "sdp",
+        )
+        for k in range(len(out["budget_eps"]))
+    ]
     return out
 
 
 def budget_attack(profile: str | dict[str, Any]) -> dict[str, Any]:
     """Beyond the paper: success of a flow attack with a hard budget ||M r|| <= eps
     (:func:`~flowbound.attacks.flow_pgd`) per variant, among correctly classified
-    test images. Scale-free, unlike stAdv's fixed tau (Figure 6)."""
+    test images. Scale-free, unlike stAdv's fixed tau (Figure 6).
+
+    Returns ``eps``, per variant the rates ``success`` (eps,) with their 95%
+    Wilson intervals ``success_ci`` (eps, 2), and the per-image outcomes
+    ``fooled`` (eps, images) and ``correct`` (images,)."""
     prof = _profile(profile)
     p = prof["possibility"]
     g = p["budget_attack"]
     x, y = load_mnist("test")
     x, y = x[: g["images"]], y[: g["images"]]
-    out: dict[str, Any] = {"eps": np.asarray(g["eps"]), "success": {}}
+    out: dict[str, Any] = {
+        "eps": np.asarray(g["eps"]),
+        "success": {},
+        "success_ci": {},
+        "fooled": {},
+        "correct": {},
+    }
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
         config = {
@@ -288,18 +426,23 @@ def budget_attack(profile: str | dict[str, Any]) -> dict[str, Any]:
             "model": trained.config,
             "settings": g,
             "code": EXPERIMENT_CODE_VERSION,
+            "outputs": "per_image",
         }
 
-        def compute(trained=trained) -> tuple[torch.Tensor, dict[str, Any]]:
+        def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             model = trained.model.cpu()
             with torch.no_grad():
                 correct = model(x).argmax(1) == y
-            rates = []
-            for eps in g["eps"]:
-                res = flow_pgd(model, x, y, eps=eps, steps=g["steps"], lr=g["lr"], seed=g["seed"])
-                rates.append(float((res.success & correct).sum() / correct.sum().clamp_min(1)))
-            return torch.tensor(rates, dtype=torch.float64), {}
+            fooled = [
+                flow_pgd(model, x, y, eps=eps, steps=g["steps"], lr=g["lr"], seed=g["seed"]).success
+                for eps in g["eps"]
+            ]
+            return {"correct": correct, "fooled": torch.stack(fooled) & correct}, {}
 
         value, _ = cached("experiments", config, compute)
-        out["success"][name] = value.numpy()
+        correct, fooled = value["correct"].numpy(), value["fooled"].numpy()
+        rates = [rate_interval(f, correct) for f in fooled]
+        out["success"][name] = np.array([r.value for r in rates])
+        out["success_ci"][name] = np.array([[r.lo, r.hi] for r in rates])
+        out["fooled"][name], out["correct"][name] = fooled, correct
     return out
