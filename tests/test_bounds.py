@@ -85,7 +85,7 @@ def test_upper_beats_the_brute_force_cut_norm(h, d, seed):
     best = float((2 * np.abs(signs @ a).sum(1)).max())
     res = sdp_bound(torch.from_numpy(a), tol=1e-6)
     assert res.upper >= best - 1e-9
-    assert res.upper <= 1.783 * best  # Grothendieck's constant (READING-NOTES 13)
+    assert res.upper <= 1.783 * best  # Grothendieck's constant (Readings table, point 13)
 
 
 def test_batched_equals_one_at_a_time():

@@ -70,7 +70,7 @@ def test_mtm_positive_definite_with_the_known_spectrum_and_diagonal():
     w, q = geo.mtm_eigh(28)
     a = geo.mtm(28)
     assert w[0] > 0
-    assert w[0] == pytest.approx(0.0411, abs=1e-4)  # READING-NOTES 3
+    assert w[0] == pytest.approx(0.0411, abs=1e-4)  # Readings table, point 3
     assert w[-1] == pytest.approx(15.95, abs=1e-2)
     assert np.diag(a).min() == 6 and np.diag(a).max() == 8
     np.testing.assert_allclose(q @ np.diag(w) @ q.T, a, atol=1e-10)
@@ -89,7 +89,7 @@ def test_m_sqrt_and_m_inv():
 def test_lambda_range_on_28x28():
     lam = geo.aabb_lambda(28)
     assert lam.shape == (784,)
-    assert lam.min() == pytest.approx(0.487, abs=1e-3)  # READING-NOTES 8
+    assert lam.min() == pytest.approx(0.487, abs=1e-3)  # Readings table, point 8
     assert lam.max() == pytest.approx(0.594, abs=1e-3)
     np.testing.assert_allclose(lam**2, np.diag(np.linalg.inv(geo.mtm(28))), rtol=1e-10)
 

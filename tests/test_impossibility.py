@@ -10,12 +10,14 @@ import torch
 
 from flowbound.geometry import flow_norm, m_inv
 from flowbound.impossibility import (
+    _best_flow,
     algorithm1,
     algorithm2,
     all_pairs,
     binary_weights,
     gradient_search,
     loss_ceiling,
+    prop3_first_order,
     theorem1_bound,
     theorem2_bound,
 )
@@ -160,18 +162,6 @@ def test_gradient_search_stays_feasible_and_never_loses_its_start(net6, tied):
         assert float(res.exact[b]) == pytest.approx(_exact(net6, pair, res.x[b], res.r[b]))
 
 
-def test_growth_fit_tells_exponential_from_power_law():
-    from flowbound.experiments import growth_fit
-
-    eps = np.linspace(0, 8, 9)
-    expo = growth_fit(eps, 0.1 * np.exp(0.7 * eps))
-    power = growth_fit(eps, 2.0 * eps**0.5)
-    assert expo["r2_exponential"] == pytest.approx(1.0) and expo["rate"] == pytest.approx(0.7)
-    assert power["r2_power"] == pytest.approx(1.0) and power["power"] == pytest.approx(0.5)
-    assert power["r2_exponential"] < 0.99 and expo["r2_power"] < 0.99
-    assert np.isnan(growth_fit(eps[:3], np.ones(3))["power"])  # too few points
-
-
 def _tiny_net(side, hidden=12, seed=0):
     torch.manual_seed(seed)
     return OneHidden(d=side * side, hidden=hidden, classes=3).double()
@@ -226,3 +216,16 @@ def test_loss_ceiling_of_a_linear_network():
     ceiling = loss_ceiling(lin, [(0, 1)])
     v = (lin.V.weight[0] - lin.V.weight[1]).detach()
     assert float(ceiling[0]) == pytest.approx(float(v.abs().sum()))
+
+
+def test_prop3_first_order_full_flows_never_lose_and_match_the_closed_form(net6):
+    res = prop3_first_order(net6, PAIRS, 0.8, side=6)
+    assert bool((res["full"] >= res["tied"] - 1e-12).all())
+    # with both partials forced equal, full flows gain nothing (Proposition 3's case)
+    c = torch.randn(2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    eps = torch.full((2,), 0.8, dtype=torch.float64)
+    _, tied_norm = _best_flow(c, eps, 6)
+    _, full_norm = _best_flow(torch.stack([c, c], 1), eps * 2**0.5, 6)
+    torch.testing.assert_close(
+        full_norm * 2**0.5, 2 * tied_norm
+    )  # sqrt2 eps ||(p, p)|| = eps ||2p||

@@ -16,7 +16,7 @@ def test_profiles_load_and_have_the_same_keys():
 
 def test_paper_profile_uses_the_papers_settings():
     paper = load_profile("paper")
-    assert paper["hidden"] == {"section3": 512, "section4": 500}  # READING-NOTES 16
+    assert paper["hidden"] == {"section3": 512, "section4": 500}  # Readings table, point 16
     assert paper["train"]["train_subset"] is None and paper["eval"]["test_subset"] is None
 
 

@@ -151,3 +151,25 @@ def test_every_figure_of_the_paper_is_shown(rendered):
                 found[int(caption.group(1))] = name
     missing = sorted(set(range(1, 12)) - set(found))
     assert not missing, f"figures missing from the site: {missing}"
+
+
+def _cells(row: str) -> list[str]:
+    return [
+        _visible_text(c).strip() for c in re.findall(r"<t[hd]\b[^>]*>(.*?)</t[hd]>", row, re.S)
+    ]
+
+
+def test_every_table_row_has_the_header_cells_and_none_is_empty(rendered):
+    """A stray "|" in a computed cell (as in ||M r||) splits it: the row then has
+    more cells than the header, or a cell that should hold a number is empty."""
+    tables = 0
+    for name, dom in rendered.items():
+        for table in re.findall(r"<table\b.*?</table>", dom, flags=re.S):
+            tables += 1
+            rows = re.findall(r"<tr\b.*?</tr>", table, flags=re.S)
+            header = _cells(rows[0])
+            for row in rows[1:]:
+                cells = _cells(row)
+                assert len(cells) == len(header), f"{name}: row {cells} vs header {header}"
+                assert all(cells), f"{name}: an empty cell in {cells} (header {header})"
+    assert tables >= 10, f"only {tables} tables found on the site"

@@ -145,7 +145,7 @@ def test_jacobian_paper_at_zero_is_diag_x(rng):
 
 
 def test_jacobian_paper_has_the_column_derivative_with_flipped_sign(rng):
-    """On an image varying only along columns, the printed Dg is -d/du (READING-NOTES 9)."""
+    """On an image varying only along columns, the printed Dg is -d/du (Readings table, point 9)."""
     x = torch.rand(2, 1, 8, generator=rng, dtype=torch.float64).expand(2, 8, 8).clone()
     r = 0.2 + 0.6 * torch.rand(2, 8, 8, generator=rng, dtype=torch.float64)
     r[:, :, -1] = 0.3

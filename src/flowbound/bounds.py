@@ -1,7 +1,7 @@
 """Upper bounds on the adversarial loss (Section 4.1, appendix 6.5, 6.8).
 
 The SDP of Section 4.1: max tr(Z P) s.t. diag(Z) <= 1, Z PSD, with
-P = [[0, A], [A^T, 0]] and A = diag(v) W diag(lambda) (READING-NOTES 13). It
+P = [[0, A], [A^T, 0]] and A = diag(v) W diag(lambda) (Readings table, point 13). It
 relaxes max over sign vectors of z^T P z = 2 s^T A t. Any vector c gives the
 certified upper bound sum(c) + n * max(0, lambda_max(P - diag(c))) (weak
 duality), whatever produced c; :func:`certify` evaluates it in float64.
@@ -199,7 +199,7 @@ def sdp_bound_cvxpy(a: np.ndarray, *, solver: str = "SCS", eps: float = 1e-6) ->
 def _domain_constant(domain: str) -> float:
     # Each partial of a bilinear warp is a convex combination of neighbour
     # differences: |.| <= 1 for pixels in [0, 1], <= 2 in [-1, 1]; a tied
-    # flow adds two partials (READING-NOTES 17).
+    # flow adds two partials (Readings table, point 17).
     if domain == "unit":
         return 2.0
     if domain == "symmetric":
@@ -217,7 +217,7 @@ def spectral_bound(
     ``form="printed"``: eps ||W||_2 ||v||_2, as in appendix 6.8.
     ``form="sound"``: (D / 2) eps ||W||_2 ||v||_2 ||M^{-1}||_2, D the bound on
     |dg_i / dr_i| for ``domain`` (2 for [0, 1] images), 1/2 from
-    l_adv = (f(g) - f(x)) / 2, ||r||_2 <= ||M^{-1}||_2 eps (READING-NOTES 12).
+    l_adv = (f(g) - f(x)) / 2, ||r||_2 <= ||M^{-1}||_2 eps (Readings table, point 12).
     """
     return _norm_bound(w, v, eps, 2, form, domain, side)
 

@@ -14,7 +14,7 @@ Delta is the bound on the decrease:
 - ``"spectral"`` / ``"frobenius"`` (sound): Delta = D eps ||W|| ||v|| ||M^{-1}||_2;
 - ``"spectral_printed"`` / ``"frobenius_printed"``: Delta = eps ||W|| ||v||, the
   appendix's formulas read as bounds on the decrease (they drop D, 1/2 and
-  ||M^{-1}||_2, READING-NOTES 12), shown for comparison only;
+  ||M^{-1}||_2, Readings table, point 12), shown for comparison only;
 - ``"linear"``: for f = v^T x, Delta = D eps ||v * lambda||_1 (Eq. 16 with the 1/2).
 
 Every Delta is linear in eps, so it is computed once at eps = 1.
@@ -33,7 +33,7 @@ from .geometry import aabb_lambda, mtm_eigh
 __all__ = ["KINDS", "certified_fraction", "decrease_bounds", "margins"]
 
 KINDS = ("sdp", "spectral", "frobenius", "spectral_printed", "frobenius_printed", "linear")
-_D = 2.0  # |dg_i / dr_i| <= 2 for [0, 1] images and tied flows (READING-NOTES 17)
+_D = 2.0  # |dg_i / dr_i| <= 2 for [0, 1] images and tied flows (Readings table, point 17)
 
 
 def _layers(model: torch.nn.Module):

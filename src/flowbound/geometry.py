@@ -3,11 +3,11 @@
 Pixels are numbered row-major, i = row * side + col. A neighbour matrix
 M^(k) has as row i the one-hot code of pixel i's neighbour in direction k,
 and a zero row where that neighbour is missing (zero-fill borders,
-READING-NOTES 3): a missing neighbour counts as flow 0. With that
+Readings table, point 3): a missing neighbour counts as flow 0. With that
 convention M^T M = sum_k (I - M^(k))^T (I - M^(k)) is positive definite, and
 M is its symmetric square root. Everything is float64 numpy, cached per side.
 
-Constraint convention (READING-NOTES 4): the budget eps bounds ||M r||_2
+Constraint convention (Readings table, point 4): the budget eps bounds ||M r||_2
 (Eq. 3); for a tied flow l_diff(r) = sqrt(2) ||M r||_2 (Prop. 1).
 
 Used in: Background, and every attack and bound (M^{-1}, lambda).

@@ -1,18 +1,18 @@
 """Lower-bound attacks of Section 3 and appendix 6.4: Theorems 1-2, Algorithms 1-2.
 
-A binary network comes from a K-class one as v = V_i - V_j (READING-NOTES 15):
+A binary network comes from a K-class one as v = V_i - V_j (Readings table, point 15):
 f(x) = v^T relu(W x) (one hidden layer) or f(x) = v^T x (linear). Every
 function is batched over class pairs, works in float64, and lets the caller
 pick the Jacobian of the warp: ``"paper"`` (Dg as printed, Dg(0; x) = diag(x))
 or ``"true"`` (the exact one). Inputs live in the box ||x||_inf <= 1 and
 flows in the ellipsoid ||M r|| <= eps (tied flows, Sections 2-4).
 
-What counts as a lower bound (READING-NOTES 11): the value of the network at
+What counts as a lower bound (Readings table, point 11): the value of the network at
 the returned pair, l_adv = (f(g(r_*; x_*)) - f(x_*)) / 2, computed exactly.
 The linearised value (Theorems) and the midpoint estimate (Eq. 7, 13) are
 returned beside it as ``estimate``, labelled as estimates.
 
-Readings (READING-NOTES 7, 10): Eq. (6) and (8) print W diag(v) where
+Readings (Readings table, points 7 and 10): Eq. (6) and (8) print W diag(v) where
 W^T diag(v) fits the shapes; "W has rank d" cannot hold for W of shape
 (h, d) with h < d, so x_* = pi_inf(W^+ 1) with the pseudo-inverse, which
 makes every hidden unit active when W has full row rank.
@@ -36,6 +36,7 @@ __all__ = [
     "binary_weights",
     "gradient_search",
     "loss_ceiling",
+    "prop3_first_order",
     "theorem1_bound",
     "theorem2_bound",
 ]
@@ -84,13 +85,18 @@ def _grad_g(w, v, z):
 def _best_flow(c, eps, side):
     """argmax c^T r over ||M r|| <= eps: eps M^{-1} pi_2(M^{-1} c) (Eq. 6, 8, 12, 14).
 
-    ``eps`` is a (B,) tensor, one budget per row.
+    ``eps`` is a (B,) tensor, one budget per row. ``c`` is (B, s, s) for tied
+    flows, or (B, 2, s, s) for full flows under the joint constraint
+    sqrt(||M du||^2 + ||M dv||^2) <= eps. Returns r (shape of c) and
+    ||M^{-1} c|| (B,), so that the maximum is eps times it.
     """
     mi = torch.from_numpy(m_inv(side).copy())
-    u = c.reshape(len(c), -1) @ mi
-    norm = u.norm(dim=1, keepdim=True)
-    r = eps.unsqueeze(1) * (u / norm.clamp_min(1e-300)) @ mi
-    return r.reshape(c.shape), norm.squeeze(1)
+    comps = 2 if c.dim() == 4 else 1
+    u = c.reshape(len(c), comps, -1) @ mi
+    norm = u.flatten(1).norm(dim=1)
+    scale = (eps / norm.clamp_min(1e-300)).view(-1, 1, 1)
+    r = (scale * u) @ mi
+    return r.reshape(c.shape), norm
 
 
 def _eps(eps, rows):
@@ -176,7 +182,7 @@ def _dg0(x, jacobian):
     return JACOBIANS[jacobian](x, torch.zeros_like(x))
 
 
-def _linearised_flow(c_of, eps, side, max_sign_iter=50):
+def _linearised_flow(c_of, eps, side, max_sign_iter=50, start=None):
     """argmax of the one-sided linearisation over ||M r|| <= eps, by a fixed point in signs.
 
     ``c_of(direction)`` gives the coefficients c with the directional
@@ -186,7 +192,7 @@ def _linearised_flow(c_of, eps, side, max_sign_iter=50):
     visited r with the largest directional derivative and that value, which
     is the true first-order term of l_adv along r (times 1/2 in c).
     """
-    direction = torch.ones_like(c_of(None))
+    direction = torch.ones_like(c_of(None)) if start is None else start
     best_r, best_val = None, None
     for _ in range(max_sign_iter):
         r, _ = _best_flow(c_of(direction), eps, side)
@@ -341,6 +347,43 @@ def gradient_search(
             best[better], best_x[better], best_r[better] = val[better], x[better], flow(s)[better]
             hist.append(val.clone())
     return LowerBound(best_x, best_r, best, best, torch.stack(hist), torch.stack(hist))
+
+
+def prop3_first_order(model, pairs, eps, *, side=28) -> dict[str, torch.Tensor]:
+    """Proposition 3 at first order with the exact (one-sided) Jacobian, per pair.
+
+    At Theorem 1's x_*, the largest directional derivative of l_adv at r = 0
+    over tied flows ||M r|| <= eps, and over full flows (du, dv) at the same
+    l_diff, sqrt(||M du||^2 + ||M dv||^2) <= sqrt(2) eps, each by the sign
+    fixed point of the theorems. For fixed signs the full-flow optimum is
+    sqrt(2) eps sqrt(||M^{-1} c_u||^2 + ||M^{-1} c_v||^2) >= eps ||M^{-1}(c_u + c_v)||,
+    with equality only when c_u = c_v: Proposition 3 holds when the u and v
+    partials agree (as with the printed Dg(0; x) = diag(x) on both axes), not
+    with the warp's real ones. Returns ``tied`` and ``full`` (B,).
+    """
+    w, v = binary_weights(model, pairs)
+    eps = _eps(eps, len(pairs))
+    x0 = _pi_inf(torch.linalg.pinv(w) @ torch.ones(w.shape[0], dtype=torch.float64))
+    x = x0.reshape(1, side, side).expand(len(pairs), side, side).clone()
+    grad = _grad_g(w, v, x)
+
+    def tied(direction):
+        d = torch.ones_like(x) if direction is None else direction
+        return jacobian_one_sided(x, d) * grad / 2
+
+    def full(direction):
+        d = torch.ones(len(x), 2, side, side, dtype=x.dtype) if direction is None else direction
+        return jacobian_one_sided(x, d) * grad.unsqueeze(1) / 2
+
+    r_tied, val_tied = _linearised_flow(tied, eps, side)
+    _, val_full = _linearised_flow(full, eps * 2**0.5, side)
+    # a tied flow is a full flow at the same l_diff: start there too, keep the best
+    pattern = torch.where(r_tied < 0, -1.0, 1.0).to(x.dtype)
+    _, val_from_tied = _linearised_flow(
+        full, eps * 2**0.5, side, start=torch.stack([pattern] * 2, 1)
+    )
+    val_full = torch.maximum(torch.maximum(val_full, val_from_tied), val_tied)
+    return {"tied": val_tied, "full": val_full}
 
 
 def loss_ceiling(model, pairs, *, x_range=(-1.0, 1.0)) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The adversarial loss l_adv (Section 2.2): exactly, and by the midpoint rule.
 
-Convention (READING-NOTES 5): l_adv(x, r) = (f(g(r; x)) - f(x)) / 2, the
+Convention (Readings table, point 5): l_adv(x, r) = (f(g(r; x)) - f(x)) / 2, the
 definition of Section 2.2. Eq. (4), (7) and (13) print the path integral
 f(g(r)) - f(g(0)) without the 1/2; here the midpoint estimate carries the
 1/2 too, so that both functions estimate the same number and every figure

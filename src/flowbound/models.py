@@ -73,7 +73,7 @@ def binary_head(model: nn.Module, i: int, j: int) -> Callable[[torch.Tensor], to
     """The binary network f = (V_i - V_j)^T relu(W x) of classes i (+) and j (-).
 
     Returns a callable mapping (B, H, W) images to (B,) scores f_i - f_j
-    (READING-NOTES 15).
+    (Readings table, point 15).
     """
     if i == j:
         raise ValueError(f"a binary head needs two different classes, got i = j = {i}")
@@ -282,7 +282,7 @@ def get_model(
     variant : a name in :data:`VARIANTS` (``"nt"``, ``"rd"``, ...).
     profile : a profile name or dict (see :mod:`flowbound.profiles`).
     section : 3 or 4, picking the paper's hidden width for that section
-        (512 and 500 in the ``paper`` profile; READING-NOTES 16).
+        (512 and 500 in the ``paper`` profile; Readings table, point 16).
 
     The cache key is the full configuration; a missing, truncated or altered
     cache file is retrained. The test accuracy is stored beside the weights.

@@ -22,6 +22,7 @@ __all__ = [
     "figures_dir",
     "plot_budget_attack",
     "plot_figure6",
+    "plot_growth_beyond",
     "plot_aabb",
     "plot_zero_one",
     "plot_convergence",
@@ -194,10 +195,17 @@ def table_evaluation(rows: list[dict[str, Any]]) -> str:
 JACOBIAN_TITLES = {"paper": "Dg as printed", "true": "exact Jacobian"}
 
 
-def plot_lower_bounds(data: dict[str, dict[str, dict[str, Any]]], *, theorem: str) -> Figure:
+def plot_lower_bounds(
+    data: dict[str, dict[str, dict[str, Any]]],
+    *,
+    theorem: str,
+    ceilings: dict[str, float] | None = None,
+) -> Figure:
     """Figures 2 and 8: best lower bound over class pairs against eps, one panel per
     Jacobian; solid: the algorithm, dashed: the theorem's pair (both evaluated
-    exactly), dotted: the theorem's linearised value (an estimate)."""
+    exactly), dotted: the theorem's linearised value (an estimate); thin
+    horizontal lines: each network's loss ceiling (``ceilings``), which no
+    flow can exceed."""
     jacs = list(next(iter(data.values())))
     fig = Figure(figsize=(5.2 * len(jacs), 5.0))
     axes = np.atleast_1d(fig.subplots(1, len(jacs), sharey=True))
@@ -220,12 +228,31 @@ def plot_lower_bounds(data: dict[str, dict[str, dict[str, Any]]], *, theorem: st
                 lw=1,
                 label=f"{net}: {theorem}, linearised",
             )
+            if ceilings and net in ceilings:
+                ax.axhline(ceilings[net], color=c, lw=0.8, ls="-.", label=f"{net}: ceiling")
         ax.set_title(JACOBIAN_TITLES[jac], fontsize=10)
         ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
     axes[0].set_ylabel(r"lower bound on $\sup \ell_{adv}$")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(data), frameon=False)
     fig.tight_layout(rect=(0, 0.2, 1, 1))
+    return fig
+
+
+def plot_growth_beyond(curves: list[dict[str, Any]], paper_eps: float) -> Figure:
+    """Beyond Figure 2: Algorithm 1's exact value far past the paper's eps grid
+    (log-log), each network with its loss ceiling (dash-dotted)."""
+    fig = Figure(figsize=(6.2, 4.0))
+    ax = fig.subplots()
+    for k, d in enumerate(curves):
+        c = f"C{k}"
+        ax.loglog(d["eps"], d["exact"], "o-", color=c, ms=3, label=f"{d['network']} ({d['shape']})")
+        ax.axhline(d["ceiling"], color=c, lw=0.8, ls="-.")
+    ax.axvline(paper_eps, color="0.5", lw=0.8, ls=":", label="end of the paper's grid")
+    ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
+    ax.set_ylabel(r"Algorithm 1, exact $\ell_{adv}$")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     return fig
 
 

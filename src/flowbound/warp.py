@@ -1,6 +1,6 @@
 """Bilinear flow warp g(r; x) (Eq. 1) and its Jacobians (Section 2.2).
 
-Conventions (READING-NOTES 1-2): pixel i sits at column u_i and row v_i; the
+Conventions (Readings table, points 1-2): pixel i sits at column u_i and row v_i; the
 flow r_i = (du_i, dv_i) points from the adversarial image to the benign one,
 so the warped pixel samples x at (u_i + du_i, v_i + dv_i) (a backward map).
 Samples outside the image read 0. A flow has shape (B, 2, H, W) holding
@@ -79,7 +79,7 @@ def jacobian_true(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     g_i depends on r_i alone, so the Jacobian is diagonal per axis. With a, b
     the column and row fractions of the sample point,
     dg/ddu = (1-b)(x01-x00) + b(x11-x10) and dg/ddv = (1-a)(x10-x00) + a(x11-x01).
-    At zero flow these are forward differences of the image (READING-NOTES 9).
+    At zero flow these are forward differences of the image (Readings table, point 9).
 
     Returns
     -------
@@ -144,7 +144,7 @@ def jacobian_paper(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     s_j = 0 if |u_i + r_i - u_j| >= 1, 1 if u_i + r_i >= u_j, else -1.
     This differentiates the column factor only, with the sign of
     d max(0, 1 - |t|)/dt flipped; at r = 0 it equals x (Dg(0; x) = diag(x)),
-    which the true derivative does not (READING-NOTES 9). Kept to redo the
+    which the true derivative does not (Readings table, point 9). Kept to redo the
     paper's figures, not because it is right.
 
     Returns

@@ -211,7 +211,7 @@ def dual_sdp_bounds(
 
     ``vdiff`` (B, h) holds v = V_i - V_j, so A = diag(v) W diag(lambda) (appendix
     6.7); ``u`` (B, h + d) is the (detached) top eigenvector of P - diag(c).
-    With u the exact top eigenvector this is the dual bound of READING-NOTES 13
+    With u the exact top eigenvector this is the dual bound of Readings table, point 13
     and its gradient is that of lambda_max (Hellmann-Feynman, u u^T).
     """
     h = w.shape[0]

@@ -90,7 +90,19 @@ def geometry_summary(side: int = 28) -> dict[str, Any]:
         "lambda_min": float(lam.min()),
         "lambda_max": float(lam.max()),
         "lambda_map": lam.reshape(side, side),
+        "lambda_corner": float(lam.reshape(side, side)[0, 0]),
+        "lambda_centre": float(lam.reshape(side, side)[side // 2, side // 2]),
+        # distance to the nearest edge of the pixels where lambda is smallest / largest
+        "argmin_edge_distance": int(_edge_distance(side)[int(lam.argmin())]),
+        "argmax_edge_distance": int(_edge_distance(side)[int(lam.argmax())]),
     }
+
+
+def _edge_distance(side: int) -> np.ndarray:
+    """Per pixel (flattened), the number of pixels between it and the nearest edge."""
+    i = np.arange(side)
+    d = np.minimum(i, side - 1 - i)
+    return np.minimum.outer(d, d).ravel()
 
 
 def jacobians_at_zero(profile: str | dict[str, Any]) -> dict[str, np.ndarray]:

@@ -127,6 +127,9 @@ def stadv_evaluation(
     return cached("experiments", config, compute)[0]
 
 
+#: A returned flow with l_diff below this counts as the zero flow (evaluation_table).
+ZERO_FLOW_L_DIFF = 1e-3
+
 #: The two stAdv success definitions, as the book names them.
 STADV_SUCCESS_NAMES = {
     "success": "success when any iterate fools",
@@ -183,6 +186,10 @@ def evaluation_table(profile: str | dict[str, Any], *, section: int = 4) -> list
                 "median_margin": float(value["margin"][correct].median())
                 if bool(correct.any())
                 else float("nan"),
+                # the attack stayed at (numerically) zero flow on these correct images
+                "zero_flow": rate_interval(
+                    (value["l_diff"] < ZERO_FLOW_L_DIFF).numpy(), correct.numpy()
+                ),
             }
         )
     return rows

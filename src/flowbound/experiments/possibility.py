@@ -379,10 +379,13 @@ def sdp_robustness_claim(
         "count": len(succ),
         "tau_small": float(f6["taus"][0]),
         "success_small": small[definition]["sdp"],
-        "success_small_diff": small[definition]["sdp"]
-        - np.mean([small[definition][n] for n in others]),
+        "success_small_diff": float(
+            small[definition]["sdp"] - np.mean([small[definition][n] for n in others])
+        ),
         "accuracy_small": small[acc_key]["sdp"],
-        "accuracy_small_diff": small[acc_key]["sdp"] - np.mean([small[acc_key][n] for n in others]),
+        "accuracy_small_diff": float(
+            small[acc_key]["sdp"] - np.mean([small[acc_key][n] for n in others])
+        ),
     }
     budgets = [comparison["budget"][s] for s in seeds]
     out["budget_eps"] = [float(e) for e in budgets[0]["eps"]]
