@@ -154,9 +154,7 @@ def test_every_figure_of_the_paper_is_shown(rendered):
 
 
 def _cells(row: str) -> list[str]:
-    return [
-        _visible_text(c).strip() for c in re.findall(r"<t[hd]\b[^>]*>(.*?)</t[hd]>", row, re.S)
-    ]
+    return [_visible_text(c).strip() for c in re.findall(r"<t[hd]\b[^>]*>(.*?)</t[hd]>", row, re.S)]
 
 
 def test_every_table_row_has_the_header_cells_and_none_is_empty(rendered):
