@@ -250,7 +250,9 @@ def sdp_adversarial_bound(sdp_upper: float, eps: float, *, domain: str = "unit")
     |Dg_ii| <= D (``domain``) and |r_i| <= eps lambda_i (Prop. 2) is at most
     (1/2) D eps max_{s,t} s^T A t <= (1/2) D eps SDP / 2, since
     max z^T P z = 2 max s^T A t. So l_adv <= D eps SDP / 4: eps SDP / 2 for
-    [0, 1] images. (The paper's Section 4.1 writes 2 eps z^T P z: its l_adv
-    there has no 1/2 and it does not halve z^T P z.)
+    [0, 1] images. The paper's Section 4.1 writes l_adv <= eps max z^T P z
+    with its l_adv the whole decrease (no 1/2) and D = 2 absorbed: that is
+    exactly 2 l_adv <= eps SDP here, with no factor missing (Readings table,
+    point 17).
     """
     return _domain_constant(domain) / 4 * eps * float(sdp_upper)
