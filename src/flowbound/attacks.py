@@ -18,7 +18,7 @@ from torch import nn
 
 from .geometry import flow_norm, l_diff
 from .lbfgs import lbfgs
-from .warp import warp
+from .warp import shifted, warp
 
 __all__ = [
     "BORDERS",
@@ -33,16 +33,6 @@ __all__ = [
 ]
 
 _SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))
-
-
-def _neighbour(c: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
-    """c shifted so that entry (i, j) holds c[i + dr, j + dc] (zero outside)."""
-    out = torch.zeros_like(c)
-    h, w = c.shape[-2:]
-    out[..., max(-dr, 0) : h - max(dr, 0), max(-dc, 0) : w - max(dc, 0)] = c[
-        ..., max(dr, 0) : h - max(-dr, 0), max(dc, 0) : w - max(-dc, 0)
-    ]
-    return out
 
 
 #: Border rules of :func:`flow_loss`: what a missing neighbour's flow reads as.
@@ -73,9 +63,9 @@ def flow_loss(
         raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
     diffs = []
     for dr, dc in _SHIFTS:
-        nb = _neighbour(flow, dr, dc)
+        nb = shifted(flow, dr, dc)
         if border == "symmetric":
-            nb = nb + flow * (1 - _neighbour(torch.ones_like(flow), dr, dc))
+            nb = nb + flow * (1 - shifted(torch.ones_like(flow), dr, dc))
         diffs.append(((flow - nb) ** 2).sum(1))
     sq = torch.stack(diffs)
     if form == "stadv":

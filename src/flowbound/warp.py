@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["jacobian_one_sided", "jacobian_paper", "jacobian_true", "split_flow", "warp"]
+__all__ = [
+    "jacobian_one_sided",
+    "jacobian_paper",
+    "jacobian_true",
+    "shifted",
+    "split_flow",
+    "warp",
+]
 
 
 def split_flow(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +102,7 @@ def jacobian_true(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return torch.stack([d_u, d_v], dim=1)
 
 
-def _shifted(x: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
+def shifted(x: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
     """x shifted so that entry (i, j) holds x[i + dr, j + dc] (zero outside)."""
     out = torch.zeros_like(x)
     h, w = x.shape[-2:]
@@ -128,8 +135,8 @@ def jacobian_one_sided(x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor
     sums the u and v partials), or (dg/ddu, dg/ddv) per pixel for a full flow.
     """
     du_dir, dv_dir = split_flow(x, direction)
-    fwd_u, bwd_u = _shifted(x, 0, 1) - x, x - _shifted(x, 0, -1)
-    fwd_v, bwd_v = _shifted(x, 1, 0) - x, x - _shifted(x, -1, 0)
+    fwd_u, bwd_u = shifted(x, 0, 1) - x, x - shifted(x, 0, -1)
+    fwd_v, bwd_v = shifted(x, 1, 0) - x, x - shifted(x, -1, 0)
     d_u = torch.where(du_dir < 0, bwd_u, fwd_u)
     d_v = torch.where(dv_dir < 0, bwd_v, fwd_v)
     if direction.dim() == 3:

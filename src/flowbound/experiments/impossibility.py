@@ -47,6 +47,11 @@ def _algorithm_options(p: dict[str, Any]) -> dict[str, Any]:
     return {k: p[k] for k in ("n", "max_iter", "max_inner")}
 
 
+def _grid(pairs: list[tuple[int, int]], eps: list[float]) -> tuple[list, list[float]]:
+    """Every (pair, eps) as one row of a batched run: pairs vary fastest."""
+    return [q for _ in eps for q in pairs], [e for e in eps for _ in pairs]
+
+
 def _settings(p: dict[str, Any]) -> dict[str, Any]:
     return {"eps": p["eps"], "pairs": p["pairs"], **_algorithm_options(p)}
 
@@ -76,8 +81,7 @@ def lower_bounds(
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         model = trained.model.cpu()
         pairs, eps = pairs_of(p), p["eps"]
-        rows = [q for _ in eps for q in pairs]
-        budgets = [e for e in eps for _ in pairs]
+        rows, budgets = _grid(pairs, eps)
         thm = (theorem2_bound if linear else theorem1_bound)(
             model, rows, budgets, jacobian=jacobian
         )
@@ -207,8 +211,7 @@ def growth_beyond(profile: str | dict[str, Any], network: str) -> dict[str, Any]
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         model = trained.model.cpu()
         pairs, eps = pairs_of(p), p["beyond_eps"]
-        rows = [q for _ in eps for q in pairs]
-        budgets = [e for e in eps for _ in pairs]
+        rows, budgets = _grid(pairs, eps)
         alg = algorithm1(model, rows, budgets, jacobian="true", **_algorithm_options(p))
         value = {
             "exact": alg.exact.reshape(len(eps), len(pairs)).amax(1),
