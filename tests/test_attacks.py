@@ -119,7 +119,7 @@ def test_bad_arguments():
         flow_loss(torch.zeros(1, 2, 2, 2), form="tv")
     with pytest.raises(ValueError, match="tau must be"):
         stadv(net, torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.long), tau=-1)
-    with pytest.raises(ValueError, match="eps >= 0"):
+    with pytest.raises(ValueError, match="eps must be >= 0"):
         pgd(net, torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.long), eps=-1, alpha=1, steps=1)
 
 

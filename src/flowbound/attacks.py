@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .geometry import flow_norm, l_diff
+from .checks import DOMAINS, check_images, check_int, check_labels, check_number
+from .geometry import flow_norm, l_diff, m_inv
 from .lbfgs import lbfgs
 from .warp import shifted, warp
 
@@ -126,6 +127,7 @@ def stadv(
     kappa: float = 0.0,
     history: int = 10,
     dtype: torch.dtype = torch.float64,
+    domain: str = "unit",
 ) -> StAdvResult:
     """Spatially transformed adversarial examples (Xiao et al., 2018), batched.
 
@@ -147,6 +149,8 @@ def stadv(
     tau : weight of the flow loss (0.05 in Xiao et al.).
     steps : L-BFGS iteration cap per image.
     tied : optimise a tied flow du = dv (the seed paper's setting) instead of (du, dv).
+    domain : the pixel domain x must lie in: ``"unit"`` ([0, 1], default) or
+        ``"symmetric"`` ([-1, 1]); NaN, inf or pixels outside raise ValueError.
     dtype : precision of the optimisation (a copy of the model runs in it). In
         float32 the Armijo line search cannot see the objective's decrease at
         small tau (below float32 resolution of a margin of order 10) and stops
@@ -154,11 +158,24 @@ def stadv(
         in float32, 1.00 in float64. Images are returned in ``x``'s dtype;
         ``success`` is judged in ``dtype``.
     """
-    if x.dim() != 3 or y.shape != x.shape[:1]:
-        raise ValueError(f"x must be (B, H, W) and y (B,), got {tuple(x.shape)}, {tuple(y.shape)}")
-    if tau < 0:
-        raise ValueError(f"tau must be >= 0, got {tau}")
+    check_images("x", x, domain=domain)
+    check_labels("y", y, len(x))
+    tau = check_number("tau", tau, low=0.0)
+    kappa = check_number("kappa", kappa, low=0.0)
+    steps = check_int("steps", steps)
+    history = check_int("history", history)
     b, h, w = x.shape
+    if b == 0:
+        empty = torch.zeros(0, dtype=torch.bool, device=x.device)
+        shape = (0, h, w) if tied else (0, 2, h, w)
+        return StAdvResult(
+            x.clone(),
+            x.new_zeros(shape),
+            empty,
+            x.new_zeros(0),
+            torch.zeros(0, dtype=torch.long, device=x.device),
+            empty.clone(),
+        )
     comps = 1 if tied else 2
     out_dtype = x.dtype
     x = x.detach().to(dtype)
@@ -235,26 +252,34 @@ def pgd(
     steps: int,
     random_start: bool = True,
     seed: int = 0,
+    domain: str = "unit",
 ) -> PGDResult:
     """Untargeted L_inf PGD on the cross-entropy (Madry et al., 2018).
 
-    Every iterate stays in the eps-ball around x and in [0, 1].
+    Every iterate stays in the eps-ball around x and in the pixel ``domain``
+    (``"unit"`` [0, 1] or ``"symmetric"`` [-1, 1]), which x must lie in.
     """
-    if eps < 0 or alpha <= 0 or steps < 0:
-        raise ValueError(f"need eps >= 0, alpha > 0, steps >= 0; got {eps}, {alpha}, {steps}")
+    check_images("x", x, domain=domain)
+    check_labels("y", y, len(x))
+    eps = check_number("eps", eps, low=0.0)
+    alpha = check_number("alpha", alpha, low=0.0, low_open=True)
+    steps = check_int("steps", steps)
+    lo, hi = DOMAINS[domain]
     x = x.detach()
     adv = x.clone()
     if random_start:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         noise = (torch.rand(x.shape, generator=gen, dtype=x.dtype) * 2 - 1) * eps
-        adv = (x + noise.to(x.device)).clamp(0, 1)
+        adv = (x + noise.to(x.device)).clamp(lo, hi)
     for _ in range(steps):
         adv.requires_grad_(True)
         with torch.enable_grad():
             loss = nn.functional.cross_entropy(model(adv), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, adv)
         adv = adv.detach() + alpha * grad.sign()
-        adv = torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp(0, 1)
+        adv = torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp(lo, hi)
+    if len(x) == 0:
+        return PGDResult(adv.detach(), torch.zeros(0, dtype=torch.bool, device=x.device))
     with torch.no_grad():
         success = model(adv).argmax(1) != y
     return PGDResult(adv.detach(), success)
@@ -279,6 +304,7 @@ def flow_pgd(
     lr: float = 0.05,
     restarts: int = 1,
     seed: int = 0,
+    domain: str = "unit",
 ) -> FlowPGDResult:
     """Beyond the paper: a flow attack with a hard budget ||M r||_2 <= eps (Eq. 3).
 
@@ -290,11 +316,20 @@ def flow_pgd(
     the scale of the network's scores. Returns the first fooling flow found
     per image, else the last iterate.
     """
-    if eps <= 0 or steps < 1 or restarts < 1:
-        raise ValueError(f"need eps > 0, steps >= 1, restarts >= 1; got {eps}, {steps}, {restarts}")
-    from .geometry import m_inv
-
+    check_images("x", x, domain=domain)
+    check_labels("y", y, len(x))
+    eps = check_number("eps", eps, low=0.0, low_open=True)
+    lr = check_number("lr", lr, low=0.0, low_open=True)
+    steps = check_int("steps", steps)
+    restarts = check_int("restarts", restarts)
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"flow_pgd needs square images (M is built per side), got {tuple(x.shape)}"
+        )
     side = x.shape[-1]
+    if len(x) == 0:
+        empty = torch.zeros(0, dtype=torch.bool, device=x.device)
+        return FlowPGDResult(x.clone(), x.clone(), empty, x.new_zeros(0))
     dev, dt = x.device, x.dtype
     mi = torch.from_numpy(m_inv(side).copy()).to(dev, dt)
     x = x.detach()

@@ -17,12 +17,15 @@ Used in: Possibility results (Figures 5, 11), the sdp variant.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
 import torch
+
+from .checks import check_int, check_number, finite_float64
 
 __all__ = [
     "SDPBound",
@@ -53,13 +56,31 @@ def _p_matrix(a: np.ndarray) -> np.ndarray:
     return p
 
 
+def _dual_inputs(a, c) -> tuple[np.ndarray, np.ndarray]:
+    """A (h, d) and c (h + d,) as finite float64 arrays, or a clear error."""
+    a = finite_float64("A", a, ndims=(2,))
+    c = finite_float64("c", c, ndims=(1,))
+    if len(c) != sum(a.shape):
+        raise ValueError(
+            f"c must have h + d = {sum(a.shape)} entries for A {a.shape}, got {len(c)}"
+        )
+    return a, c
+
+
+def _finite_bound(value: float, what: str) -> float:
+    """Fail closed: a certificate that is not a finite number is an error, never a bound."""
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{what} came out as {value}: no certificate")
+    return value
+
+
 def certify(a: torch.Tensor | np.ndarray, c: torch.Tensor | np.ndarray) -> float:
     """sum(c) + n * max(0, lambda_max(P - diag(c))) in float64: an upper bound on the SDP."""
-    a = np.asarray(a, dtype=np.float64)
-    c = np.asarray(c, dtype=np.float64)
+    a, c = _dual_inputs(a, c)
     p = _p_matrix(a)
-    top = np.linalg.eigvalsh(p - np.diag(c))[-1]
-    return float(c.sum() + len(c) * max(0.0, top))
+    top = float(np.linalg.eigvalsh(p - np.diag(c))[-1])
+    _finite_bound(top, "lambda_max(P - diag(c))")
+    return _finite_bound(float(c.sum() + len(c) * max(0.0, top)), "the dual bound")
 
 
 _UNIT_ROUNDOFF = np.finfo(np.float64).eps / 2
@@ -74,18 +95,23 @@ def certify_cholesky(a: np.ndarray, c: np.ndarray, delta: float) -> float | None
     to spare; gamma_k = k u / (1 - k u)). Several times cheaper than the
     eigenvalues :func:`certify` computes, and as rigorous.
     """
-    c = np.asarray(c, dtype=np.float64)
+    a, c = _dual_inputs(a, c)
+    delta = check_number("delta", delta)
     n = len(c)
-    b = -_p_matrix(np.asarray(a, dtype=np.float64))
+    b = -_p_matrix(a)
     diag = c + delta
     k = (n + 1) * _UNIT_ROUNDOFF
     sigma = 2 * k / (1 - k) * float(np.clip(diag, 0, None).sum()) + 1e-280
+    if not math.isfinite(sigma):
+        return None  # the rounding bound overflowed: prove nothing
     b[np.diag_indices(n)] = diag - sigma
     try:
-        scipy.linalg.cholesky(b, lower=True, overwrite_a=True, check_finite=False)
+        factor = scipy.linalg.cholesky(b, lower=True, overwrite_a=True, check_finite=False)
     except np.linalg.LinAlgError:
         return None
-    return float(c.sum() + n * max(0.0, delta))
+    if not np.isfinite(np.diag(factor)).all():  # a factor with NaN or inf proves nothing
+        return None
+    return _finite_bound(float(c.sum() + n * max(0.0, delta)), "the dual bound")
 
 
 class SDPBound(NamedTuple):
@@ -125,10 +151,16 @@ def sdp_bound(
     no spurious local optima (Barvinok-Pataki; Boumal et al., 2016).
     """
     start = time.perf_counter()
-    a = torch.as_tensor(a, dtype=torch.float64)
+    where = a.device if isinstance(a, torch.Tensor) else torch.device("cpu")
+    a = torch.from_numpy(finite_float64("A", a, ndims=(2, 3)))
+    tol = check_number("tol", tol, low=0.0, high=1.0, low_open=True, high_open=True)
+    max_iter = check_int("max_iter", max_iter)
+    check_every = check_int("check_every", check_every)
+    if rank is not None:
+        rank = check_int("rank", rank)
     single = a.dim() == 2
     a = a.unsqueeze(0) if single else a
-    dev = torch.device(device) if device is not None else a.device
+    dev = torch.device(device) if device is not None else where
     a = a.to(dev)
     b, h, d = a.shape
     n = h + d
@@ -174,6 +206,11 @@ def sdp_bound(
             break
     for inst in np.nonzero(~np.isfinite(upper))[0]:  # never certified at tol: eigenvalues
         upper[inst], cs[inst] = certify(a[inst].cpu().numpy(), last_c[inst]), last_c[inst]
+    below = upper < lower - 1e-9 * np.abs(lower)  # lower is feasible: the SDP is >= it
+    if not (np.isfinite(upper).all() and np.isfinite(lower).all()) or below.any():
+        raise FloatingPointError(  # fail closed: never hand out a broken certificate
+            f"sdp_bound produced upper {upper} and lower {lower}: no certificate"
+        )
     gap = (upper - lower) / np.abs(upper)
     out = SDPBound(upper, lower, gap, cs, iters, time.perf_counter() - start)
     if single:
@@ -230,8 +267,13 @@ def frobenius_bound(
 
 
 def _norm_bound(w, v, eps, order, form, domain, side) -> float:
-    w = np.asarray(w, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
+    w = finite_float64("W", w, ndims=(2,))
+    v = finite_float64("v", v, ndims=(1,))
+    eps = check_number("eps", eps, low=0.0)
+    if len(v) != w.shape[0]:
+        raise ValueError(f"v must have one entry per row of W ({w.shape[0]}), got {len(v)}")
+    if form == "sound" and side * side != w.shape[1]:
+        raise ValueError(f"W has {w.shape[1]} columns but side = {side} means {side * side} pixels")
     base = eps * np.linalg.norm(w, ord=order) * np.linalg.norm(v)
     if form == "printed":
         return float(base)
@@ -255,4 +297,6 @@ def sdp_adversarial_bound(sdp_upper: float, eps: float, *, domain: str = "unit")
     exactly 2 l_adv <= eps SDP here, with no factor missing (Readings table,
     point 17).
     """
-    return _domain_constant(domain) / 4 * eps * float(sdp_upper)
+    sdp_upper = check_number("sdp_upper", sdp_upper, low=0.0)
+    eps = check_number("eps", eps, low=0.0)
+    return _domain_constant(domain) / 4 * eps * sdp_upper

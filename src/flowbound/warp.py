@@ -25,8 +25,12 @@ __all__ = [
 
 def split_flow(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (du, dv), each (B, H, W), from a tied (B, H, W) or full (B, 2, H, W) flow."""
+    if not isinstance(x, torch.Tensor) or not isinstance(flow, torch.Tensor):
+        raise TypeError("x and flow must be torch tensors")
     if x.dim() != 3:
         raise ValueError(f"x must have shape (B, H, W), got {tuple(x.shape)}")
+    if not (x.is_floating_point() and flow.is_floating_point()):
+        raise TypeError(f"x and flow must be real floating-point, got {x.dtype}, {flow.dtype}")
     b, h, w = x.shape
     if flow.shape == (b, h, w):
         return flow, flow
@@ -47,15 +51,17 @@ def _corners(x: torch.Tensor, du: torch.Tensor, dv: torch.Tensor):
     _, h, w = x.shape
     cols = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, w)
     rows = torch.arange(h, dtype=x.dtype, device=x.device).view(1, h, 1)
+    if du.numel() and not bool(torch.isfinite(du).all() & torch.isfinite(dv).all()):
+        raise ValueError("flow has NaN or inf entries: a sample point must be a finite position")
     pu, pv = cols + du, rows + dv
     u0, v0 = torch.floor(pu), torch.floor(pv)
     a, b = pu - u0, pv - v0
     u0, v0 = u0.long(), v0.long()
-    flat = x.reshape(x.shape[0], -1)
+    flat = x.reshape(x.shape[0], h * w)
 
     def read(vv: torch.Tensor, uu: torch.Tensor) -> torch.Tensor:
         inside = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
-        idx = (vv.clamp(0, h - 1) * w + uu.clamp(0, w - 1)).reshape(x.shape[0], -1)
+        idx = (vv.clamp(0, h - 1) * w + uu.clamp(0, w - 1)).reshape(x.shape[0], h * w)
         vals = torch.gather(flat, 1, idx).reshape(x.shape)
         return torch.where(inside, vals, torch.zeros((), dtype=x.dtype, device=x.device))
 

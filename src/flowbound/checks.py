@@ -1,0 +1,118 @@
+"""Checks on what public functions are given: one clear error, never a plausible number.
+
+Every numeric entry point (bounds, certificates, attacks, the warp) calls
+these before computing: a NaN, an inf, a complex or wrongly shaped array, an
+image outside its declared pixel domain, or a parameter out of range raises a
+``ValueError`` or ``TypeError`` that names the argument, says what was
+expected, and what was given.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DOMAINS",
+    "check_images",
+    "check_int",
+    "check_labels",
+    "check_number",
+    "finite_float64",
+]
+
+#: Pixel domains: "unit" is [0, 1] (MNIST as loaded), "symmetric" is [-1, 1] (Section 3).
+DOMAINS: dict[str, tuple[float, float]] = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float in the stated range, else ValueError/TypeError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | np.floating | np.integer):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+            value = value.item()
+        else:
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {v}")
+    return v
+
+
+def check_int(name: str, value: Any, *, low: int = 1) -> int:
+    """``value`` as an int >= ``low`` (bools and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if int(value) < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    return int(value)
+
+
+def finite_float64(name: str, x: Any, *, ndims: tuple[int, ...]) -> np.ndarray:
+    """A real, finite, non-empty float64 array with one of ``ndims`` dimensions."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got a complex tensor")
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got a complex array")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim not in ndims:
+        want = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has {int((~np.isfinite(arr)).sum())} NaN or inf entries")
+    return arr
+
+
+def check_images(name: str, x: Any, *, domain: str = "unit") -> torch.Tensor:
+    """Images (B, H, W), real, finite and inside the pixel ``domain`` (B may be 0)."""
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {sorted(DOMAINS)}, got {domain!r}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, H, W), got {type(x).__name__}")
+    if x.is_complex() or not x.is_floating_point():
+        raise TypeError(f"{name} must be a real floating-point tensor, got dtype {x.dtype}")
+    if x.dim() != 3:
+        raise ValueError(f"{name} must have shape (B, H, W), got {tuple(x.shape)}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} has NaN or inf pixels")
+    lo, hi = DOMAINS[domain]
+    if x.numel() and (float(x.min()) < lo - 1e-6 or float(x.max()) > hi + 1e-6):
+        raise ValueError(
+            f"{name} must lie in [{lo:g}, {hi:g}] (domain={domain!r}), got values in "
+            f"[{float(x.min()):g}, {float(x.max()):g}]; rescale 0-255 images by 1/255, or pass "
+            f"domain='symmetric' for [-1, 1] images"
+        )
+    return x
+
+
+def check_labels(name: str, y: Any, batch: int, classes: int | None = None) -> torch.Tensor:
+    """Integer labels (B,) for a batch of ``batch`` images, each in [0, classes)."""
+    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be an int64 tensor of labels, got {getattr(y, 'dtype', y)}")
+    if y.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},), got {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
+        raise ValueError(f"{name} must lie in [0, {classes}), got [{int(y.min())}, {int(y.max())}]")
+    return y
