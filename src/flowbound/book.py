@@ -109,9 +109,11 @@ def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = Tru
     src = root / "book" / f"{name}.md"
     out_dir = root / EXECUTED
     out_dir.mkdir(parents=True, exist_ok=True)
-    source_nb = out_dir / f".{name}.source.ipynb"
-    running = out_dir / f".{name}.running.ipynb"
+    tag = f"{os.getpid()}"  # unique to this process: two builds never swap partial output
+    source_nb = out_dir / f".{name}.{tag}.source.ipynb"
+    running = out_dir / f".{name}.{tag}.running.ipynb"
     jupytext.write(jupytext.read(src), source_nb)
+    failed = out_dir / f"{name}.failed.ipynb"
     try:
         papermill.execute_notebook(
             str(source_nb),
@@ -122,11 +124,21 @@ def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = Tru
             progress_bar=progress,
         )
     except papermill.PapermillExecutionError as exc:
-        failed = out_dir / f"{name}.failed.ipynb"
         running.replace(failed)
         raise BookError(
             f"chapter {name} failed in cell {exc.exec_count}: {exc.ename}: "
             f"{exc.evalue} (executed notebook kept at {failed})"
+        ) from exc
+    except KeyboardInterrupt:
+        running.unlink(missing_ok=True)
+        raise
+    except Exception as exc:  # the kernel died (out of memory, killed), or papermill broke
+        if running.exists():
+            running.replace(failed)
+        kept = f" (partial notebook kept at {failed})" if failed.exists() else ""
+        raise BookError(
+            f"chapter {name} stopped: {type(exc).__name__}: {exc}{kept}; "
+            f"rerun `flowbound book` (finished work is cached)"
         ) from exc
     finally:
         source_nb.unlink(missing_ok=True)
@@ -162,6 +174,17 @@ def _default_output(root: Path, profile: str) -> Path:
     return root if profile == "paper" else root / "_build" / profile
 
 
+def _book_root(root: str | Path) -> Path:
+    """``root`` resolved, if it holds the book (``_toc.yml`` and ``book/``), else BookError."""
+    path = Path(root).resolve()
+    if not (path / "_toc.yml").is_file() or not (path / "book").is_dir():
+        raise BookError(
+            f"{path} holds no book (_toc.yml and book/): run from the repository root or "
+            "pass --root"
+        )
+    return path
+
+
 def build_book(profile: str, *, root: str | Path = ".", output: str | Path | None = None) -> Path:
     """Execute every chapter with ``profile`` and build the HTML site; return its folder.
 
@@ -170,9 +193,7 @@ def build_book(profile: str, *, root: str | Path = ".", output: str | Path | Non
     overwrites the full one.
     """
     load_profile(profile)  # validates the name
-    root = Path(root).resolve()
-    if not (root / "_toc.yml").exists():
-        raise BookError(f"{root} has no _toc.yml: run from the repository root or pass --root")
+    root = _book_root(root)
     out = Path(output).resolve() if output else _default_output(root, profile)
     os.environ["FLOWBOUND_FIGURES"] = str(out / "_build" / "figures")
     ensure_mathjax(root)
@@ -230,7 +251,7 @@ def build_figures(numbers: list[int], profile: str, *, root: str | Path = ".") -
             raise FigureNumberError(
                 f"figure {number} does not exist: the paper's figures are 1-{max(FIGURE_CHAPTERS)}"
             )
-    root = Path(root).resolve()
+    root = _book_root(root)  # before anything is created
     figures = _default_output(root, profile) / "_build" / "figures"
     os.environ["FLOWBOUND_FIGURES"] = str(figures)
     chapters = list(dict.fromkeys(FIGURE_CHAPTERS[n] for n in numbers))

@@ -1,12 +1,19 @@
 """The ``flowbound`` command: train a variant, build the book.
 
-Bad arguments print one line and exit with status 2.
+Bad arguments print one line and exit with status 2. Every expected failure
+(MNIST missing or damaged, an invalid profile, an unusable cache folder, no
+book at --root, a chapter that fails or whose kernel dies, training that
+diverges) prints one line that says what happened and what to do, and exits
+with status 1; Ctrl-C says that finished work is cached and exits with 130.
+``--debug`` (or ``FLOWBOUND_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .profiles import PROFILES
@@ -26,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="flowbound",
         description="Reproduce 'Provable defenses against spatially transformed adversarial "
         "inputs' from the command line.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also FLOWBOUND_DEBUG=1)",
     )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -74,12 +86,57 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures a user can cause and fix; anything else is a bug (traceback)."""
+    from .book import BookError
+    from .cache import CacheError
+    from .data import MNISTChecksumError, MNISTNotFoundError
+    from .models import TrainingError
+    from .profiles import ProfileError
+
+    return (
+        BookError,
+        CacheError,
+        MNISTChecksumError,
+        MNISTNotFoundError,
+        ProfileError,
+        TrainingError,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowbound`` console script."""
     args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("FLOWBOUND_DEBUG", "") not in ("", "0")
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(
+            "flowbound: interrupted; every network and result finished so far is cached and "
+            "kept, so rerunning the same command resumes from there",
+            file=sys.stderr,
+        )
+        return 130
+    except _expected_errors() as exc:
+        if debug:
+            traceback.print_exc()
+        message = " ".join(str(exc).split())
+        print(f"flowbound: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command in ("train", "book", "figure"):
+        from .cache import check_cache_dir
+
+        check_cache_dir()  # before anything trains or executes
     if args.command == "train":
+        from .data import find_mnist_dir
         from .models import get_model
 
+        find_mnist_dir()  # MNIST missing or damaged: one line, before any import of torch work
         trained = get_model(args.variant, args.profile, section=args.section)
         source = "loaded from cache" if trained.from_cache else "trained"
         print(
@@ -89,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "figure":
-        from .book import FIGURE_CHAPTERS, BookError, FigureNumberError, build_figures
+        from .book import FIGURE_CHAPTERS, FigureNumberError, build_figures
 
         if args.numbers == ["all"]:
             numbers = sorted(FIGURE_CHAPTERS)
@@ -108,18 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FigureNumberError as exc:
             print(f"flowbound: error: {exc}", file=sys.stderr)
             return 2
-        except BookError as exc:
-            print(f"flowbound: error: {exc}", file=sys.stderr)
-            return 1
         return 0
     if args.command == "book":
-        from .book import BookError, build_book
+        from .book import build_book
 
-        try:
-            build_book(args.profile, root=args.root, output=args.output)
-        except BookError as exc:
-            print(f"flowbound: error: {exc}", file=sys.stderr)
-            return 1
+        build_book(args.profile, root=args.root, output=args.output)
         return 0
     return 2
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -76,13 +77,31 @@ def _verified(path: Path) -> Path:
 def _candidate_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("MNIST_DIR"):
-        dirs.append(Path(os.environ["MNIST_DIR"]))
+        env = Path(os.environ["MNIST_DIR"])
+        if env.exists() and not env.is_dir():
+            raise MNISTNotFoundError(
+                f"MNIST_DIR={env} is a file, not a folder; set MNIST_DIR to the folder that "
+                f"holds {', '.join(FILES)}"
+            )
+        dirs.append(env)
     dirs.append(Path("data/mnist"))
     return dirs
 
 
 def _download(dest: Path, mirrors: list[str]) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+    """Fetch the missing files into ``dest``; a folder it had to create is removed
+    again when the download fails, so a failed run leaves nothing behind."""
+    created = not dest.exists()
+    try:
+        _fetch_all(dest, mirrors)
+    except BaseException:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _fetch_all(dest: Path, mirrors: list[str]) -> None:
+    payloads: dict[str, bytes] = {}
     for name in FILES:
         target = dest / name
         if target.exists():
@@ -99,10 +118,7 @@ def _download(dest: Path, mirrors: list[str]) -> None:
             if got != FILES[name]:
                 errors.append(f"{base}: MD5 {got}, expected {FILES[name]}")
                 continue
-            fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-            os.replace(tmp, target)
+            payloads[name] = payload
             break
         else:
             raise MNISTNotFoundError(
@@ -110,6 +126,12 @@ def _download(dest: Path, mirrors: list[str]) -> None:
                 f"{', '.join(FILES)} in a folder and set MNIST_DIR to it (or put them in "
                 f"{dest.resolve()}). Download errors: " + "; ".join(errors)
             )
+    dest.mkdir(parents=True, exist_ok=True)  # only once every file arrived
+    for name, payload in payloads.items():
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, dest / name)
 
 
 def find_mnist_dir(*, download: bool = True) -> Path:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .cache import cached
 from .data import load_mnist
 from .device import default_device
-from .profiles import load_profile
+from .profiles import load_profile, validate_profile
 
 __all__ = [
     "ARCHS",
@@ -30,6 +30,7 @@ __all__ = [
     "Linear",
     "OneHidden",
     "TrainedModel",
+    "TrainingError",
     "Variant",
     "accuracy",
     "binary_head",
@@ -42,6 +43,14 @@ __all__ = [
 
 #: Bump when the training code changes in a way that changes the weights.
 TRAIN_CODE_VERSION = 1
+
+#: A trained variant whose test accuracy is below this (twice chance on ten
+#: classes) did not learn: an error, never a cached network.
+MIN_TRAINED_ACCURACY = 0.2
+
+
+class TrainingError(RuntimeError):
+    """Training diverged (a NaN or inf loss) or learned nothing; nothing is cached."""
 
 
 class OneHidden(nn.Module):
@@ -237,6 +246,12 @@ def fit(
         for k in range(0, len(x), batch_size):
             idx = order[k : k + batch_size]
             value = loss(model, x[idx].to(dev), y[idx].to(dev))
+            if not bool(torch.isfinite(value)):
+                bar.close()
+                raise TrainingError(
+                    f"{desc}: the loss became {value.item()} at epoch {epoch + 1}, batch "
+                    f"{k // batch_size + 1}; lower the learning rate (train.lr) and rerun"
+                )
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
@@ -291,7 +306,10 @@ def get_model(
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if section not in (3, 4):
         raise ValueError(f"section must be 3 or 4, got {section!r}")
-    prof = load_profile(profile) if isinstance(profile, str) else profile
+    if isinstance(profile, str):
+        prof = load_profile(profile)
+    else:
+        prof = validate_profile(profile, f"the profile {profile.get('name', '')!r} (a dict)")
     v = VARIANTS[variant]
     hidden = prof["hidden"][f"section{section}"]
     config = _model_config(v, hidden, prof)
@@ -319,15 +337,22 @@ def get_model(
             )
         seconds = time.perf_counter() - start
         xt, yt = _subset(*load_mnist("test"), prof["eval"]["test_subset"])
+        acc = accuracy(model, xt, yt)
+        if v.make_loss is not None and acc < MIN_TRAINED_ACCURACY:
+            raise TrainingError(
+                f"{v.name} ({prof['name']}) reached a test accuracy of {acc:.3f}, about chance: "
+                f"training did not learn, so nothing was cached; check the profile's train "
+                f"settings (epochs, batch_size, lr)"
+            )
         meta = {
-            "test_accuracy": accuracy(model, xt, yt),
+            "test_accuracy": acc,
             "train_seconds": seconds,
             "device": str(default_device()),
         }
         state = {k: t.detach().cpu() for k, t in model.state_dict().items()}
         return state, meta
 
-    state, meta = cached("models", config, compute)
+    state, meta = cached("models", config, compute, required=("test_accuracy", "train_seconds"))
     model = _build(v.arch, hidden, 0, _settings(v, prof))
     model.load_state_dict(state)
     model.eval()
