@@ -74,9 +74,11 @@ def seed_difference(diffs: np.ndarray, binomial_se: np.ndarray, *, level: float 
     ``diffs`` (k,) is the difference measured with each seed's networks and
     ``binomial_se`` (k,) its binomial standard error at that seed. The half
     width is the larger of the t interval from the spread over seeds
-    (t_{k-1} sd / sqrt(k), for k >= 2) and the normal interval from the mean
-    binomial variance (z sqrt(mean(se^2) / k)), so neither a lucky agreement
-    of three seeds nor a single seed hides the noise.
+    (t_{k-1} sd / sqrt(k), for k >= 2) and the normal interval of one seed's
+    binomial noise (z sqrt(mean(se^2))): every seed is evaluated on the same
+    test images, so that noise is shared and does not average out over
+    seeds. Neither a lucky agreement of three seeds nor a single seed hides
+    the noise.
     """
     d = np.asarray(diffs, dtype=float)
     se = np.asarray(binomial_se, dtype=float)
@@ -84,7 +86,7 @@ def seed_difference(diffs: np.ndarray, binomial_se: np.ndarray, *, level: float 
         raise ValueError(f"need equal-length 1-D diffs and se, got {d.shape}, {se.shape}")
     k = len(d)
     z = float(_st.norm.ppf(0.5 + level / 2))
-    half = z * math.sqrt(float(np.mean(se**2)) / k)
+    half = z * math.sqrt(float(np.mean(se**2)))  # shared test images: not divided by k
     if k >= 2:
         t = float(_st.t.ppf(0.5 + level / 2, k - 1))
         half = max(half, t * float(np.std(d, ddof=1)) / math.sqrt(k))
