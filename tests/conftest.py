@@ -57,3 +57,15 @@ def site_pages() -> list[Path]:
         and p.name not in {"genindex.html", "search.html"}
         and not p.name.startswith(".probe-")
     )
+
+
+@pytest.fixture
+def tiny() -> dict:
+    """The smoke profile shrunk further: networks that train in a second or two."""
+    from flowbound.profiles import load_profile
+
+    p = load_profile("smoke")
+    p["hidden"] = {"section3": 16, "section4": 12}
+    p["train"].update(train_subset=2048, epochs=1, batch_size=32, lr=0.005)
+    p["eval"]["test_subset"] = 500
+    return p

@@ -11,16 +11,6 @@ import torch
 
 from flowbound import cache
 from flowbound.models import VARIANTS, Linear, OneHidden, get_model
-from flowbound.profiles import load_profile
-
-
-@pytest.fixture
-def tiny() -> dict:
-    p = load_profile("smoke")
-    p["hidden"] = {"section3": 16, "section4": 12}
-    p["train"].update(train_subset=2048, epochs=1, batch_size=32, lr=0.005)
-    p["eval"]["test_subset"] = 500
-    return p
 
 
 def test_one_hidden_is_v_relu_w_x_without_biases(rng):

@@ -74,15 +74,6 @@ def test_shipped_profiles_are_valid():
         validate_profile(_shipped(name), name)
 
 
-@pytest.fixture
-def tiny() -> dict:
-    p = load_profile("smoke")
-    p["hidden"] = {"section3": 8, "section4": 8}
-    p["train"].update(train_subset=512, epochs=1, batch_size=64, lr=0.005)
-    p["eval"]["test_subset"] = 300
-    return p
-
-
 def test_a_diverging_run_stops_and_caches_nothing(tiny, mnist_dir):
     tiny["train"]["lr"] = 1.0
     tiny["variants"]["fro"]["lambda"] = 1e38  # the float32 loss overflows to inf
