@@ -252,7 +252,7 @@ def plot_growth_beyond(curves: list[dict[str, Any]], paper_eps: float) -> Figure
         ax.axhline(d["ceiling"], color=c, lw=0.8, ls="-.")
     ax.axvline(paper_eps, color="0.5", lw=0.8, ls=":", label="end of the paper's grid")
     ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
-    ax.set_ylabel(r"Algorithm 1, exact $\ell_{adv}$")
+    ax.set_ylabel(r"lower bound on $\sup \ell_{adv}$ (exact values)")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
