@@ -375,7 +375,8 @@ def plot_figure6(d: dict[str, Any]) -> Figure:
     the last point of (b), at "inf", is the clean accuracy. Solid: an image
     counts as fooled when any iterate fools it (shaded: 95% Wilson interval);
     dashed: only when the last iterate does; dotted: the same as solid with the
-    flow loss's symmetric border, for the networks in ``d["symmetric"]``."""
+    flow loss's symmetric border, for the networks in ``d["symmetric"]``;
+    vertical bars: the range over training seeds (``d["seed_runs"]``), any iterate."""
     fig = Figure(figsize=(10.0, 3.9))
     ax_a, ax_b = fig.subplots(1, 2)
     taus = d["taus"]
@@ -387,6 +388,10 @@ def plot_figure6(d: dict[str, Any]) -> Figure:
             lo, hi = d[key + "_ci"][name].T
             ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
             ax.plot(x, d[key + "_final"][name], "--", color=c, lw=1)
+            runs = d.get("seed_runs", {}).get(key, {}).get(name)
+            if runs is not None and len(runs) > 1:  # min-max over training seeds
+                off = 0.06 * (k - len(d["success"]) / 2)
+                ax.vlines(x + off, runs.min(0), runs.max(0), color=c, lw=1.2, alpha=0.8)
             if name in d["symmetric"]:
                 sym = d["symmetric"][name][key]
                 ax.plot(x, sym, ":", color=c, lw=1.5, label=f"{name}, symmetric border")

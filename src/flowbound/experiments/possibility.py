@@ -27,6 +27,7 @@ __all__ = [
     "budget_attack",
     "mean_decrease_bounds",
     "objective_comparison",
+    "ranks_over_seeds",
     "sdp_robustness_claim",
     "sdp_tightness_claim",
     "stadv_vs_tau",
@@ -118,7 +119,9 @@ def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
     :func:`~flowbound.experiments.intro.stadv_evaluation`, shared with the
     Introduction's table. For the variants in ``border_compare`` the same runs
     with the flow loss's symmetric border (the public stAdv code's) are added
-    under ``symmetric``."""
+    under ``symmetric``. ``seed_runs`` holds, per rate and variant, the rates
+    of every training seed in ``possibility.seeds`` (seeds, taus); the other
+    entries are the profile's own seed."""
     prof = _profile(profile)
     p, q = prof["possibility"], prof["intro"]
     out: dict[str, Any] = {"taus": np.asarray(p["taus"]), "clean": {}, "symmetric": {}}
@@ -150,7 +153,37 @@ def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
         if name in p["border_compare"]:
             sym = rates(trained, "symmetric")
             out["symmetric"][name] = {key: sym[key][:, 0] for key in keys}
+    # every training seed at every tau: the spread behind Figure 6's ranking
+    out["seeds"] = list(p["seeds"])
+    out["seed_runs"] = {key: {} for key in keys}
+    for seed in p["seeds"]:
+        sp = with_seed(prof, seed)
+        for name in p["variants"]:
+            by = rates(get_model(name, sp, section=4), "zero")
+            for key in keys:
+                out["seed_runs"][key].setdefault(name, []).append(by[key][:, 0])
+    for key in keys:
+        out["seed_runs"][key] = {n: np.array(v) for n, v in out["seed_runs"][key].items()}
     return out
+
+
+def ranks_over_seeds(f6: dict[str, Any], key: str = "success") -> dict[str, np.ndarray]:
+    """Per variant, its rank (1 = lowest ``key``; tied rates share the better
+    rank) at every tau of Figure 6 by the seed-mean rate, and the smallest and
+    largest rank over the single seeds: an array (3, taus)."""
+    runs = f6["seed_runs"][key]  # {variant: (seeds, taus)}
+    names = list(runs)
+    stack = np.stack([runs[n] for n in names])  # (variants, seeds, taus)
+
+    def rank(values: np.ndarray) -> np.ndarray:  # 1 + how many are strictly lower; ties share
+        return 1 + (values[None, :] < values[:, None]).sum(1)
+
+    mean_rank = rank(stack.mean(1))
+    seed_rank = rank(stack)  # (variants, seeds, taus)
+    return {
+        n: np.stack([mean_rank[k], seed_rank[k].min(0), seed_rank[k].max(0)])
+        for k, n in enumerate(names)
+    }
 
 
 def objective_comparison(profile: str | dict[str, Any]) -> dict[str, Any]:
