@@ -2,9 +2,10 @@
 
 A rate over test images is a binomial proportion: it gets a Wilson score
 interval. A difference between training objectives is measured once per
-training seed: its interval combines the spread over seeds with the
-binomial noise of each seed's rates. A verdict of "reproduced" or "partly
-reproduced" needs the interval, not just the point, on the claimed side.
+training seed: its interval is the wider of the one from the spread over
+seeds and the one from the binomial noise of the test images they share. A
+verdict of "reproduced" or "partly reproduced" needs the interval, not just
+the point, on the claimed side.
 
 Used in: Introduction (stAdv table), Possibility results (Figure 6, the
 budgeted attack), the Reproduction report.
@@ -21,11 +22,15 @@ from scipy import stats as _st
 __all__ = [
     "Interval",
     "UNDETERMINED",
+    "Z95",
     "rate_interval",
     "seed_difference",
     "verdict_with_interval",
     "wilson_interval",
 ]
+
+#: The normal quantile of a two-sided 95% interval.
+Z95 = 1.959964
 
 #: The verdict when a number is NaN (a profile too small to measure it).
 UNDETERMINED = "undetermined at this profile"
@@ -38,13 +43,17 @@ class Interval(NamedTuple):
     lo: float
     hi: float
 
+    def se(self) -> float:
+        """The standard error a 95% interval implies: its half width / z."""
+        return (self.hi - self.lo) / (2 * Z95)
+
     def text(self, digits: int = 3, *, signed: bool = False) -> str:
         """``0.123 [0.101, 0.147]`` (``signed``: ``+0.123 [...]``)."""
         f = f"{{:{'+' if signed else ''}.{digits}f}}"
         return f"{f.format(self.value)} [{f.format(self.lo)}, {f.format(self.hi)}]"
 
 
-def wilson_interval(k: int, n: int, *, z: float = 1.959964) -> Interval:
+def wilson_interval(k: int, n: int, *, z: float = Z95) -> Interval:
     """Wilson score interval for k successes out of n trials (95% at the default z).
 
     n = 0 gives NaN throughout (no trials, no rate).

@@ -147,10 +147,10 @@ def stadv_rates(value: dict[str, torch.Tensor]) -> dict[str, Interval]:
     """
     correct = value["correct"].numpy()
     out = {}
-    for key, name in (("success", "success"), ("success_final", "success_final")):
+    for key in ("success", "success_final"):
         fooled = value[key].numpy()
-        out[name] = rate_interval(fooled, correct)
-        out[name.replace("success", "accuracy")] = rate_interval(correct & ~fooled)
+        out[key] = rate_interval(fooled, correct)
+        out[key.replace("success", "accuracy")] = rate_interval(correct & ~fooled)
     return out
 
 

@@ -140,9 +140,10 @@ def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
         ]
         return {k: np.array([list(r[k]) for r in per_tau]) for k in keys}  # (taus, 3)
 
+    own = {}
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
-        by = rates(trained, "zero")
+        by = own[name] = rates(trained, "zero")
         for key in keys:
             out[key][name] = by[key][:, 0]
             out[key + "_ci"][name] = by[key][:, 1:]
@@ -159,7 +160,8 @@ def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
     for seed in p["seeds"]:
         sp = with_seed(prof, seed)
         for name in p["variants"]:
-            by = rates(get_model(name, sp, section=4), "zero")
+            same = seed == prof["train"]["seed"]  # already read above
+            by = own[name] if same else rates(get_model(name, sp, section=4), "zero")
             for key in keys:
                 out["seed_runs"][key].setdefault(name, []).append(by[key][:, 0])
     for key in keys:
@@ -355,18 +357,13 @@ def sdp_tightness_claim(
     }
 
 
-def _se(iv: Interval) -> float:
-    """A standard error read off a 95% interval (its half width / 1.96)."""
-    return (iv.hi - iv.lo) / (2 * 1.959964)
-
-
 def _difference_over_seeds(per_seed: list[dict[str, Interval]], target: str) -> Interval:
     """``target``'s rate minus the mean of the others', per seed, as one interval."""
     diffs, ses = [], []
     for rates in per_seed:
         others = [n for n in rates if n != target]
         diffs.append(rates[target].value - np.mean([rates[n].value for n in others]))
-        var = _se(rates[target]) ** 2 + sum(_se(rates[n]) ** 2 for n in others) / len(others) ** 2
+        var = rates[target].se() ** 2 + sum(rates[n].se() ** 2 for n in others) / len(others) ** 2
         ses.append(var**0.5)
     return seed_difference(np.array(diffs), np.array(ses))
 
