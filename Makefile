@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 book: setup
 	$(BIN)/flowbound book --profile paper
 
-## figures: regenerate Figures 1-11 (paper profile) into _build/figures without the HTML;
+## figures: regenerate Figures 1-12 (paper profile) into _build/figures without the HTML;
 ## FIGS="5 6" picks some, PROFILE=smoke a smaller profile
 FIGS ?= all
 PROFILE ?= paper

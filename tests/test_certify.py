@@ -44,7 +44,7 @@ def test_linear_networks_use_the_linear_bound():
     net = Linear(d=9, classes=3).double()
     d = decrease_bounds(net, "linear", side=3)
     assert d[0, 1] > 0
-    with pytest.raises(ValueError, match="only the 'linear' bound"):
+    with pytest.raises(ValueError, match="applies to one_hidden networks, not linear"):
         decrease_bounds(net, "sdp", side=3)
 
 

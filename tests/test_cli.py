@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from flowbound.cli import main
@@ -43,12 +46,12 @@ def test_train_prints_accuracy_and_then_loads_from_cache(capsys, mnist_dir):
 
 
 def test_figure_that_does_not_exist_is_a_clear_error(capsys):
-    assert main(["figure", "12", "--profile", "smoke"]) == 2
+    assert main(["figure", "99", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err
-    assert "figure 12 does not exist" in err and "1-11" in err
+    assert "figure 99 does not exist" in err and "1, 2, 3" in err
     assert len(err.strip().splitlines()) == 1
     assert main(["figure", "two", "--profile", "smoke"]) == 2
-    assert "integers 1-11 or 'all'" in capsys.readouterr().err
+    assert "integers (1-12) or 'all'" in capsys.readouterr().err
 
 
 def test_figure_regenerates_one_figure(tmp_path, monkeypatch, mnist_dir):
@@ -59,3 +62,16 @@ def test_figure_regenerates_one_figure(tmp_path, monkeypatch, mnist_dir):
     target.unlink(missing_ok=True)
     assert main(["figure", "7", "--profile", "smoke", "--root", str(root)]) == 0
     assert target.stat().st_size > 1000 and target.with_suffix(".pdf").is_file()
+
+
+def test_help_imports_no_solver_attack_or_plotting():
+    code = (
+        "import sys\n"
+        "from flowbound.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ['scipy', 'cvxpy', 'matplotlib', 'flowbound.bounds', 'flowbound.attacks',\n"
+        "         'flowbound.sdp_training', 'flowbound.training_losses', 'flowbound.certify']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -14,7 +14,6 @@ from flowbound.impossibility import (
     algorithm1,
     algorithm2,
     all_pairs,
-    binary_weights,
     gradient_search,
     loss_ceiling,
     prop3_first_order,
@@ -22,6 +21,7 @@ from flowbound.impossibility import (
     theorem2_bound,
 )
 from flowbound.models import Linear, OneHidden
+from flowbound.nets import pair_layers
 from flowbound.warp import jacobian_one_sided, jacobian_true, warp
 
 PAIRS = [(0, 1), (2, 0), (1, 2)]
@@ -55,7 +55,7 @@ def test_theorem1_linear_value_matches_the_printed_formula(net6):
     """l~ = (1/2) grad sigma(W x)^T diag(v) W diag(x) r, and r_* maximises it."""
     eps = 0.5
     res = theorem1_bound(net6, PAIRS, eps, side=6, jacobian="paper")
-    w, v = binary_weights(net6, PAIRS)
+    w, v = pair_layers(net6, PAIRS)
     x = (torch.linalg.pinv(w) @ torch.ones(20, dtype=torch.float64)).numpy()
     x = x / np.abs(x).max()
     np.testing.assert_allclose(res.x[0].flatten().numpy(), x, atol=1e-12)
@@ -205,7 +205,7 @@ def test_loss_ceiling_is_never_beaten_even_at_huge_eps(net6, x_range):
         found = gradient_search(net6, PAIRS, eps, x0, r0, steps=100, side=6, x_range=x_range)
         assert bool((found.exact <= ceiling + 1e-12).all())
     # and it is attained in the limit for a single hidden unit (tight construction)
-    w, v = binary_weights(net6, PAIRS)
+    w, v = pair_layers(net6, PAIRS)
     assert bool((ceiling > 0).all())
     assert float(ceiling.max()) <= float((v.abs() * w.abs().sum(1)).sum(1).max()) / 2 + 1e-12
 

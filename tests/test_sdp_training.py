@@ -8,7 +8,7 @@ from flowbound.bounds import certify, sdp_bound, sdp_matrix
 from flowbound.eigs import top_eigenpairs
 from flowbound.geometry import aabb_lambda
 from flowbound.models import OneHidden, fit
-from flowbound.zoo import SDPDualLoss, dual_sdp_bounds
+from flowbound.sdp_training import SDPDualLoss, dual_sdp_bounds
 
 
 def _sym(b: int, n: int, seed: int) -> torch.Tensor:

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from flowbound.data import load_mnist
-from flowbound.models import VARIANTS, _build, _settings, get_model
+from flowbound.models import VARIANTS, STNClassifier, _build, _settings, get_model
 from flowbound.profiles import load_profile
-from flowbound.zoo import STNClassifier, hinge, spectral_norm_estimate
+from flowbound.training_losses import hinge, spectral_norm_estimate
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_each_variants_loss_decreases_with_training(name, tiny, mnist_dir):
     after_model = get_model(name, tiny, section=4, progress=False).model.cpu()
 
     def loss_of(model):
-        loss = v.make_loss(settings)
+        loss = v.loss_factory()(settings)
         torch.manual_seed(0)
         if hasattr(loss, "on_epoch_start"):
             loss.on_epoch_start(model, 0, xb, yb)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .checks import DOMAINS, check_images, check_int, check_labels, check_number
-from .geometry import flow_norm, l_diff, m_inv
+from .geometry import flow_norm, l_diff, m_inv_tensor
 from .lbfgs import lbfgs
 from .warp import shifted, warp
 
@@ -331,7 +331,7 @@ def flow_pgd(
         empty = torch.zeros(0, dtype=torch.bool, device=x.device)
         return FlowPGDResult(x.clone(), x.clone(), empty, x.new_zeros(0))
     dev, dt = x.device, x.dtype
-    mi = torch.from_numpy(m_inv(side).copy()).to(dev, dt)
+    mi = m_inv_tensor(side, dtype=dt, device=dev)
     x = x.detach()
     b = len(x)
     gen = torch.Generator().manual_seed(seed)

@@ -10,6 +10,7 @@ with notebook execution off and warnings as errors. Figures are saved to
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,6 @@ import yaml
 from .profiles import load_profile
 
 __all__ = [
-    "FIGURE_CHAPTERS",
     "FigureNumberError",
     "build_figure",
     "build_figures",
@@ -30,6 +30,7 @@ __all__ = [
     "build_book",
     "ensure_mathjax",
     "execute_chapter",
+    "figure_chapters",
     "toc_chapters",
 ]
 
@@ -219,23 +220,23 @@ def build_book(profile: str, *, root: str | Path = ".", output: str | Path | Non
 
 
 #: The chapter that draws each of the paper's figures.
-FIGURE_CHAPTERS: dict[int, str] = {
-    1: "introduction",
-    2: "impossibility",
-    3: "impossibility",
-    4: "impossibility",
-    5: "possibility",
-    6: "possibility",
-    7: "linear",
-    8: "linear",
-    9: "additional",
-    10: "additional",
-    11: "additional",
-}
+_FIGURE_NAME = re.compile(r'"fig(\d{2})"')
+
+
+def figure_chapters(root: str | Path = ".") -> dict[int, str]:
+    """Figure number -> the chapter that draws it, read from the chapters themselves: a
+    chapter declares Figure N by saving it as ``"figNN"`` (``plots.save_figure``), so a
+    new figure is declared once, where it is drawn."""
+    root = _book_root(root)
+    out: dict[int, str] = {}
+    for chapter in toc_chapters(root):
+        for number in _FIGURE_NAME.findall((root / "book" / f"{chapter}.md").read_text()):
+            out.setdefault(int(number), chapter)
+    return dict(sorted(out.items()))
 
 
 class FigureNumberError(BookError):
-    """A figure number that is not one of the paper's (1-11)."""
+    """A figure number that no chapter draws."""
 
 
 def build_figures(numbers: list[int], profile: str, *, root: str | Path = ".") -> list[Path]:
@@ -246,17 +247,19 @@ def build_figures(numbers: list[int], profile: str, *, root: str | Path = ".") -
     models and results are reused.
     """
     load_profile(profile)
-    for number in numbers:
-        if number not in FIGURE_CHAPTERS:
-            raise FigureNumberError(
-                f"figure {number} does not exist: the paper's figures are 1-{max(FIGURE_CHAPTERS)}"
-            )
     root = _book_root(root)  # before anything is created
+    chapter_of = figure_chapters(root)
+    for number in numbers:
+        if number not in chapter_of:
+            raise FigureNumberError(
+                f"figure {number} does not exist: the book's figures are "
+                f"{', '.join(map(str, chapter_of))}"
+            )
     figures = _default_output(root, profile) / "_build" / "figures"
     os.environ["FLOWBOUND_FIGURES"] = str(figures)
-    chapters = list(dict.fromkeys(FIGURE_CHAPTERS[n] for n in numbers))
+    chapters = list(dict.fromkeys(chapter_of[n] for n in numbers))
     for k, chapter in enumerate(chapters, 1):
-        wanted = ", ".join(str(n) for n in numbers if FIGURE_CHAPTERS[n] == chapter)
+        wanted = ", ".join(str(n) for n in numbers if chapter_of[n] == chapter)
         print(
             f"[{k}/{len(chapters)}] executing {chapter} ({profile}) for Figure {wanted}", flush=True
         )
@@ -265,7 +268,7 @@ def build_figures(numbers: list[int], profile: str, *, root: str | Path = ".") -
     for number in numbers:
         png = figures / f"fig{number:02d}.png"
         if not png.exists():
-            raise BookError(f"chapter {FIGURE_CHAPTERS[number]} ran but did not save {png}")
+            raise BookError(f"chapter {chapter_of[number]} ran but did not save {png}")
         print(f"figure {number}: {png}", flush=True)
         pngs.append(png)
     return pngs

@@ -26,12 +26,14 @@ import scipy.linalg
 import torch
 
 from .checks import check_int, check_number, finite_float64
+from .geometry import aabb_lambda, m_inv_norm
 
 __all__ = [
     "SDPBound",
     "certify",
     "certify_cholesky",
     "frobenius_bound",
+    "linear_bound",
     "sdp_adversarial_bound",
     "sdp_bound",
     "sdp_bound_cvxpy",
@@ -248,8 +250,9 @@ def _domain_constant(domain: str) -> float:
 
 def spectral_bound(
     w, v, eps: float, *, form: str = "sound", domain: str = "unit", side: int = 28
-) -> float:
-    """Spectral-norm upper bound on l_adv for f = v^T relu(W x).
+) -> float | np.ndarray:
+    """Spectral-norm upper bound on l_adv for f = v^T relu(W x); v (h,) gives a float,
+    a batch of heads (B, h) an array (B,).
 
     ``form="printed"``: eps ||W||_2 ||v||_2, as in appendix 6.8.
     ``form="sound"``: (D / 2) eps ||W||_2 ||v||_2 ||M^{-1}||_2, D the bound on
@@ -261,28 +264,37 @@ def spectral_bound(
 
 def frobenius_bound(
     w, v, eps: float, *, form: str = "sound", domain: str = "unit", side: int = 28
-) -> float:
+) -> float | np.ndarray:
     """As :func:`spectral_bound` with ||W||_F >= ||W||_2 (appendix 6.8)."""
     return _norm_bound(w, v, eps, "fro", form, domain, side)
 
 
-def _norm_bound(w, v, eps, order, form, domain, side) -> float:
+def _norm_bound(w, v, eps, order, form, domain, side) -> float | np.ndarray:
     w = finite_float64("W", w, ndims=(2,))
-    v = finite_float64("v", v, ndims=(1,))
+    v = finite_float64("v", v, ndims=(1, 2))
     eps = check_number("eps", eps, low=0.0)
-    if len(v) != w.shape[0]:
-        raise ValueError(f"v must have one entry per row of W ({w.shape[0]}), got {len(v)}")
+    if v.shape[-1] != w.shape[0]:
+        raise ValueError(f"v must have one entry per row of W ({w.shape[0]}), got {v.shape[-1]}")
     if form == "sound" and side * side != w.shape[1]:
         raise ValueError(f"W has {w.shape[1]} columns but side = {side} means {side * side} pixels")
-    base = eps * np.linalg.norm(w, ord=order) * np.linalg.norm(v)
-    if form == "printed":
-        return float(base)
-    if form != "sound":
+    base = eps * np.linalg.norm(w, ord=order) * np.linalg.norm(v, axis=-1)
+    if form == "sound":
+        base = _domain_constant(domain) / 2 * base * m_inv_norm(side)
+    elif form != "printed":
         raise ValueError(f"form must be 'printed' or 'sound', got {form!r}")
-    from .geometry import mtm_eigh
+    return float(base) if v.ndim == 1 else base
 
-    m_inv_norm = 1.0 / np.sqrt(mtm_eigh(side)[0][0])
-    return float(_domain_constant(domain) / 2 * base * m_inv_norm)
+
+def linear_bound(v, eps: float, *, domain: str = "unit", side: int = 28) -> float | np.ndarray:
+    """Upper bound on l_adv for a linear f = v^T x (appendix 6.5, Eq. 16):
+    (D / 2) eps ||v * lambda||_1, since |r_i| <= eps lambda_i (Prop. 2) and
+    |dg_i / dr_i| <= D; v (d,) gives a float, (B, d) an array (B,)."""
+    v = finite_float64("v", v, ndims=(1, 2))
+    eps = check_number("eps", eps, low=0.0)
+    if v.shape[-1] != side * side:
+        raise ValueError(f"v has {v.shape[-1]} entries but side = {side} means {side * side}")
+    out = _domain_constant(domain) / 2 * eps * np.abs(v * aabb_lambda(side)).sum(-1)
+    return float(out) if v.ndim == 1 else out
 
 
 def sdp_adversarial_bound(sdp_upper: float, eps: float, *, domain: str = "unit") -> float:

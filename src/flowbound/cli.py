@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "numbers",
         nargs="+",
         metavar="N",
-        help="the paper's figure numbers (1-11), or 'all'",
+        help="figure numbers (the paper's 1-11, and 12), or 'all'",
     )
     figure.add_argument(
         "--profile", choices=PROFILES, default="paper", help="sizes to use (default: paper)"
@@ -146,16 +146,16 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "figure":
-        from .book import FIGURE_CHAPTERS, FigureNumberError, build_figures
+        from .book import FigureNumberError, build_figures, figure_chapters
 
         if args.numbers == ["all"]:
-            numbers = sorted(FIGURE_CHAPTERS)
+            numbers = sorted(figure_chapters(args.root))
         else:
             try:
                 numbers = [int(n) for n in args.numbers]
             except ValueError:
                 print(
-                    f"flowbound: error: figure numbers must be integers 1-11 or 'all', "
+                    f"flowbound: error: figure numbers must be integers (1-12) or 'all', "
                     f"got {' '.join(args.numbers)}",
                     file=sys.stderr,
                 )

@@ -6,7 +6,7 @@ matrix costs ~0.1 s; the top eigenvector changes little between steps, so a
 few Krylov steps from the previous one are enough. Only matrix-vector
 products are used, so the matrices are never formed.
 
-Used in: the ``sdp`` variant (:mod:`flowbound.zoo`).
+Used in: the ``sdp`` variant (:mod:`flowbound.sdp_training`).
 """
 
 from __future__ import annotations

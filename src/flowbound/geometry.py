@@ -27,6 +27,8 @@ __all__ = [
     "l_diff",
     "l_diff_matrix",
     "m_inv",
+    "m_inv_norm",
+    "m_inv_tensor",
     "m_sqrt",
     "mtm",
     "mtm_eigh",
@@ -100,6 +102,18 @@ def m_sqrt(side: int) -> np.ndarray:
 def m_inv(side: int) -> np.ndarray:
     """M^{-1} = (M^T M)^{-1/2}."""
     return _m_power(_check_side(side), -0.5)
+
+
+def m_inv_tensor(
+    side: int, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """M^{-1} as a (side^2, side^2) torch tensor (a fresh copy) in ``dtype`` on ``device``."""
+    return torch.from_numpy(m_inv(side).copy()).to(device=device, dtype=dtype)
+
+
+def m_inv_norm(side: int) -> float:
+    """||M^{-1}||_2 = 1 / sqrt(lambda_min(M^T M)): the largest ||r||_2 per unit ||M r||_2."""
+    return float(1.0 / np.sqrt(mtm_eigh(_check_side(side))[0][0]))
 
 
 @lru_cache(maxsize=8)

@@ -24,8 +24,9 @@ from typing import NamedTuple
 
 import torch
 
-from .geometry import m_inv
+from .geometry import m_inv_tensor
 from .loss import JACOBIANS
+from .nets import ordered_pairs, pair_layers
 from .warp import jacobian_one_sided, warp
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "algorithm1",
     "all_pairs",
     "algorithm2",
-    "binary_weights",
     "gradient_search",
     "loss_ceiling",
     "prop3_first_order",
@@ -52,14 +52,6 @@ class LowerBound(NamedTuple):
     estimate: torch.Tensor
     exact_history: torch.Tensor
     estimate_history: torch.Tensor
-
-
-def binary_weights(model: torch.nn.Module, pairs: list[tuple[int, int]]):
-    """(W (h, d) or None, v (B, h or d)) in float64 for f = (V_i - V_j)^T ... per pair."""
-    vmat = model.V.weight.detach().double().cpu()
-    v = torch.stack([vmat[i] - vmat[j] for i, j in pairs])
-    w = model.W.weight.detach().double().cpu() if hasattr(model, "W") else None
-    return w, v
 
 
 def _score(w, v, z):
@@ -90,7 +82,7 @@ def _best_flow(c, eps, side):
     sqrt(||M du||^2 + ||M dv||^2) <= eps. Returns r (shape of c) and
     ||M^{-1} c|| (B,), so that the maximum is eps times it.
     """
-    mi = torch.from_numpy(m_inv(side).copy())
+    mi = m_inv_tensor(side)
     comps = 2 if c.dim() == 4 else 1
     u = c.reshape(len(c), comps, -1) @ mi
     norm = u.flatten(1).norm(dim=1)
@@ -242,7 +234,7 @@ def theorem1_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
     (with the exact Jacobian: the one-sided directional derivative along r_*);
     ``exact`` the network's value at (x_*, r_*).
     """
-    w, v = binary_weights(model, pairs)
+    w, v = pair_layers(model, pairs)
     eps = _eps(eps, len(pairs))
     x0 = _pi_inf(torch.linalg.pinv(w) @ torch.ones(w.shape[0], dtype=torch.float64))
     x = x0.reshape(1, side, side).expand(len(pairs), side, side).clone()
@@ -258,7 +250,7 @@ def algorithm1(
     included, so it never falls below Theorem 1's exact value).
     """
     start = theorem1_bound(model, pairs, eps, side=side, jacobian=jacobian)
-    w, v = binary_weights(model, pairs)
+    w, v = pair_layers(model, pairs)
     eps = _eps(eps, len(pairs))
     return _run(w, v, start.x, start.r, eps, n, jacobian, max_iter, max_inner, tol)
 
@@ -271,9 +263,9 @@ def theorem2_bound(model, pairs, eps, *, side=28, jacobian="paper") -> LowerBoun
     right derivative at 0: a heuristic choice of x, since the linearisation
     itself is one-sided and r_* is then found as in :func:`theorem1_bound`).
     """
-    _, v = binary_weights(model, pairs)
+    _, v = pair_layers(model, pairs)
     eps = _eps(eps, len(pairs))
-    mi = torch.from_numpy(m_inv(side).copy())
+    mi = m_inv_tensor(side)
     d = side * side
     if jacobian == "paper":
         g = torch.eye(d, dtype=torch.float64)
@@ -294,14 +286,14 @@ def algorithm2(
 ) -> LowerBound:
     """Algorithm 2 from Theorem 2's pair: alternate x <- sign(alpha) and Eq. (14)."""
     start = theorem2_bound(model, pairs, eps, side=side, jacobian=jacobian)
-    _, v = binary_weights(model, pairs)
+    _, v = pair_layers(model, pairs)
     eps = _eps(eps, len(pairs))
     return _run(None, v, start.x, start.r, eps, n, jacobian, max_iter, max_inner, tol)
 
 
 def all_pairs(classes: int = 10) -> list[tuple[int, int]]:
-    """The K (K - 1) ordered class pairs (i, j), i != j."""
-    return [(i, j) for i in range(classes) for j in range(classes) if i != j]
+    """The K (K - 1) ordered class pairs (i, j), i != j (:func:`flowbound.nets.ordered_pairs`)."""
+    return ordered_pairs(classes)
 
 
 def gradient_search(
@@ -315,9 +307,9 @@ def gradient_search(
     sqrt(||M du||^2 + ||M dv||^2) <= eps (Proposition 3's constraint). Adam on
     (x, s), projected after every step; returns the best pair visited.
     """
-    w, v = binary_weights(model, pairs)
+    w, v = pair_layers(model, pairs)
     eps = _eps(eps, len(pairs))
-    mi = torch.from_numpy(m_inv(side).copy())
+    mi = m_inv_tensor(side)
     m = torch.linalg.inv(mi)
     comps = 1 if tied else 2
     s0 = (r0.reshape(len(r0), comps, -1) @ m).reshape(len(r0), -1)
@@ -361,7 +353,7 @@ def prop3_first_order(model, pairs, eps, *, side=28) -> dict[str, torch.Tensor]:
     partials agree (as with the printed Dg(0; x) = diag(x) on both axes), not
     with the warp's real ones. Returns ``tied`` and ``full`` (B,).
     """
-    w, v = binary_weights(model, pairs)
+    w, v = pair_layers(model, pairs)
     eps = _eps(eps, len(pairs))
     x0 = _pi_inf(torch.linalg.pinv(w) @ torch.ones(w.shape[0], dtype=torch.float64))
     x = x0.reshape(1, side, side).expand(len(pairs), side, side).clone()
@@ -399,7 +391,7 @@ def loss_ceiling(model, pairs, *, x_range=(-1.0, 1.0)) -> torch.Tensor:
     the exact loss cannot grow without bound.
     """
     lo, hi = x_range
-    w, v = binary_weights(model, pairs)
+    w, v = pair_layers(model, pairs)
     if w is None:
         return v.abs().sum(1) * (hi - lo) / 2
     top = (w.clamp_min(0) * hi + w.clamp_max(0) * lo).sum(1).clamp_min(0)

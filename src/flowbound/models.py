@@ -1,4 +1,4 @@
-"""One-hidden-layer and linear networks, the variant registry, cached training.
+"""The networks (one hidden layer, linear, STN), their architectures, cached training.
 
 The paper's networks have no biases: f(x) = V relu(W x) (Section 3.1) and
 f(x) = V x (appendix 6.4). Every bound in the paper (Theorems 1-2, the SDP
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -23,12 +22,14 @@ from .cache import cached
 from .data import load_mnist
 from .device import default_device
 from .profiles import load_profile, validate_profile
+from .zoo import VARIANTS, LossFn, Variant, register
 
 __all__ = [
     "ARCHS",
     "VARIANTS",
     "Linear",
     "OneHidden",
+    "STNClassifier",
     "TrainedModel",
     "TrainingError",
     "Variant",
@@ -78,6 +79,42 @@ class Linear(nn.Module):
         return self.V(x.flatten(1))
 
 
+class STNClassifier(nn.Module):
+    """A spatial transformer (Jaderberg et al., 2015) in front of a OneHidden classifier.
+
+    The localisation network has three layers (784 -> h -> h -> 6, ReLU) and
+    starts at the identity transform; the classifier sees the transformed
+    image. A bound computed from ``classifier`` alone covers the classifier
+    applied to the STN's output, not the whole pipeline.
+    """
+
+    def __init__(self, hidden: int = 500, stn_hidden: int = 100) -> None:
+        super().__init__()
+        self.localisation = nn.Sequential(
+            nn.Linear(784, stn_hidden),
+            nn.ReLU(),
+            nn.Linear(stn_hidden, stn_hidden),
+            nn.ReLU(),
+            nn.Linear(stn_hidden, 6),
+        )
+        last = self.localisation[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+        self.classifier = OneHidden(784, hidden, 10)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The STN's output images (B, 28, 28)."""
+        img = x.reshape(-1, 1, 28, 28)
+        theta = self.localisation(img.flatten(1)).view(-1, 2, 3)
+        grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+        return F.grid_sample(img, grid, align_corners=False)[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (B, 10) of the classifier on the transformed images."""
+        return self.classifier(self.transform(x))
+
+
 def binary_head(model: nn.Module, i: int, j: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """The binary network f = (V_i - V_j)^T relu(W x) of classes i (+) and j (-).
 
@@ -119,57 +156,17 @@ def binary_heads(
     return f
 
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named way of obtaining a network (the paper's f_nt, f_rd, ...).
-
-    ``make_loss(settings)`` returns the training objective
-    ``loss(model, x, y)`` for this variant's profile settings (the dict
-    ``profile["variants"][name]``, also part of the cache key); None means
-    the network is used as initialised (f_rd). A loss object may have an
-    ``on_epoch_start(model, epoch, x, y)`` method (the stAdv pool of f_at).
-    Bump ``version`` when the variant's code changes.
-    """
-
-    name: str
-    description: str
-    arch: str = "one_hidden"
-    make_loss: Callable[[dict[str, Any]], LossFn] | None = None
-    version: int = 1
-
-
-#: The registry of training variants, by name.
-VARIANTS: dict[str, Variant] = {}
-
 #: Architectures by name: build(hidden, settings) -> module mapping images to (B, 10).
 ARCHS: dict[str, Callable[[int, dict[str, Any]], nn.Module]] = {
     "one_hidden": lambda hidden, settings: OneHidden(784, hidden, 10),
     "linear": lambda hidden, settings: Linear(784, 10),
+    "stn": lambda hidden, settings: STNClassifier(hidden, settings.get("stn_hidden", 100)),
 }
-
-
-def register(variant: Variant) -> Variant:
-    """Add a variant to :data:`VARIANTS` (names are unique)."""
-    if variant.name in VARIANTS:
-        raise ValueError(f"variant {variant.name!r} is already registered")
-    if variant.arch not in ARCHS:
-        raise ValueError(f"unknown architecture {variant.arch!r}; known: {', '.join(ARCHS)}")
-    VARIANTS[variant.name] = variant
-    return variant
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``model`` on (x, y)."""
     return F.cross_entropy(model(x), y)
-
-
-register(Variant("rd", "randomly initialised, not trained (f_rd, Section 3.2)"))
-register(
-    Variant("nt", "normally trained with cross-entropy (f_nt)", make_loss=lambda s: cross_entropy)
-)
 
 
 class TrainedModel(NamedTuple):
@@ -187,6 +184,8 @@ def _build(arch: str, hidden: int, seed: int, settings: dict[str, Any]) -> nn.Mo
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
+        if arch not in ARCHS:
+            raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
         return ARCHS[arch](hidden, settings)
     finally:
         torch.random.set_rng_state(gen_state)
@@ -325,7 +324,7 @@ def get_model(
             x, y = _subset(*load_mnist("train"), train["train_subset"])
             fit(
                 model,
-                v.make_loss(settings),
+                v.loss_factory()(settings),
                 x,
                 y,
                 epochs=train["epochs"],
@@ -360,6 +359,3 @@ def get_model(
     return TrainedModel(
         model, variant, config, meta["test_accuracy"], meta["train_seconds"], not fresh
     )
-
-
-from . import zoo  # noqa: E402,F401  (registers the paper's other variants)

@@ -17,6 +17,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .certify import BOUNDS
+
 __all__ = [
     "JACOBIAN_TITLES",
     "figures_dir",
@@ -25,6 +27,7 @@ __all__ = [
     "plot_growth_beyond",
     "plot_aabb",
     "plot_zero_one",
+    "network_color",
     "plot_convergence",
     "plot_figure1",
     "plot_lower_bounds",
@@ -318,22 +321,32 @@ def table_rows(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-_KIND_STYLE = {"frobenius": ":", "spectral": "--", "sdp": "-", "linear": "-"}
+#: One colour per network across Figures 5, 6, 12 and the budget attack.
+_NETWORK_ORDER = ("nt", "rd", "fro", "spe", "stn", "at", "at_pgd", "sdp", "cert")
+
+
+def network_color(name: str) -> str:
+    """The colour of network ``name`` in every Section-4 figure (a fixed cycle entry)."""
+    if name in _NETWORK_ORDER:
+        return f"C{_NETWORK_ORDER.index(name)}"
+    return f"C{sum(map(ord, name)) % 10}"  # a variant added later: stable across figures
 
 
 def plot_zero_one(d: dict[str, Any]) -> Figure:
-    """Figures 5 and 11: certified 0/1 adversarial loss against eps, per variant and bound."""
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
-    for k, (name, by_kind) in enumerate(d["losses"].items()):
-        for kind, loss in by_kind.items():
-            ax.plot(
-                d["eps"], loss, _KIND_STYLE.get(kind, "-"), color=f"C{k}", label=f"{name}, {kind}"
-            )
-    ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
-    ax.set_ylabel("certified 0/1 adversarial loss")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    """Figures 5 and 11: certified 0/1 adversarial loss against eps, one panel per
+    bound (small multiples), one colour per network."""
+    kinds = list(dict.fromkeys(k for by_kind in d["losses"].values() for k in by_kind))
+    fig = Figure(figsize=(3.4 * len(kinds) + 1.6, 3.3))
+    axes = np.atleast_1d(fig.subplots(1, len(kinds), sharey=True))
+    for ax, kind in zip(axes, kinds, strict=True):
+        for name, by_kind in d["losses"].items():
+            if kind in by_kind:
+                ax.plot(d["eps"], by_kind[kind], "-", color=network_color(name), label=name)
+        ax.set_title(BOUNDS[kind].label if kind in BOUNDS else kind, fontsize=9)
+        ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("certified 0/1 adversarial loss")
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
 
@@ -382,7 +395,7 @@ def plot_figure6(d: dict[str, Any]) -> Figure:
     taus = d["taus"]
     pos = np.arange(len(taus) + 1)
     for k, name in enumerate(d["success"]):
-        c = f"C{k}"
+        c = network_color(name)
         for ax, key, x in ((ax_a, "success", pos[:-1]), (ax_b, "accuracy", pos[:-1])):
             ax.plot(x, d[key][name], "o-", color=c, ms=3, label=name)
             lo, hi = d[key + "_ci"][name].T
@@ -414,10 +427,10 @@ def plot_budget_attack(d: dict[str, Any]) -> Figure:
     """Success of the budgeted flow attack against the budget eps = ||M r||, per variant."""
     fig = Figure(figsize=(5.0, 3.4))
     ax = fig.subplots()
-    for k, (name, succ) in enumerate(d["success"].items()):
-        ax.plot(d["eps"], succ, "o-", color=f"C{k}", label=name)
+    for name, succ in d["success"].items():
+        ax.plot(d["eps"], succ, "o-", color=network_color(name), label=name)
         lo, hi = d["success_ci"][name].T
-        ax.fill_between(d["eps"], lo, hi, color=f"C{k}", alpha=0.15, lw=0)
+        ax.fill_between(d["eps"], lo, hi, color=network_color(name), alpha=0.15, lw=0)
     ax.set_xlabel(r"budget $\epsilon$ ($\|Mr\|_2$)")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)

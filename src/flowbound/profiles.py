@@ -142,7 +142,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "possibility.eps": _list(EPS),
     "possibility.variants": _list(_name),
     "possibility.linear_variants": _list(_name),
-    "possibility.kinds": _list(_choice("frobenius", "spectral", "sdp")),
+    "possibility.kinds": _list(_name),  # checked against certify.BOUNDS where used
     "possibility.test_images": _optional(POS),
     "possibility.tol": RATE,
     "possibility.fig7_pixels": _list(PIXEL, min_len=2),

@@ -3,14 +3,53 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from ..cache import cached
 from ..profiles import load_profile
 
-#: Bump when an experiment's code changes what it returns (it is in every cache key).
-EXPERIMENT_CODE_VERSION = 2
+#: The version every experiment started from (it was one global number until
+#: each experiment got its own; starting there keeps the cached results valid).
+FIRST_VERSION = 2
+
+
+def to_numpy(value: Any) -> Any:
+    """Tensors (at any depth of dicts, lists and tuples) as numpy arrays."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_numpy(v) for v in value)
+    return value
+
+
+def cached_experiment(
+    name: str,
+    versions: dict[str, int],
+    config: dict[str, Any],
+    compute: Callable[[], tuple[Any, dict[str, Any]]],
+    *,
+    required: tuple[str, ...] = (),
+    as_numpy: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """(value as numpy, meta) of experiment ``name``: computed once, then cached.
+
+    The cache key is ``config`` (the profile slice and the networks it used)
+    plus the experiment's name and its own version, ``versions[name]``: bump
+    that entry in the experiment's module when its code changes what it
+    returns, and only that experiment is recomputed. ``compute()`` returns
+    (tensors, meta) as :func:`flowbound.cache.cached` stores them; with
+    ``as_numpy=False`` the tensors come back as tensors.
+    """
+    if name not in versions:
+        raise KeyError(f"experiment {name!r} has no version in its module's VERSIONS")
+    key = {**config, "experiment": name, "code": versions[name]}
+    value, meta = cached("experiments", key, compute, required=required)
+    return (to_numpy(value) if as_numpy else value), meta
 
 
 def profile_dict(profile: str | dict[str, Any]) -> dict[str, Any]:

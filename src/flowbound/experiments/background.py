@@ -8,13 +8,12 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from ..cache import cached
 from ..data import load_mnist
 from ..geometry import aabb_lambda, flow_norm, l_diff, l_diff_matrix, m_inv, mtm, mtm_eigh
 from ..loss import l_adv_exact, l_adv_midpoint
 from ..models import binary_heads, get_model
 from ..warp import jacobian_paper, jacobian_true, warp
-from ._common import EXPERIMENT_CODE_VERSION
+from ._common import FIRST_VERSION, cached_experiment
 from ._common import profile_dict as _profile
 
 __all__ = [
@@ -25,6 +24,9 @@ __all__ = [
     "random_ellipsoid_flows",
     "warp_demo",
 ]
+
+#: Each experiment's code version (in its cache key): bump one when its results change.
+VERSIONS = {"midpoint_convergence": FIRST_VERSION}
 
 
 def random_ellipsoid_flows(n: int, side: int, eps: float, seed: int) -> torch.Tensor:
@@ -136,10 +138,8 @@ def midpoint_convergence(profile: str | dict[str, Any]) -> dict[str, Any]:
     p = prof["background"]
     trained = get_model("nt", prof, section=3)
     config = {
-        "experiment": "midpoint_convergence",
         "model": trained.config,
         "background": p,
-        "code": EXPERIMENT_CODE_VERSION,
     }
 
     def compute() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -166,7 +166,9 @@ def midpoint_convergence(profile: str | dict[str, Any]) -> dict[str, Any]:
         }
         return value, {"images": len(x)}
 
-    value, meta = cached("experiments", config, compute)
+    value, meta = cached_experiment(
+        "midpoint_convergence", VERSIONS, config, compute, as_numpy=False
+    )
     out: dict[str, Any] = {k: v.numpy() for k, v in value.items()}
     out["mean_abs_exact"] = float(out["mean_abs_exact"])
     out["images"] = meta["images"]

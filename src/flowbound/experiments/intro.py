@@ -7,11 +7,10 @@ from typing import Any
 import torch
 
 from ..attacks import pgd, stadv
-from ..cache import cached
 from ..data import load_mnist
 from ..models import TrainedModel, get_model
 from ..stats import Interval, rate_interval
-from ._common import EXPERIMENT_CODE_VERSION
+from ._common import FIRST_VERSION, cached_experiment
 from ._common import frozen as _frozen
 from ._common import profile_dict as _profile
 
@@ -28,6 +27,9 @@ __all__ = [
 #: in (float32 runs stopped early at small tau; see flowbound.attacks.stadv).
 _STADV_PRECISION = "float64"
 
+#: Each experiment's code version (in its cache key): bump one when its results change.
+VERSIONS = {"figure1": FIRST_VERSION, "stadv_eval": FIRST_VERSION}
+
 
 def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
     """Figure 1: a test digit, its PGD (L_inf) and stAdv versions against f_nt, the flow.
@@ -39,11 +41,9 @@ def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
     p = prof["intro"]
     trained = get_model("nt", prof, section=4)
     config = {
-        "experiment": "figure1",
         "stadv": _STADV_PRECISION,
         "model": trained.config,
         "intro": p,
-        "code": EXPERIMENT_CODE_VERSION,
     }
 
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -78,7 +78,7 @@ def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
         }
         return value, meta
 
-    value, meta = cached("experiments", config, compute)
+    value, meta = cached_experiment("figure1", VERSIONS, config, compute, as_numpy=False)
     return {**{k: v.numpy() for k, v in value.items()}, **meta, **p}
 
 
@@ -94,13 +94,11 @@ def stadv_evaluation(
     ``border`` is the flow loss's border rule (:func:`~flowbound.attacks.flow_loss`).
     """
     config = {
-        "experiment": "stadv_eval",
         "stadv": _STADV_PRECISION,
         "model": trained.config,
         "tau": tau,
         "steps": steps,
         "images": images,
-        "code": EXPERIMENT_CODE_VERSION,
         "border": border,
         "outputs": ["success", "success_final"],
     }
@@ -124,7 +122,7 @@ def stadv_evaluation(
         }
         return value, {}
 
-    return cached("experiments", config, compute)[0]
+    return cached_experiment("stadv_eval", VERSIONS, config, compute, as_numpy=False)[0]
 
 
 #: A returned flow with l_diff below this counts as the zero flow (evaluation_table).

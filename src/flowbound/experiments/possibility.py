@@ -10,14 +10,14 @@ import torch
 
 from ..attacks import flow_pgd
 from ..bounds import sdp_adversarial_bound, sdp_bound, sdp_matrix
-from ..cache import cached
 from ..certify import certified_fraction, decrease_bounds
 from ..data import load_mnist
 from ..geometry import aabb_lambda, mtm
 from ..impossibility import all_pairs, gradient_search
 from ..models import get_model
+from ..nets import binary_weights, classifier_of, unordered_pairs, view
 from ..stats import Interval, rate_interval, seed_difference
-from ._common import EXPERIMENT_CODE_VERSION, with_seed
+from ._common import FIRST_VERSION, cached_experiment, with_seed
 from ._common import profile_dict as _profile
 from .intro import stadv_evaluation, stadv_rates
 
@@ -33,6 +33,14 @@ __all__ = [
     "stadv_vs_tau",
     "zero_one_losses",
 ]
+
+#: Each experiment's code version (in its cache key): bump one when its results change.
+VERSIONS = {
+    "zero_one": FIRST_VERSION,
+    "mean_decrease": FIRST_VERSION,
+    "attack_vs_certificate": FIRST_VERSION,
+    "budget_attack": FIRST_VERSION,
+}
 
 
 def zero_one_losses(profile: str | dict[str, Any], *, linear: bool = False) -> dict[str, Any]:
@@ -54,13 +62,11 @@ def zero_one_losses(profile: str | dict[str, Any], *, linear: bool = False) -> d
     for name in names:
         trained = get_model(name, prof, section=4)
         config = {
-            "experiment": "zero_one",
             "model": trained.config,
             "kinds": kinds,
             "eps": p["eps"],
             "images": p["test_images"],
             "tol": p["tol"],
-            "code": EXPERIMENT_CODE_VERSION,
         }
 
         def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -73,7 +79,7 @@ def zero_one_losses(profile: str | dict[str, Any], *, linear: bool = False) -> d
                 meta[kind] = float(d[~np.eye(len(d), dtype=bool)].mean())
             return value, meta
 
-        value, meta = cached("experiments", config, compute)
+        value, meta = cached_experiment("zero_one", VERSIONS, config, compute, as_numpy=False)
         out["losses"][name] = {k: v.numpy() for k, v in value.items()}
         out["mean_delta"][name] = meta
     return out
@@ -230,11 +236,9 @@ def mean_decrease_bounds(profile: str | dict[str, Any]) -> dict[str, dict[str, f
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
         config = {
-            "experiment": "mean_decrease",
             "model": trained.config,
             "kinds": p["kinds"],
             "tol": p["tol"],
-            "code": EXPERIMENT_CODE_VERSION,
         }
 
         def compute(trained=trained) -> tuple[dict[str, float], dict[str, Any]]:
@@ -245,7 +249,7 @@ def mean_decrease_bounds(profile: str | dict[str, Any]) -> dict[str, dict[str, f
                 value[kind] = float(d[~np.eye(len(d), dtype=bool)].mean())
             return value, {}
 
-        out[name] = cached("experiments", config, compute)[0]
+        out[name] = cached_experiment("mean_decrease", VERSIONS, config, compute, as_numpy=False)[0]
     return out
 
 
@@ -269,22 +273,19 @@ def attack_vs_certificate(profile: str | dict[str, Any]) -> dict[str, Any]:
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
         config = {
-            "experiment": "attack_vs_certificate",
             "dtype": "float64",
             "model": trained.config,
             "gap": g,
             "tol": p["tol"],
-            "code": EXPERIMENT_CODE_VERSION,
         }
 
         def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             model = copy.deepcopy(trained.model).cpu().double()
-            net = getattr(model, "classifier", model)
-            w = net.W.weight.detach()
-            vm = net.V.weight.detach()
+            net = classifier_of(model)
+            layers = view(net)
             # q^ij = q^ji (flip the sign of s): one SDP per unordered pair serves both
-            unordered = sorted({(min(i, j), max(i, j)) for i, j in pairs})
-            a = torch.stack([sdp_matrix(w, vm[i] - vm[j], aabb_lambda(28)) for i, j in unordered])
+            unordered = unordered_pairs(layers.classes)
+            a = sdp_matrix(layers.w, binary_weights(layers.v, unordered), aabb_lambda(28))
             value = dict(zip(unordered, sdp_bound(a, tol=p["tol"]).upper, strict=True))
             sdp = [value[min(i, j), max(i, j)] for i, j in pairs]
             # a start digit of class j for the pair (i, j): move it towards i
@@ -312,7 +313,9 @@ def attack_vs_certificate(profile: str | dict[str, Any]) -> dict[str, Any]:
             }
             return value, {}
 
-        value, _ = cached("experiments", config, compute)
+        value, _ = cached_experiment(
+            "attack_vs_certificate", VERSIONS, config, compute, as_numpy=False
+        )
         out["networks"][name] = {k: v.numpy() for k, v in value.items()}
     return out
 
@@ -455,10 +458,8 @@ def budget_attack(profile: str | dict[str, Any]) -> dict[str, Any]:
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
         config = {
-            "experiment": "budget_attack",
             "model": trained.config,
             "settings": g,
-            "code": EXPERIMENT_CODE_VERSION,
             "outputs": "per_image",
         }
 
@@ -472,7 +473,7 @@ def budget_attack(profile: str | dict[str, Any]) -> dict[str, Any]:
             ]
             return {"correct": correct, "fooled": torch.stack(fooled) & correct}, {}
 
-        value, _ = cached("experiments", config, compute)
+        value, _ = cached_experiment("budget_attack", VERSIONS, config, compute, as_numpy=False)
         correct, fooled = value["correct"].numpy(), value["fooled"].numpy()
         rates = [rate_interval(f, correct) for f in fooled]
         out["success"][name] = np.array([r.value for r in rates])

@@ -1,0 +1,120 @@
+"""SDP-NN training (Raghunathan et al., 2018) with this paper's matrix P (the ``sdp`` variant).
+
+f_sdp minimises hinge + lambda * eps * mean over class pairs of the dual SDP
+bound on the decrease at eps (appendix 6.8, item 6; Eq. 9 / appendix 6.7).
+
+Used in: the ``sdp`` variant (:mod:`flowbound.zoo`), Possibility results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .bounds import sdp_bound, sdp_matrix
+from .eigs import top_eigenpairs
+from .geometry import aabb_lambda
+from .nets import binary_weights, unordered_pairs, weights
+from .training_losses import hinge
+
+__all__ = ["SDPDualLoss", "dual_sdp_bounds"]
+
+
+def dual_sdp_bounds(
+    w: torch.Tensor, vdiff: torch.Tensor, lam: torch.Tensor, c: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
+    """sum(c) + n * max(0, u^T (P - diag(c)) u) per pair, differentiable in W, v, c.
+
+    ``vdiff`` (B, h) holds v = V_i - V_j, so A = diag(v) W diag(lambda) (appendix
+    6.7); ``u`` (B, h + d) is the (detached) top eigenvector of P - diag(c).
+    With u the exact top eigenvector this is the dual bound of Readings table, point 13
+    and its gradient is that of lambda_max (Hellmann-Feynman, u u^T).
+    """
+    h = w.shape[0]
+    s, t = u[:, :h], u[:, h:]
+    quad = 2 * ((vdiff * s) * ((lam * t) @ w.T)).sum(1) - (c * u * u).sum(1)
+    return c.sum(1) + u.shape[1] * torch.relu(quad)
+
+
+class SDPDualLoss:
+    """f_sdp: hinge + lambda * eps * mean_{i<j} dual SDP bound (appendix 6.8, item 6).
+
+    Following SDP-NN (Raghunathan et al., 2018), each class pair (i, j) has a
+    trainable dual vector c_ij, optimised by the same Adam as the weights
+    (:meth:`extra_parameters`); eps * bound is the certified decrease of
+    f_i - f_j at eps for [0, 1] images (:mod:`flowbound.certify`). The top
+    eigenvector of P_ij - diag(c_ij) comes from ``lanczos_steps`` warm-started
+    Krylov steps per batch (no eigendecomposition). At each epoch start the
+    duals are reset to the mixing method's (:func:`flowbound.bounds.sdp_bound`)
+    if those give a smaller bound, so c tracks the moving weights.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.s = settings
+        self.c: torch.Tensor | None = None
+        self.u: torch.Tensor | None = None
+        self.lam: torch.Tensor | None = None
+        self.pairs: list[tuple[int, int]] = []
+
+    def _vdiff(self, model: nn.Module) -> torch.Tensor:
+        return binary_weights(weights(model)[1], self.pairs)
+
+    def _setup(self, model: nn.Module) -> None:
+        if self.c is not None:
+            return
+        w, vmat = weights(model)
+        self.pairs = unordered_pairs(vmat.shape[0])
+        n = w.shape[0] + w.shape[1]
+        self.lam = torch.tensor(
+            np.array(aabb_lambda(int(round(w.shape[1] ** 0.5)))), dtype=w.dtype
+        ).to(w.device)
+        self.c = torch.zeros(len(self.pairs), n, dtype=w.dtype, device=w.device, requires_grad=True)
+        gen = torch.Generator().manual_seed(self.s.get("seed", 0))
+        self.u = torch.randn(len(self.pairs), n, generator=gen, dtype=w.dtype).to(w.device)
+
+    def extra_parameters(self, model: nn.Module) -> list[torch.Tensor]:
+        """The dual vectors c (pairs, h + d), trained with the weights."""
+        self._setup(model)
+        return [self.c]
+
+    def _operator(self, model: nn.Module):
+        w, vdiff, lam, c = weights(model)[0].detach(), self._vdiff(model).detach(), self.lam, self.c
+        h = w.shape[0]
+
+        def matvec(u: torch.Tensor) -> torch.Tensor:
+            s, t = u[:, :h], u[:, h:]
+            top = vdiff * ((lam * t) @ w.T)
+            bottom = lam * ((vdiff * s) @ w)
+            return torch.cat([top, bottom], 1) - c.detach() * u
+
+        return matvec
+
+    def bounds(self, model: nn.Module, steps: int | None = None) -> torch.Tensor:
+        """The current dual bounds per pair (differentiable); updates the warm start."""
+        self._setup(model)
+        _, self.u = top_eigenpairs(
+            self._operator(model), self.u, steps=steps or self.s["lanczos_steps"]
+        )
+        return dual_sdp_bounds(weights(model)[0], self._vdiff(model), self.lam, self.c, self.u)
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, x: torch.Tensor, y: torch.Tensor):
+        self._setup(model)
+        with torch.no_grad():
+            w = weights(model)[0].detach().cpu()
+            a = sdp_matrix(w, self._vdiff(model).detach().cpu(), self.lam.cpu().numpy())
+            fresh = sdp_bound(a, tol=self.s["refresh_tol"], seed=epoch)
+            c_new = torch.as_tensor(fresh.c, dtype=self.c.dtype).to(self.c.device)
+            # compare with well-converged eigenvectors (one long Krylov run each)
+            current = self.bounds(model, steps=60).detach()
+            old = self.c.detach().clone()
+            self.c.copy_(c_new)
+            renewed = self.bounds(model, steps=60).detach()
+            keep = renewed > current
+            self.c[keep] = old[keep]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        reg = self.s["eps"] * self.bounds(model).mean()
+        return hinge(model(x), y) + self.s["lambda"] * reg
