@@ -15,9 +15,12 @@ Delta is the bound on the decrease:
 - ``"spectral_printed"`` / ``"frobenius_printed"``: Delta = eps ||W|| ||v||, the
   appendix's formulas read as bounds on the decrease (they drop D, 1/2 and
   ||M^{-1}||_2, Readings table, point 12), shown for comparison only;
-- ``"linear"``: for f = v^T x, Delta = D eps ||v * lambda||_1 (Eq. 16 with the 1/2).
+- ``"linear"``: for f = v^T x, Delta = D eps ||v * lambda||_1 (Eq. 16 with the 1/2);
+- ``"local_tied"`` / ``"local_full"`` (beyond the paper): per-image certificates that
+  keep the ellipsoid (:mod:`flowbound.local_bounds`), for tied and full flows.
 
-Every Delta is linear in eps, so it is computed once at eps = 1.
+Every Delta is linear in eps, so it is computed once at eps = 1. A new bound is
+one :func:`register_bound` call and its name in the profile's ``kinds``.
 
 Used in: Possibility results (Figures 5, 11).
 """
@@ -39,6 +42,7 @@ from .bounds import (
     spectral_bound,
 )
 from .geometry import aabb_lambda
+from .local_bounds import certified as local_certified
 from .nets import NetView, binary_weights, classifier_of, unordered_pairs, view
 
 __all__ = [
@@ -57,21 +61,34 @@ __all__ = [
 DecreaseFn = Callable[[NetView, list[tuple[int, int]], int, float], np.ndarray]
 
 
+#: Input-dependent certificates: (model, x, y, eps list) -> (E, N) bool, True where
+#: the image is classified correctly and certified at that eps.
+CertifyFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, list[float]], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Bound:
-    """A certified bound on the decrease of f_i - f_j under flows of budget eps = 1.
+    """A certificate against flows: a global bound on the decrease, or a per-image one.
 
-    ``decrease(net, pairs, side, tol)`` returns Delta per unordered pair; it must
-    be linear in eps (every bound here is), sound for [0, 1] images, and accept
-    the networks ``applies_to`` names (``"one_hidden"``, ``"linear"``). ``label``
-    and ``style`` (a matplotlib line style) are how figures show it.
+    A global bound sets ``decrease(net, pairs, side, tol)``: Delta per unordered
+    pair at eps = 1, linear in eps (every global bound here is) and sound for
+    [0, 1] images. An input-dependent one sets ``certify(model, x, y, eps)``
+    instead. ``applies_to`` names the networks it accepts (``"one_hidden"``,
+    ``"linear"``); ``label`` and ``style`` (a matplotlib line style) are how
+    figures show it.
     """
 
     name: str
     label: str
-    decrease: DecreaseFn
+    decrease: DecreaseFn | None = None
     style: str = "-"
     applies_to: tuple[str, ...] = ("one_hidden",)
+    certify: CertifyFn | None = None
+
+    @property
+    def local(self) -> bool:
+        """Whether the certificate depends on the input (no pairwise Delta)."""
+        return self.certify is not None
 
 
 #: The registry of bounds, by name (Figures 5 and 11 iterate over the profile's kinds).
@@ -115,6 +132,13 @@ def _linear(net: NetView, pairs, side: int, tol: float) -> np.ndarray:
     return 2.0 * linear_bound(binary_weights(net.v, pairs).numpy(), 1.0, side=side)
 
 
+def _local(threat: str) -> CertifyFn:
+    def certify(model, x, y, eps, *, modes: int | None = 200) -> np.ndarray:
+        return local_certified(model, x.double(), y, eps, threat=threat, modes=modes)
+
+    return certify
+
+
 register_bound(Bound("sdp", "SDP (Section 4.1)", _sdp, "-"))
 register_bound(Bound("spectral", "spectral (sound)", _norm(spectral_bound, "sound"), "--"))
 register_bound(Bound("frobenius", "Frobenius (sound)", _norm(frobenius_bound, "sound"), ":"))
@@ -125,6 +149,24 @@ register_bound(
     Bound("frobenius_printed", "Frobenius (as printed)", _norm(frobenius_bound, "printed"), "-.")
 )
 register_bound(Bound("linear", "linear (Eq. 16)", _linear, "-", applies_to=("linear",)))
+register_bound(
+    Bound(
+        "local_tied",
+        "per digit, tied flows",
+        style="-",
+        applies_to=("one_hidden", "linear"),
+        certify=_local("tied"),
+    )
+)
+register_bound(
+    Bound(
+        "local_full",
+        "per digit, full flows",
+        style="--",
+        applies_to=("one_hidden", "linear"),
+        certify=_local("full"),
+    )
+)
 
 #: The bounds registered by this module (others may be added with :func:`register_bound`).
 KINDS = tuple(BOUNDS)
@@ -133,6 +175,8 @@ KINDS = tuple(BOUNDS)
 def decrease_bounds(model: torch.nn.Module, kind: str, *, side: int = 28, tol: float = 1e-4):
     """Delta at eps = 1 for every class pair: a symmetric (K, K) array (0 on the diagonal)."""
     b = bound(kind)
+    if b.local:
+        raise ValueError(f"the {kind!r} certificate depends on the input: it has no Delta")
     net = view(model)
     arch = "linear" if net.w is None else "one_hidden"
     if arch not in b.applies_to:
@@ -171,7 +215,12 @@ def certified_fraction(
 ) -> np.ndarray:
     """The 0/1 adversarial loss at each eps: the fraction of (x, y) that are
     misclassified or not certified (Figure 5). ``delta`` reuses bounds from
-    :func:`decrease_bounds` (computed here otherwise)."""
+    :func:`decrease_bounds` (computed here otherwise); an input-dependent
+    certificate is run per image."""
+    b = bound(kind)
+    if b.local:
+        eps_list = [float(e) for e in np.atleast_1d(np.asarray(eps, dtype=np.float64))]
+        return 1.0 - b.certify(model, x, y, eps_list).mean(1)
     if delta is None:
         delta = decrease_bounds(model, kind, side=side, tol=tol)
     m = margins(model, x, y)

@@ -161,6 +161,17 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "possibility.claim_tau": EPS,
     "possibility.claim_success": _choice("success", "success_final"),
     "possibility.border_compare": _list(_name, min_len=0),
+    "local.eps": _list(EPS),
+    "local.variants": _list(_name),
+    "local.kinds": _list(_name),  # checked against certify.BOUNDS where used
+    "local.images": _optional(POS),
+    "local.modes": _optional(POS),
+    "local.attack.images": POS,
+    "local.attack.steps": POS,
+    "local.attack.restarts": POS,
+    "local.attack.lr": POS_NUM,
+    "local.attack.seed": SEED,
+    "local.report_eps": _list(EPS),
 }
 
 

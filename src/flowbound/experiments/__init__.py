@@ -12,6 +12,7 @@ from .background import (
     random_ellipsoid_flows,
     warp_demo,
 )
+from .certify_digits import certified_accuracy, largest_eps, local_summary
 from .impossibility import (
     beyond_the_paper,
     growth_beyond,
@@ -39,6 +40,7 @@ __all__ = [
     "attack_vs_certificate",
     "beyond_the_paper",
     "budget_attack",
+    "certified_accuracy",
     "claims",
     "evaluation_table",
     "figure1",
@@ -46,6 +48,8 @@ __all__ = [
     "growth_beyond",
     "growth_shape",
     "jacobians_at_zero",
+    "largest_eps",
+    "local_summary",
     "lower_bounds",
     "midpoint_convergence",
     "objective_comparison",

@@ -1,0 +1,376 @@
+"""Input-dependent certificates against flows that keep the ellipsoid (beyond the paper).
+
+For f = V relu(W z), an image x of class y and a budget eps, a certified
+lower bound of min over the threat set of f_y(g(r; x)) - f_j(g(r; x)) for
+every class j; x is certified at eps when it is classified correctly and
+every bound is > 0. Two threat sets:
+
+- ``"tied"``: tied flows r (du = dv = r) with ||M r||_2 <= eps (Sections 2-4);
+- ``"full"``: flows (du, dv) with ||M du||_2^2 + ||M dv||_2^2 <= 2 eps^2, i.e.
+  l_diff(du, dv) <= sqrt(2) eps, the set stAdv's flows live in (Eq. 2; with
+  du = dv = r it is the tied set, Prop. 1). It contains the tied set.
+
+The construction, every step in float64:
+
+1. Pixel bounds. Pixel i of g depends on its own flow only. Over the box
+   the ellipsoid implies (Prop. 2: |r_i| <= eps lambda_i; |du_i|, |dv_i| <=
+   sqrt(2) eps lambda_i for full flows), the tied warp is one quadratic per
+   integer cell of r_i and the full warp one bilinear function per cell of
+   (du_i, dv_i). One slope per pixel (the chord of g_i over the box; for full
+   flows one plane, the mean chords) and the exact extremes of g_i - slope
+   * flow over each cell (endpoints and the vertex of each quadratic; the
+   corners of each bilinear cell) give g_i(r) = a_i r_i + e_i with e_i in
+   [lower_i, upper_i] (and + b_i dv_i for full flows). Any budget works: a box
+   wider than one pixel spans more cells.
+2. Network. Pre-activation bounds of h = W z use, for the flow term, the
+   smaller of the ellipsoid value eps ||M^{-1} c||_2 (M symmetric) and the box
+   value eps sum |c_i| lambda_i, and the box [lower, upper] for e. The margin
+   c^T relu(h) (c = V_y - V_j) is bounded below CROWN-style with the real
+   ReLU slopes: stable neurons exactly, unstable ones by the chord above and a
+   line alpha h below (alpha = 1 where u > -l, else 0).
+3. The last linear function of the flow is minimised over the ellipsoid in
+   closed form (again the smaller of ellipsoid and box values).
+
+Sound by construction: every relaxation is a valid inequality over a
+superset of the threat set, and pixel offsets are widened by a rounding
+allowance. The bound covers the network's classifier (an STN's transform is
+not certified, as in Figure 5).
+
+Used in: Beyond the paper: certifying individual digits (Figure 12).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checks import check_images, check_labels, check_number
+from .geometry import aabb_lambda, mtm_eigh
+from .nets import NetView, classifier_of, view
+from .warp import shifted
+
+__all__ = [
+    "THREATS",
+    "PixelBounds",
+    "certified",
+    "certified_margins",
+    "pixel_bounds",
+]
+
+THREATS = ("tied", "full")
+
+#: Rounding allowance added to every pixel offset (relative to the pixel scale).
+_ROUNDING = 1e-12
+
+
+class PixelBounds(NamedTuple):
+    """g_i = slope_u_i du_i + slope_v_i dv_i + e_i, e_i in [lower_i, upper_i], for every
+    flow in the box |du_i|, |dv_i| <= radius_i (tied: du = dv = r, slope_v None).
+    Shapes (N, d) for slopes and offsets, (d,) for the radius."""
+
+    slope_u: torch.Tensor
+    slope_v: torch.Tensor | None
+    lower: torch.Tensor
+    upper: torch.Tensor
+    radius: torch.Tensor
+
+
+def _check_threat(threat: str) -> str:
+    if threat not in THREATS:
+        raise ValueError(f"threat must be one of {', '.join(THREATS)}, got {threat!r}")
+    return threat
+
+
+def _shift_table(x: torch.Tensor, k: int) -> dict[tuple[int, int], torch.Tensor]:
+    """x read at (row + q, col + p) for integer offsets |p|, |q| <= k, flattened (N, d)."""
+    n = len(x)
+    return {
+        (p, q): shifted(x, q, p).reshape(n, -1) for p in range(-k, k + 1) for q in range(-k, k + 1)
+    }
+
+
+def _tent(t: torch.Tensor) -> torch.Tensor:
+    return (1 - t.abs()).clamp_min(0)
+
+
+def _g_full(table, du: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
+    """g_i(du_i, dv_i) per pixel from the shift table (the warp of Eq. 1)."""
+    out = torch.zeros_like(du)
+    p0, q0 = torch.floor(du), torch.floor(dv)
+    for dp in (0, 1):
+        for dq in (0, 1):
+            p, q = p0 + dp, q0 + dq
+            w = _tent(du - p) * _tent(dv - q)
+            val = torch.zeros_like(du)
+            for (pp, qq), img in table.items():
+                hit = (p == pp) & (q == qq)
+                if bool(hit.any()):
+                    val = torch.where(hit, img.expand_as(du), val)
+            out = out + w * val
+    return out
+
+
+def _tied_pieces(table, rad: torch.Tensor, k: int, slope: torch.Tensor):
+    """min and max of g_i(r) - slope_i r over |r| <= rad_i, exactly, cell by cell."""
+    lo_all = torch.full_like(slope, math.inf)
+    hi_all = torch.full_like(slope, -math.inf)
+    for c in range(-k, k):  # cell [c, c + 1]: g = s00 (1-t)^2 + (s01 + s10) t (1-t) + s11 t^2
+        s00, s11 = table[(c, c)], table[(c + 1, c + 1)]
+        s01 = table[(c, c + 1)] + table[(c + 1, c)]
+        qa = s00 - s01 + s11  # coefficients of t^2, t, 1 with t = r - c
+        qb = s01 - 2 * s00
+        qc = s00
+        left = torch.maximum(-rad, torch.full_like(rad, float(c)))
+        right = torch.minimum(rad, torch.full_like(rad, float(c + 1)))
+        valid = left <= right
+        if not bool(valid.any()):
+            continue
+        left = torch.where(valid, left, torch.zeros_like(left)).expand_as(slope)
+        right = torch.where(valid, right, torch.zeros_like(right)).expand_as(slope)
+        vertex_t = torch.where(
+            qa != 0, (slope - qb) / (2 * torch.where(qa != 0, qa, torch.ones_like(qa))), 0.0
+        )
+        vertex = (vertex_t + c).clamp(min=left, max=right)
+        for r in (left, right, vertex):
+            t = r - c
+            h = qa * t * t + qb * t + qc - slope * r
+            h_lo = torch.where(valid, h, torch.full_like(h, math.inf))
+            h_hi = torch.where(valid, h, torch.full_like(h, -math.inf))
+            lo_all = torch.minimum(lo_all, h_lo)
+            hi_all = torch.maximum(hi_all, h_hi)
+    return lo_all, hi_all
+
+
+def pixel_bounds(x: torch.Tensor, eps: float, *, threat: str = "tied") -> PixelBounds:
+    """Sound linear bounds of every warped pixel over the box the budget implies (step 1).
+
+    ``x`` (N, s, s) float64 images; the box is |r_i| <= eps lambda_i (tied) or
+    |du_i|, |dv_i| <= sqrt(2) eps lambda_i (full).
+    """
+    _check_threat(threat)
+    eps = check_number("eps", eps, low=0.0)
+    x = x.to(torch.float64)
+    n, side = len(x), x.shape[-1]
+    lam = torch.from_numpy(np.array(aabb_lambda(side))).to(x.device)
+    rad = (eps if threat == "tied" else math.sqrt(2) * eps) * lam
+    k = max(1, math.ceil(float(rad.max())))
+    table = _shift_table(x, k)
+    flat = x.reshape(n, -1)
+    scale = _ROUNDING * (1 + flat.abs().amax(1, keepdim=True))
+    safe = torch.where(rad > 0, rad, torch.ones_like(rad))
+    if threat == "tied":
+        plus = _g_full(table, rad.expand(n, -1), rad.expand(n, -1))
+        minus = _g_full(table, -rad.expand(n, -1), -rad.expand(n, -1))
+        slope = torch.where(rad > 0, (plus - minus) / (2 * safe), torch.zeros_like(plus))
+        lo, hi = _tied_pieces(table, rad, k, slope)
+        return PixelBounds(slope, None, lo - scale, hi + scale, rad)
+    # full flows: one plane per pixel, the mean chords in du and dv
+    r = rad.expand(n, -1)
+    zero = torch.zeros_like(r)
+    su = sum(_g_full(table, r, v) - _g_full(table, -r, v) for v in (-r, zero, r)) / (6 * safe)
+    sv = sum(_g_full(table, u, r) - _g_full(table, u, -r) for u in (-r, zero, r)) / (6 * safe)
+    su = torch.where(rad > 0, su, zero)
+    sv = torch.where(rad > 0, sv, zero)
+    # g - su du - sv dv is bilinear on each cell: its extremes sit on the cell corners,
+    # so the grid {-rad, integers inside, rad}^2 holds them
+    knots = [-r, r] + [torch.full_like(r, float(c)).clamp(-r, r) for c in range(-k + 1, k)]
+    lo = torch.full_like(r, math.inf)
+    hi = torch.full_like(r, -math.inf)
+    for u in knots:
+        for v in knots:
+            h = _g_full(table, u, v) - su * u - sv * v
+            lo, hi = torch.minimum(lo, h), torch.maximum(hi, h)
+    return PixelBounds(su, sv, lo - scale, hi + scale, rad)
+
+
+class _Flow:
+    """max over the threat set of sum_t (c_t * slope_t)^T flow_t (t = u, or u and v) for
+    rows c, the smaller of the ellipsoid value and the box value.
+
+    The ellipsoid value needs ||M^{-1} c||^2 = sum_i (q_i^T c)^2 / mu_i over the
+    eigenpairs (mu_i, q_i) of M^T M (ascending). With ``modes`` = k < d it is bounded
+    above by sum_{i <= k} (q_i^T c)^2 (1 / mu_i - 1 / mu_{k+1}) + ||c||^2 / mu_{k+1}
+    (mu_{k+1} <= mu_i for i > k), a sound bound several times cheaper; only pixels
+    where a slope is nonzero (the image's support) enter the products with q.
+    """
+
+    def __init__(self, eps: float, threat: str, side: int, device, modes: int | None) -> None:
+        mu, q = mtm_eigh(side)
+        d = side * side
+        k = d if modes is None or modes >= d else int(modes)
+        self.scale = eps if threat == "tied" else math.sqrt(2) * eps
+        weight = 1.0 / mu[:k] - (1.0 / mu[k] if k < d else 0.0)
+        q_pad = np.zeros((d + 1, k))  # row d: the padding pixel (zero)
+        q_pad[:d] = q[:, :k] * np.sqrt(weight)
+        self.q = torch.from_numpy(q_pad).to(device)
+        self.tail = float(1.0 / mu[k]) if k < d else 0.0
+        self.lam = torch.from_numpy(np.array(aabb_lambda(side))).to(device)
+
+    def _finish(self, top, sq, box) -> torch.Tensor:
+        ell2 = (top + self.tail * sq) * (1 + 1e-12)  # rounding allowance: never too small
+        return self.scale * torch.minimum(ell2.sqrt(), box)
+
+    def shared(self, w: torch.Tensor, slopes, idx: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Rows c = W_k (h, d), the same for every image: (N, h)."""
+        n = len(idx)
+        w2, wabs = w.square().T, w.abs().T
+        w_pad = torch.cat([w, torch.zeros_like(w[:, :1])], 1).T  # (d + 1, h)
+        sq = sum(sl.square() @ w2 for sl in slopes)
+        box = sum((sl.abs() * self.lam) @ wabs for sl in slopes)
+        top = torch.zeros_like(sq)
+        for s in range(0, n, chunk):
+            i = idx[s : s + chunk]
+            ws = w_pad[i]  # (b, s, h)
+            for sl in slopes:
+                x = _on_support(sl[s : s + chunk], i)[:, :, None] * self.q[i]  # (b, s, k)
+                top[s : s + chunk] += torch.bmm(x.transpose(1, 2), ws).square().sum(1)
+        return self._finish(top, sq, box)
+
+    def per_image(self, rho: torch.Tensor, slopes, idx: torch.Tensor, chunk: int):
+        """Rows c = rho (N, R, d), one set per image: (N, R)."""
+        n = len(idx)
+        sq = sum(torch.bmm(rho.square(), sl.square()[:, :, None])[..., 0] for sl in slopes)
+        box = sum(torch.bmm(rho.abs(), (sl.abs() * self.lam)[:, :, None])[..., 0] for sl in slopes)
+        top = torch.zeros_like(sq)
+        rho_pad = torch.cat([rho, torch.zeros_like(rho[..., :1])], -1)
+        for s in range(0, n, chunk):
+            i = idx[s : s + chunk]
+            rs = rho_pad[s : s + chunk].gather(2, i[:, None, :].expand(-1, rho.shape[1], -1))
+            for sl in slopes:
+                x = _on_support(sl[s : s + chunk], i)[:, :, None] * self.q[i]
+                top[s : s + chunk] += torch.bmm(rs, x).square().sum(-1)
+        return self._finish(top, sq, box)
+
+
+def _support(pb: PixelBounds) -> torch.Tensor:
+    """Per image the pixels where a slope is nonzero, padded with index d: (N, s)."""
+    mask = pb.slope_u != 0
+    if pb.slope_v is not None:
+        mask = mask | (pb.slope_v != 0)
+    d = mask.shape[1]
+    width = max(int(mask.sum(1).max()), 1) if len(mask) else 1
+    order = torch.sort(mask.to(torch.int8), dim=1, descending=True, stable=True)
+    idx = order.indices[:, :width]
+    return torch.where(order.values[:, :width] > 0, idx, torch.full_like(idx, d))
+
+
+def _on_support(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(b, d) -> (b, s) entries at idx, 0 at the padding index."""
+    pad = torch.cat([t, torch.zeros_like(t[:, :1])], 1)
+    return pad.gather(1, idx)
+
+
+def _slopes(pb: PixelBounds) -> list[torch.Tensor]:
+    return [pb.slope_u] if pb.slope_v is None else [pb.slope_u, pb.slope_v]
+
+
+def _pre_activation(net: NetView, pb: PixelBounds, flow: _Flow, idx, chunk: int):
+    """Bounds (l, u) of h = W g(r; x), each (N, h)."""
+    mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
+    centre = mid @ net.w.T
+    spread = rad @ net.w.abs().T + flow.shared(net.w, _slopes(pb), idx, chunk)
+    return centre - spread, centre + spread
+
+
+def certified_margins(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    threat: str = "tied",
+    modes: int | None = 200,
+    chunk: int = 32,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Certified lower bounds (N, K) of min over the threat set of f_y(g) - f_j(g) in
+    float64 (+inf at j = y); > 0 for every j certifies x at eps. Steps 1-3 of the module
+    notes; ``modes`` eigenvectors of M^T M for the ellipsoid (None: all, exact),
+    ``chunk`` images at a time; ``device`` defaults to x's."""
+    _check_threat(threat)
+    eps = check_number("eps", eps, low=0.0)
+    x = check_images("x", x)
+    y = check_labels("y", y, len(x))
+    dev = torch.device(device) if device is not None else x.device
+    net = classifier_of(model)
+    if net is not model:
+        with torch.no_grad():
+            x = model.transform(x)  # certify the classifier on the STN's output
+    layers = view(net, device=dev)
+    x = x.to(dev, torch.float64)
+    y = y.to(dev)
+    n, side = len(x), x.shape[-1]
+    pb = pixel_bounds(x, eps, threat=threat)
+    flow = _Flow(eps, threat, side, dev, modes)
+    idx = _support(pb)
+    k = layers.classes
+    c = layers.v[y][:, None, :] - layers.v[None, :, :]  # (N, K, h): V_y - V_j
+    if layers.w is None:  # linear: the margin is linear in g
+        rho, const = c, torch.zeros(n, k, dtype=torch.float64, device=dev)
+    else:
+        low, up = _pre_activation(layers, pb, flow, idx, chunk)
+        active, dead = low >= 0, up <= 0
+        unstable = ~(active | dead)
+        width = torch.where(unstable, up - low, torch.ones_like(up))
+        upper_slope = torch.where(unstable, up / width, active.to(up.dtype))
+        upper_icpt = torch.where(unstable, -up * low / width, torch.zeros_like(up))
+        lower_slope = torch.where(unstable, (up > -low).to(up.dtype), active.to(up.dtype))
+        pos = c >= 0
+        lam_ = torch.where(pos, lower_slope[:, None], upper_slope[:, None]) * c
+        const = (torch.where(pos, 0.0, c) * upper_icpt[:, None]).sum(-1)
+        rho = lam_ @ layers.w  # (N, K, d)
+    mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
+    out = const + (rho * mid[:, None]).sum(-1) - (rho.abs() * rad[:, None]).sum(-1)
+    out = out - flow.per_image(rho, _slopes(pb), idx, chunk)
+    out[torch.arange(n, device=dev), y] = math.inf
+    return out
+
+
+def certified(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float] | float,
+    *,
+    threat: str = "tied",
+    modes: int | None = 200,
+    batch: int = 500,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Whether each image is classified correctly and certified at each eps: (E, N) bool.
+
+    An image not certified at some eps is not tried at larger ones (the threat
+    sets grow with eps, so this only ever reports fewer certificates)."""
+    eps_list = [check_number("eps", e, low=0.0) for e in np.atleast_1d(eps)]
+    order = np.argsort(eps_list, kind="stable")
+    x = check_images("x", x)
+    y = check_labels("y", y, len(x))
+    with torch.no_grad():
+        alive = (model(x.to(next(model.parameters()).device)).argmax(1).cpu() == y.cpu()).numpy()
+    out = np.zeros((len(eps_list), len(x)), dtype=bool)
+    steps = [(int(e), eps_list[e]) for e in order]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(steps), desc=f"certify ({threat})", leave=False)
+    for row, e in steps:
+        idx = np.nonzero(alive)[0]
+        for s in range(0, len(idx), batch):
+            part = torch.from_numpy(idx[s : s + batch])
+            m = certified_margins(
+                model, x[part], y[part], e, threat=threat, modes=modes, device=device
+            )
+            out[row, idx[s : s + batch]] = (m > 0).all(1).cpu().numpy()
+        alive = out[row].copy()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out

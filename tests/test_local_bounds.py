@@ -1,0 +1,150 @@
+"""Per-digit certificates (local_bounds): pixel relaxations and margins are never beaten."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowbound.attacks import flow_pgd
+from flowbound.geometry import aabb_lambda, m_inv, mtm
+from flowbound.local_bounds import certified, certified_margins, pixel_bounds
+from flowbound.models import Linear, OneHidden
+from flowbound.warp import warp
+
+
+def _uniform_box(rad, shape, gen):
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * rad
+
+
+@pytest.mark.parametrize("threat", ["tied", "full"])
+@pytest.mark.parametrize("eps", [0.05, 0.4, 1.0, 2.5])  # 2.5: boxes span several cells
+def test_pixel_bounds_hold_on_dense_samples_of_the_box(threat, eps):
+    gen = torch.Generator().manual_seed(0)
+    side = 7
+    x = torch.rand(6, side, side, generator=gen, dtype=torch.float64)
+    x[0] = (x[0] > 0.5).double()  # a binary image: large kinks
+    pb = pixel_bounds(x, eps, threat=threat)
+    rad = pb.radius.view(side, side)
+    worst = 0.0
+    for _ in range(300):
+        if threat == "tied":
+            r = _uniform_box(rad, x.shape, gen)
+            r[:, 0, 0] = rad[0, 0]  # box corners too
+            g = warp(x, r).flatten(1)
+            lin = pb.slope_u * r.flatten(1)
+        else:
+            du, dv = _uniform_box(rad, x.shape, gen), _uniform_box(rad, x.shape, gen)
+            g = warp(x, torch.stack([du, dv], 1)).flatten(1)
+            lin = pb.slope_u * du.flatten(1) + pb.slope_v * dv.flatten(1)
+        worst = max(worst, float((pb.lower - (g - lin)).max()), float((g - lin - pb.upper).max()))
+    assert worst <= 0.0
+
+
+def _ellipsoid_samples(side, eps, n, threat, gen):
+    """Flows on the surface and inside the threat set: r = M^{-1} s, ||s|| <= eps."""
+    d = side * side
+    mi = torch.from_numpy(m_inv(side).copy())
+    parts = 1 if threat == "tied" else 2
+    s = torch.randn(n, parts * d, generator=gen, dtype=torch.float64)
+    s = s / s.norm(dim=1, keepdim=True)
+    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1 / (parts * d))
+    scale[: n // 2] = 1.0  # half on the surface
+    s = s * scale * (eps if threat == "tied" else math.sqrt(2) * eps)
+    flows = torch.stack([p @ mi for p in s.split(d, dim=1)], 1).reshape(n, parts, side, side)
+    return flows[:, 0] if threat == "tied" else flows
+
+
+def _margins_of(model, images, y):
+    with torch.no_grad():
+        scores = model(images).double()
+    return scores.gather(1, y.view(-1, 1)) - scores
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    side=st.integers(4, 8),
+    hidden=st.integers(3, 12),
+    eps=st.floats(0.01, 2.0),
+    threat=st.sampled_from(["tied", "full"]),
+    linear=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_no_attack_beats_a_certified_margin(side, hidden, eps, threat, linear, seed):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    d = side * side
+    net = (Linear(d, 3) if linear else OneHidden(d, hidden, 3)).double()
+    x = torch.rand(2, side, side, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    bound = certified_margins(net, x, y, eps, threat=threat, modes=d // 2)
+    for b in range(2):
+        flows = _ellipsoid_samples(side, eps, 200, threat, gen)
+        images = warp(x[b].expand(200, side, side).contiguous(), flows)
+        found = _margins_of(net, images, y[b].expand(200)).min(0).values
+        if threat == "tied":  # the budgeted attack, one target at a time via the CW margin
+            res = flow_pgd(net, x[b : b + 1], y[b : b + 1], eps=eps, steps=30, restarts=2)
+            found = torch.minimum(found, _margins_of(net, res.images, y[b : b + 1])[0])
+        found[y[b]] = math.inf  # f_y - f_y = 0: the bound there is +inf by convention
+        assert bool((found >= bound[b] - 1e-9).all()), (found, bound[b])
+
+
+def test_exhaustive_search_on_a_two_by_two_grid():
+    """Tied flows on 4 pixels: a fine grid over the ellipsoid never beats the bound,
+    and the bound is not vacuous (it is within the grid's value plus a margin)."""
+    side, eps = 2, 0.8
+    torch.manual_seed(3)
+    net = OneHidden(4, 6, 2).double()
+    x = torch.tensor([[[0.1, 0.9], [0.7, 0.3]]], dtype=torch.float64)
+    y = torch.tensor([0])
+    bound = float(certified_margins(net, x, y, eps, modes=None)[0, 1])
+    lam = aabb_lambda(side) * eps
+    axes = [np.linspace(-v, v, 25) for v in lam]
+    grid = np.array(list(itertools.product(*axes)))
+    keep = np.einsum("ni,ij,nj->n", grid, mtm(side), grid) <= eps**2
+    flows = torch.from_numpy(grid[keep]).reshape(-1, side, side)
+    images = warp(x.expand(len(flows), side, side).contiguous(), flows)
+    found = float(_margins_of(net, images, y.expand(len(flows)))[:, 1].min())
+    assert found >= bound - 1e-12
+    assert bound > found - 1.0  # a real bound, not -inf
+
+
+def test_certified_reports_fewer_digits_as_eps_grows_and_zero_eps_is_accuracy():
+    torch.manual_seed(0)
+    net = OneHidden(36, 8, 3).double()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(20, 6, 6, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    y[:5] = (y[:5] + 1) % 3  # five misclassified digits
+    ok = certified(net, x, y, [0.0, 0.05, 0.3, 1.0])
+    margin = _margins_of(net, x, y)
+    margin[torch.arange(20), y] = math.inf
+    strict = (margin > 0).all(1).numpy()  # a tie (all ReLUs dead) is not a certificate
+    assert (ok[0] == strict).all() and strict.sum() >= 10 and not ok[:, :5].any()
+    assert (ok[1:] <= ok[:-1]).all()
+
+
+def test_bad_threat_and_eps_are_refused():
+    net = OneHidden(16, 4, 3).double()
+    x, y = torch.rand(1, 4, 4, dtype=torch.float64), torch.tensor([0])
+    with pytest.raises(ValueError, match="threat must be one of"):
+        certified_margins(net, x, y, 0.1, threat="affine")
+    with pytest.raises(ValueError, match="eps"):
+        certified_margins(net, x, y, -0.1)
+
+
+def test_fewer_modes_give_a_looser_but_sound_bound():
+    torch.manual_seed(2)
+    net = OneHidden(64, 10, 3).double()
+    x = torch.rand(4, 8, 8, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0])
+    exact = certified_margins(net, x, y, 0.3, modes=None)
+    cheap = certified_margins(net, x, y, 0.3, modes=8)
+    finite = torch.isfinite(exact)
+    assert bool((cheap[finite] <= exact[finite] + 1e-12).all())
