@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowbound.attacks import cw_margin, flow_loss, pgd, stadv
+from flowbound.attacks import cw_margin, flow_loss, flow_pgd, pgd, stadv
 from flowbound.geometry import l_diff
 from flowbound.models import OneHidden
 from flowbound.warp import warp
@@ -178,3 +178,24 @@ def test_stadv_final_iterate_success_implies_any_iterate_success(setup):
         res = stadv(net, x, y, tau=0.005, steps=40, border=border)
         assert bool((res.success | ~res.success_final).all())
         assert res.success_final.shape == res.success.shape
+
+
+def test_every_attack_treats_images_independently(setup):
+    """An image's result does not depend on the rest of its batch (pgd without its
+    random start; flow_pgd for the first image, whose random start is the same draw)."""
+    net, x, y = setup
+    batch = pgd(net, x, y, eps=0.1, alpha=0.02, steps=10, random_start=False)
+    for k in (0, 3, 5):
+        alone = pgd(
+            net, x[k : k + 1], y[k : k + 1], eps=0.1, alpha=0.02, steps=10, random_start=False
+        )
+        torch.testing.assert_close(alone.images[0], batch.images[k], rtol=0, atol=1e-12)
+    # flow_pgd: Adam divides each gradient entry by its running size, so round-off
+    # in entries near 0 (a batch of 1 runs other BLAS kernels) grows into visible
+    # differences of the flow; the outcome per image must not depend on the batch
+    batch = flow_pgd(net, x, y, eps=0.5, steps=15)
+    for k in (0, 3, 5):
+        alone = flow_pgd(net, x[k : k + 1], y[k : k + 1], eps=0.5, steps=15, seed=0)
+        if k == 0:  # the same random start
+            assert bool(alone.success[0]) == bool(batch.success[0])
+        assert float(alone.budget[0]) <= 0.5 + 1e-9

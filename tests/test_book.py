@@ -64,3 +64,9 @@ def test_figures_are_saved_and_the_profile_was_injected(smoke_build):
     assert injected and 'profile = "smoke"' in "".join(injected[0]["source"])
     html = (HTML / "book" / "_executed" / "background.html").read_text()
     assert "<strong>smoke</strong>" in html or ">smoke<" in html
+
+
+def test_figure_numbers_come_from_the_chapters():
+    chapters = figure_chapters(ROOT)
+    assert set(chapters) == set(range(1, 13))
+    assert chapters[5] == chapters[6] == "possibility" and chapters[12] == "certifying"

@@ -70,3 +70,14 @@ def test_stn_starts_at_the_identity(mnist_dir):
     x = load_mnist("test")[0][:4]
     torch.testing.assert_close(net.transform(x), x, atol=1e-5, rtol=0)  # float32 grid
     torch.testing.assert_close(net(x), net.classifier(x), atol=1e-5, rtol=0)
+
+
+def test_a_registered_toy_variant_trains(tiny, mnist_dir, monkeypatch):
+    """Extending checklist, 'a network variant': one registration (a loss named by a
+    string, imported when it trains); settings, when it has any, go in the profile."""
+    from flowbound.zoo import Variant
+
+    toy = Variant("toy", "hinge only", make_loss="flowbound.training_losses:stn")
+    monkeypatch.setitem(VARIANTS, "toy", toy)
+    trained = get_model("toy", tiny, section=4, progress=False)  # no settings needed
+    assert trained.test_accuracy > 0.5 and trained.config["variant"] == "toy"

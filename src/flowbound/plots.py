@@ -30,6 +30,7 @@ __all__ = [
     "network_color",
     "plot_convergence",
     "plot_figure1",
+    "plot_figure12",
     "plot_lower_bounds",
     "plot_samples",
     "plot_jacobians_at_zero",
@@ -348,6 +349,46 @@ def plot_zero_one(d: dict[str, Any]) -> Figure:
     axes[0].set_ylabel("certified 0/1 adversarial loss")
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
+    return fig
+
+
+_FIG12_STYLE = {
+    "sdp": dict(ls=":", marker=None),
+    "spectral": dict(ls="-.", marker=None),
+    "local_tied": dict(ls="-", marker="o"),
+    "local_full": dict(ls="--", marker="s"),
+}
+
+
+def plot_figure12(d: dict[str, Any]) -> Figure:
+    """Figure 12: certified accuracy against eps, one panel per network (its colour),
+    one line per certificate, and the accuracy that survives the budgeted attack (grey,
+    95% Wilson band), an upper bound on the truth: attack >= truth >= certificate."""
+    names = list(d["accuracy"])
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig = Figure(figsize=(2.9 * cols + 1.8, 2.6 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True)).ravel()
+    eps = d["eps"]
+    for ax, name in zip(axes, names, strict=False):
+        lo, hi = d["attack_ci"][name].T
+        ax.fill_between(eps, lo, hi, color="k", alpha=0.12, lw=0)
+        ax.plot(eps, d["attack"][name], color="k", lw=1.0, label="survives flow_pgd")
+        for kind, acc in d["accuracy"][name].items():
+            style = _FIG12_STYLE.get(kind, dict(ls="-", marker="^"))
+            label = BOUNDS[kind].label if kind in BOUNDS else kind
+            ax.plot(eps, acc, color=network_color(name), ms=3, label=label, **style)
+        ax.set_title(f"f_{name}", fontsize=9, color=network_color(name))
+        ax.set_ylim(-0.02, 1.02)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    for ax in axes[(rows - 1) * cols :]:
+        ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
+    for ax in axes[::cols]:
+        ax.set_ylabel("certified accuracy")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.7 / (2.9 * cols + 1.8), 1))
     return fig
 
 

@@ -12,7 +12,7 @@ from .background import (
     random_ellipsoid_flows,
     warp_demo,
 )
-from .certify_digits import certified_accuracy, largest_eps, local_summary
+from .certify_digits import at_eps, certified_accuracy, largest_eps, local_summary, local_table
 from .impossibility import (
     beyond_the_paper,
     growth_beyond,
@@ -37,6 +37,7 @@ from .report import claims
 
 __all__ = [
     "aabb_illustration",
+    "at_eps",
     "attack_vs_certificate",
     "beyond_the_paper",
     "budget_attack",
@@ -50,6 +51,7 @@ __all__ = [
     "jacobians_at_zero",
     "largest_eps",
     "local_summary",
+    "local_table",
     "lower_bounds",
     "midpoint_convergence",
     "objective_comparison",

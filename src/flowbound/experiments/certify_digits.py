@@ -18,10 +18,14 @@ from ..stats import rate_interval
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
 
-__all__ = ["certified_accuracy", "largest_eps", "local_summary"]
+__all__ = ["at_eps", "certified_accuracy", "largest_eps", "local_summary", "local_table"]
 
 #: Each experiment's code version (in its cache key): bump one when its results change.
 VERSIONS = {"certified_accuracy": FIRST_VERSION}
+
+#: Profile keys that do not change one network's results (adding a network or a
+#: report eps recomputes nothing).
+_NOT_IN_KEY = ("variants", "report_eps")
 
 
 def _attack_robust(model, x, y, eps_list, a: dict[str, Any]) -> np.ndarray:
@@ -74,7 +78,7 @@ def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
         trained = get_model(name, prof, section=4)
         config = {
             "model": trained.config,
-            "local": p,
+            "local": {k: v for k, v in p.items() if k not in _NOT_IN_KEY},
             "tol": prof["possibility"]["tol"],
         }
 
@@ -97,7 +101,7 @@ def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
                 value[kind] = torch.from_numpy(np.asarray(acc, dtype=np.float64))
             a = p["attack"]
             n = min(a["images"], len(x))
-            value["attack"] = torch.from_numpy(_attack_robust(model, xd[:n], y[:n], eps, a))
+            value["attack"] = torch.from_numpy(_attack_robust(model, xd[:n], y_dev[:n], eps, a))
             return value, {"seconds": seconds, "attack_images": n}
 
         value, meta = cached_experiment("certified_accuracy", VERSIONS, config, compute)
@@ -148,3 +152,25 @@ def local_summary(d: dict[str, Any], kind: str = "local_tied") -> dict[str, Any]
             "max_gap_eps": float(d["eps"][worst]),
         }
     return rows
+
+
+def at_eps(d: dict[str, Any], curve: np.ndarray, eps: float) -> float:
+    """The value of a curve of :func:`certified_accuracy` at a grid eps (an error off it)."""
+    hit = np.nonzero(np.isclose(d["eps"], eps))[0]
+    if not len(hit):
+        raise ValueError(f"eps = {eps} is not on the grid {d['eps'].tolist()}")
+    return float(np.asarray(curve)[hit[0]])
+
+
+def local_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Figure 12's table: per network the largest eps certifying 50% / 90% of the test
+    digits under each certificate, the same for the attack, and the largest gap."""
+    summary = local_summary(d)
+    kinds = [*d["kinds"], "attack"]
+    header = ["network", *[f"{k}: 50% / 90%" for k in kinds], "largest gap (at eps)"]
+    rows = []
+    for name, s in summary.items():
+        cells = [f"{s['eps50'][k]:g} / {s['eps90'][k]:g}" for k in kinds]
+        gap = f"{s['max_gap']:.3f} ({s['max_gap_eps']:g})" if np.isfinite(s["max_gap"]) else "-"
+        rows.append([f"`{name}`", *cells, gap])
+    return header, rows
