@@ -51,7 +51,7 @@ from torch import nn
 
 from .checks import check_images, check_labels, check_number
 from .geometry import aabb_lambda, mtm_eigh
-from .nets import NetView, classifier_of, view
+from .nets import NetView, classifier_of, view, weights
 from .warp import shifted
 
 __all__ = [
@@ -146,17 +146,19 @@ def _tied_pieces(table, rad: torch.Tensor, k: int, slope: torch.Tensor):
     return lo_all, hi_all
 
 
-def pixel_bounds(x: torch.Tensor, eps: float, *, threat: str = "tied") -> PixelBounds:
+def pixel_bounds(
+    x: torch.Tensor, eps: float, *, threat: str = "tied", dtype: torch.dtype = torch.float64
+) -> PixelBounds:
     """Sound linear bounds of every warped pixel over the box the budget implies (step 1).
 
-    ``x`` (N, s, s) float64 images; the box is |r_i| <= eps lambda_i (tied) or
-    |du_i|, |dv_i| <= sqrt(2) eps lambda_i (full).
+    ``x`` (N, s, s) images, computed in ``dtype`` (float64 for certificates); the box
+    is |r_i| <= eps lambda_i (tied) or |du_i|, |dv_i| <= sqrt(2) eps lambda_i (full).
     """
     _check_threat(threat)
     eps = check_number("eps", eps, low=0.0)
-    x = x.to(torch.float64)
+    x = x.to(dtype)
     n, side = len(x), x.shape[-1]
-    lam = torch.from_numpy(np.array(aabb_lambda(side))).to(x.device)
+    lam = torch.from_numpy(np.array(aabb_lambda(side))).to(x.device, dtype)
     rad = (eps if threat == "tied" else math.sqrt(2) * eps) * lam
     k = max(1, math.ceil(float(rad.max())))
     table = _shift_table(x, k)
@@ -199,7 +201,9 @@ class _Flow:
     where a slope is nonzero (the image's support) enter the products with q.
     """
 
-    def __init__(self, eps: float, threat: str, side: int, device, modes: int | None) -> None:
+    def __init__(
+        self, eps: float, threat: str, side: int, device, modes: int | None, dtype
+    ) -> None:
         mu, q = mtm_eigh(side)
         d = side * side
         k = d if modes is None or modes >= d else int(modes)
@@ -207,13 +211,14 @@ class _Flow:
         weight = 1.0 / mu[:k] - (1.0 / mu[k] if k < d else 0.0)
         q_pad = np.zeros((d + 1, k))  # row d: the padding pixel (zero)
         q_pad[:d] = q[:, :k] * np.sqrt(weight)
-        self.q = torch.from_numpy(q_pad).to(device)
+        self.q = torch.from_numpy(q_pad).to(device, dtype)
         self.tail = float(1.0 / mu[k]) if k < d else 0.0
-        self.lam = torch.from_numpy(np.array(aabb_lambda(side))).to(device)
+        self.lam = torch.from_numpy(np.array(aabb_lambda(side))).to(device, dtype)
 
     def _finish(self, top, sq, box) -> torch.Tensor:
         ell2 = (top + self.tail * sq) * (1 + 1e-12)  # rounding allowance: never too small
-        return self.scale * torch.minimum(ell2.sqrt(), box)
+        ell = (ell2 + torch.finfo(ell2.dtype).tiny).sqrt()  # finite gradient at 0
+        return self.scale * torch.minimum(ell, box)
 
     def shared(self, w: torch.Tensor, slopes, idx: torch.Tensor, chunk: int) -> torch.Tensor:
         """Rows c = W_k (h, d), the same for every image: (N, h)."""
@@ -224,7 +229,7 @@ class _Flow:
         box = sum((sl.abs() * self.lam) @ wabs for sl in slopes)
         top = torch.zeros_like(sq)
         for s in range(0, n, chunk):
-            i = idx[s : s + chunk]
+            i = _trimmed(idx[s : s + chunk], self.q.shape[0] - 1)
             ws = w_pad[i]  # (b, s, h)
             for sl in slopes:
                 x = _on_support(sl[s : s + chunk], i)[:, :, None] * self.q[i]  # (b, s, k)
@@ -239,7 +244,7 @@ class _Flow:
         top = torch.zeros_like(sq)
         rho_pad = torch.cat([rho, torch.zeros_like(rho[..., :1])], -1)
         for s in range(0, n, chunk):
-            i = idx[s : s + chunk]
+            i = _trimmed(idx[s : s + chunk], self.q.shape[0] - 1)
             rs = rho_pad[s : s + chunk].gather(2, i[:, None, :].expand(-1, rho.shape[1], -1))
             for sl in slopes:
                 x = _on_support(sl[s : s + chunk], i)[:, :, None] * self.q[i]
@@ -257,6 +262,12 @@ def _support(pb: PixelBounds) -> torch.Tensor:
     order = torch.sort(mask.to(torch.int8), dim=1, descending=True, stable=True)
     idx = order.indices[:, :width]
     return torch.where(order.values[:, :width] > 0, idx, torch.full_like(idx, d))
+
+
+def _trimmed(idx: torch.Tensor, pad: int) -> torch.Tensor:
+    """A chunk's support indices without the columns that are padding for all its rows."""
+    width = max(int((idx != pad).sum(1).max()), 1)
+    return idx[:, :width]
 
 
 def _on_support(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -287,11 +298,16 @@ def certified_margins(
     modes: int | None = 200,
     chunk: int = 32,
     device: str | torch.device | None = None,
+    grad: bool = False,
 ) -> torch.Tensor:
     """Certified lower bounds (N, K) of min over the threat set of f_y(g) - f_j(g) in
     float64 (+inf at j = y); > 0 for every j certifies x at eps. Steps 1-3 of the module
     notes; ``modes`` eigenvectors of M^T M for the ellipsoid (None: all, exact),
-    ``chunk`` images at a time; ``device`` defaults to x's."""
+    ``chunk`` images at a time; ``device`` defaults to x's.
+
+    ``grad=True`` is the training surrogate (f_cert): the same computation on the
+    model's own parameters, in their dtype, differentiable in W and V. A
+    certificate is what ``grad=False`` returns (float64, detached)."""
     _check_threat(threat)
     eps = check_number("eps", eps, low=0.0)
     x = check_images("x", x)
@@ -301,17 +317,22 @@ def certified_margins(
     if net is not model:
         with torch.no_grad():
             x = model.transform(x)  # certify the classifier on the STN's output
-    layers = view(net, device=dev)
-    x = x.to(dev, torch.float64)
+    if grad:
+        w, v = weights(net)
+        layers = NetView(w, v)
+        dtype = v.dtype
+    else:
+        layers, dtype = view(net, device=dev), torch.float64
+    x = x.to(dev, dtype)
     y = y.to(dev)
     n, side = len(x), x.shape[-1]
-    pb = pixel_bounds(x, eps, threat=threat)
-    flow = _Flow(eps, threat, side, dev, modes)
+    pb = pixel_bounds(x, eps, threat=threat, dtype=dtype)
+    flow = _Flow(eps, threat, side, dev, modes, dtype)
     idx = _support(pb)
     k = layers.classes
     c = layers.v[y][:, None, :] - layers.v[None, :, :]  # (N, K, h): V_y - V_j
     if layers.w is None:  # linear: the margin is linear in g
-        rho, const = c, torch.zeros(n, k, dtype=torch.float64, device=dev)
+        rho, const = c, torch.zeros(n, k, dtype=dtype, device=dev)
     else:
         low, up = _pre_activation(layers, pb, flow, idx, chunk)
         active, dead = low >= 0, up <= 0
@@ -360,8 +381,12 @@ def certified(
         from tqdm import tqdm
 
         bar = tqdm(total=len(steps), desc=f"certify ({threat})", leave=False)
+    # digits with similar areas (a proxy for how many pixels a flow moves) share
+    # chunks, so little of each chunk is padding
+    area = (x.flatten(1) > 0).sum(1).cpu().numpy()
+    by_area = np.argsort(area, kind="stable")
     for row, e in steps:
-        idx = np.nonzero(alive)[0]
+        idx = by_area[alive[by_area]]
         for s in range(0, len(idx), batch):
             part = torch.from_numpy(idx[s : s + batch])
             m = certified_margins(

@@ -161,6 +161,12 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "possibility.claim_tau": EPS,
     "possibility.claim_success": _choice("success", "success_final"),
     "possibility.border_compare": _list(_name, min_len=0),
+    "variants.cert.eps": POS_NUM,
+    "variants.cert.kappa": _num(0.0, 1.0),
+    "variants.cert.ramp_epochs": POS,
+    "variants.cert.cert_batch": POS,
+    "variants.cert.modes": _optional(POS),
+    "variants.cert.threat": _choice("tied", "full"),
     "local.eps": _list(EPS),
     "local.variants": _list(_name),
     "local.kinds": _list(_name),  # checked against certify.BOUNDS where used

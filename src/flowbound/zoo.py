@@ -99,6 +99,13 @@ register(
         make_loss="flowbound.sdp_training:SDPDualLoss",
     )
 )
+register(
+    Variant(
+        "cert",
+        "trained against the per-digit flow certificate (f_cert, beyond the paper)",
+        make_loss="flowbound.cert_training:CertLoss",
+    )
+)
 # Linear classifiers f(x) = V x (appendix 6.3-6.5, Figures 8 and 11).
 register(Variant("lin_rd", "linear, randomly initialised", arch="linear"))
 register(Variant("lin_nt", "linear, cross-entropy", arch="linear", make_loss=f"{_LOSSES}:nt"))

@@ -12,7 +12,14 @@ from .background import (
     random_ellipsoid_flows,
     warp_demo,
 )
-from .certify_digits import at_eps, certified_accuracy, largest_eps, local_summary, local_table
+from .certify_digits import (
+    at_eps,
+    cert_comparison,
+    certified_accuracy,
+    largest_eps,
+    local_summary,
+    local_table,
+)
 from .impossibility import (
     beyond_the_paper,
     growth_beyond,
@@ -32,6 +39,8 @@ from .possibility import (
     sdp_tightness_claim,
     stadv_vs_tau,
     zero_one_losses,
+    zero_one_summary,
+    zero_one_table,
 )
 from .report import claims
 
@@ -41,6 +50,7 @@ __all__ = [
     "attack_vs_certificate",
     "beyond_the_paper",
     "budget_attack",
+    "cert_comparison",
     "certified_accuracy",
     "claims",
     "evaluation_table",
@@ -65,4 +75,6 @@ __all__ = [
     "stadv_vs_tau",
     "warp_demo",
     "zero_one_losses",
+    "zero_one_summary",
+    "zero_one_table",
 ]

@@ -17,8 +17,16 @@ from ..nets import classifier_of
 from ..stats import rate_interval
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
+from .intro import stadv_evaluation, stadv_rates
 
-__all__ = ["at_eps", "certified_accuracy", "largest_eps", "local_summary", "local_table"]
+__all__ = [
+    "at_eps",
+    "cert_comparison",
+    "certified_accuracy",
+    "largest_eps",
+    "local_summary",
+    "local_table",
+]
 
 #: Each experiment's code version (in its cache key): bump one when its results change.
 VERSIONS = {"certified_accuracy": FIRST_VERSION}
@@ -174,3 +182,28 @@ def local_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         gap = f"{s['max_gap']:.3f} ({s['max_gap_eps']:g})" if np.isfinite(s["max_gap"]) else "-"
         rows.append([f"`{name}`", *cells, gap])
     return header, rows
+
+
+def cert_comparison(profile: str | dict[str, Any], names: tuple[str, ...] = ("nt", "sdp", "cert")):
+    """f_cert against f_nt and f_sdp: clean accuracy, training seconds, certified accuracy
+    (tied flows) at every eps of Figure 12, and stAdv success at the claim tau (any
+    iterate and last iterate, among correctly classified digits, 95% intervals)."""
+    prof = _profile(profile)
+    d = certified_accuracy(prof)
+    q, p = prof["intro"], prof["possibility"]
+    out: dict[str, Any] = {"eps": d["eps"], "tau": p["claim_tau"], "rows": {}}
+    for name in names:
+        trained = get_model(name, prof, section=4)
+        rates = stadv_rates(
+            stadv_evaluation(
+                trained, tau=p["claim_tau"], images=q["eval_images"], steps=q["eval_steps"]
+            )
+        )
+        out["rows"][name] = {
+            "accuracy": trained.test_accuracy,
+            "train_seconds": trained.train_seconds,
+            "certified": d["accuracy"][name]["local_tied"] if name in d["accuracy"] else None,
+            "stadv": rates["success"],
+            "stadv_final": rates["success_final"],
+        }
+    return out

@@ -32,6 +32,8 @@ __all__ = [
     "sdp_tightness_claim",
     "stadv_vs_tau",
     "zero_one_losses",
+    "zero_one_summary",
+    "zero_one_table",
 ]
 
 #: Each experiment's code version (in its cache key): bump one when its results change.
@@ -86,6 +88,51 @@ def zero_one_losses(profile: str | dict[str, Any], *, linear: bool = False) -> d
         out["losses"][name] = {k: v.numpy() for k, v in value.items()}
         out["mean_delta"][name] = meta
     return out
+
+
+def zero_one_table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Figure 5's table: per network the loss at eps = 0, the first eps at which each
+    bound's loss reaches 1, and each global bound's mean pairwise Delta at eps = 1."""
+    eps = res["eps"]
+    kinds = list(next(iter(res["losses"].values())))
+    global_kinds = [k for k in kinds if not bound(k).local]
+    rows = []
+    for name, by_kind in res["losses"].items():
+        cells = [f"`{name}`", f"{by_kind[kinds[0]][0]:.3f}"]
+        for kind in kinds:
+            full = np.nonzero(by_kind[kind] >= 1.0)[0]
+            cells.append(f"{eps[full[0]]:.3f}" if len(full) else f"> {eps[-1]:g}")
+        cells += [f"{res['mean_delta'][name][k]:.3g}" for k in global_kinds]
+        rows.append(cells)
+    header = [
+        "network",
+        "loss at eps = 0",
+        *[f"loss = 1 from eps ({bound(k).label})" for k in kinds],
+        *[f"mean Delta, {bound(k).label}" for k in global_kinds],
+    ]
+    return header, rows
+
+
+def zero_one_summary(res: dict[str, Any]) -> dict[str, Any]:
+    """What Figure 5's prose cites: the last eps, whether every curve reaches a loss of 1,
+    and on how many networks the SDP has the smallest mean Delta of the global bounds."""
+    losses = res["losses"]
+    all_one = all(by_kind[k][-1] >= 1.0 for by_kind in losses.values() for k in by_kind)
+    delta = res["mean_delta"]
+    others = [k for k in next(iter(delta.values())) if k != "sdp" and delta_ok(delta, k)]
+    return {
+        "eps_last": float(res["eps"][-1]),
+        "all_one": "every network reaches a loss of 1 under every bound"
+        if all_one
+        else "not every network reaches a loss of 1 under every bound",
+        "sdp_best": sum(d["sdp"] < min(d[k] for k in others) for d in delta.values()),
+        "n_variants": len(losses),
+    }
+
+
+def delta_ok(delta: dict[str, dict[str, float | None]], kind: str) -> bool:
+    """Whether every network has a mean Delta for ``kind`` (global bounds do)."""
+    return all(d.get(kind) is not None for d in delta.values())
 
 
 def aabb_illustration(profile: str | dict[str, Any]) -> dict[str, Any]:
