@@ -202,6 +202,9 @@ def test_ctrl_c_says_the_work_is_kept_and_exits_130(tmp_path, mnist_dir):
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+        # a test run started in the background (`make test &`) ignores SIGINT, and a
+        # child inherits that: give the command the default a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(8)
     proc.send_signal(signal.SIGINT)
