@@ -44,3 +44,48 @@ def test_a_registered_toy_bound_reaches_the_figure5_data(tiny, mnist_dir, monkey
     expected = [1 - (m > e).all(1).mean() for e in prof["possibility"]["eps"]]
     np.testing.assert_allclose(res["losses"]["nt"]["toy"], expected)
     assert res["mean_delta"]["nt"]["toy"] == 1.0
+
+
+def _fake_lower_bounds(rising: bool) -> dict:
+    eps = np.array([0.5, 1.0, 2.0])
+    best = np.array([1.0, 2.0, 4.0]) if rising else np.array([1.0, 3.0, 2.0])
+    col = best[:, None] * np.array([1.0, 0.5])  # two pairs; the first is the best
+    return {
+        "eps": eps,
+        "exact": col,
+        "thm_exact": col / 4,
+        "estimate": col * 2,
+        "thm_linear": col / 2,
+        "exact_history": np.array([[0.0, 1.0, 2.0, 2.0]] * 3),
+        "estimate_history": np.array([[0.0, 1.5, 2.5, 2.5]] * 3),
+    }
+
+
+def test_figure2_table_and_summary_from_a_hand_made_summary():
+    from flowbound.experiments.impossibility import (
+        LowerBoundSummary,
+        convergence_summary,
+        figure2_summary,
+        figure2_table,
+    )
+
+    data = {"nt": {"paper": _fake_lower_bounds(False), "true": _fake_lower_bounds(True)}}
+    final = {("nt", "paper"): (2.0, 0.5), ("nt", "true"): (4.0, 1.0)}
+    est = {("nt", "paper"): (4.0, 1.0), ("nt", "true"): (8.0, 2.0)}
+    shape = {("nt", "paper"): "power law", ("nt", "true"): "exponential"}
+    s = LowerBoundSummary(data, {"nt": {"ceiling": 10.0}}, shape, final, est)
+    header, rows = figure2_table(s, 2.0)
+    assert header[2] == "Theorem 1 at eps = 2.0" and len(rows) == 2
+    assert rows[1][4] == "4.0" and rows[1][5] == "4.0" and rows[1][-1] == "10"
+    g = figure2_summary(s)
+    assert g["ratio_nt_true"] == 4.0 and g["nt_share"] == 40.0
+    assert g["drops"] == "`nt` (Dg as printed)"  # only the falling curve
+    assert g["shapes_true"] == "`nt` exponential"
+    curves = [
+        {"net": "nt", "jacobian": "true", "exact": np.array([0.0, 1.0, 2.0, 2.0]), "estimate": 0},
+        {"net": "nt", "jacobian": "true", "exact": np.array([1.0, 1.0, 1.0]), "estimate": 0},
+        {"net": "nt", "jacobian": "paper", "exact": np.array([2.0, 1.0]), "estimate": [0, 3.0]},
+    ]
+    c = convergence_summary(curves)
+    assert c["rounds_median"] == 2 and c["rounds_flat"] == 1 and c["rounds_runs"] == 2
+    assert c["printed_falls"] == 1 and c["printed_est_best"] == 3.0

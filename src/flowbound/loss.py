@@ -20,7 +20,10 @@ import torch
 
 from .warp import jacobian_paper, jacobian_true, split_flow, warp
 
-__all__ = ["JACOBIANS", "l_adv_exact", "l_adv_midpoint"]
+__all__ = ["JACOBIAN_TITLES", "JACOBIANS", "l_adv_exact", "l_adv_midpoint"]
+
+#: How figures and tables name the two Jacobians.
+JACOBIAN_TITLES = {"paper": "Dg as printed", "true": "exact Jacobian"}
 
 Score = Callable[[torch.Tensor], torch.Tensor]
 

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .certify import BOUNDS
+from .loss import JACOBIAN_TITLES
 
 __all__ = [
     "JACOBIAN_TITLES",
@@ -196,7 +197,6 @@ def table_evaluation(rows: list[dict[str, Any]]) -> str:
 
 
 #: How each reading of Dg is named in figures and tables.
-JACOBIAN_TITLES = {"paper": "Dg as printed", "true": "exact Jacobian"}
 
 
 def plot_lower_bounds(

@@ -21,9 +21,15 @@ from .certify_digits import (
     local_table,
 )
 from .impossibility import (
+    LowerBoundSummary,
     beyond_the_paper,
+    convergence_curves,
+    convergence_summary,
+    figure2_summary,
+    figure2_table,
     growth_beyond,
     growth_shape,
+    lower_bound_summary,
     lower_bounds,
     pairs_of,
     rounds_to,
@@ -45,6 +51,7 @@ from .possibility import (
 from .report import claims
 
 __all__ = [
+    "LowerBoundSummary",
     "aabb_illustration",
     "at_eps",
     "attack_vs_certificate",
@@ -53,6 +60,10 @@ __all__ = [
     "cert_comparison",
     "certified_accuracy",
     "claims",
+    "convergence_curves",
+    "convergence_summary",
+    "figure2_summary",
+    "figure2_table",
     "evaluation_table",
     "figure1",
     "geometry_summary",
@@ -62,6 +73,7 @@ __all__ = [
     "largest_eps",
     "local_summary",
     "local_table",
+    "lower_bound_summary",
     "lower_bounds",
     "midpoint_convergence",
     "objective_comparison",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,20 @@ from ..impossibility import (
     theorem1_bound,
     theorem2_bound,
 )
+from ..loss import JACOBIAN_TITLES
 from ..models import get_model
 from ._common import FIRST_VERSION, cached_experiment
 from ._common import profile_dict as _profile
 
 __all__ = [
+    "CONVERGENCE_NETWORKS",
     "GROWTH_MODELS",
+    "LowerBoundSummary",
+    "convergence_curves",
+    "convergence_summary",
+    "figure2_summary",
+    "figure2_table",
+    "lower_bound_summary",
     "beyond_the_paper",
     "growth_beyond",
     "growth_shape",
@@ -312,3 +321,143 @@ def beyond_the_paper(profile: str | dict[str, Any], network: str = "nt") -> dict
     out["l_diff"] = p["sample_eps"] * 2**0.5
     out["pairs"] = len(meta["pairs"])
     return out
+
+
+@dataclass(frozen=True)
+class LowerBoundSummary:
+    """Figure 2's data and what the chapter and the report read from it.
+
+    ``data[net][jac]``: :func:`lower_bounds`; ``beyond[net]``: :func:`growth_beyond`;
+    per (net, jac): ``shape`` on the paper's grid (AIC), ``final`` = (Algorithm 1,
+    Theorem 1) exact values at the last eps, ``estimates`` = (Algorithm 1's
+    estimate, Theorem 1's linearised value) there (the paper's own comparison).
+    """
+
+    data: dict[str, dict[str, dict[str, Any]]]
+    beyond: dict[str, dict[str, Any]]
+    shape: dict[tuple[str, str], str]
+    final: dict[tuple[str, str], tuple[float, float]]
+    estimates: dict[tuple[str, str], tuple[float, float]]
+
+    def ratio(self, net: str, jac: str) -> float:
+        """Algorithm 1 over Theorem 1 at the last eps (NaN where Theorem 1's value <= 0)."""
+        alg, thm = self.final[net, jac]
+        return alg / thm if thm > 0 else float("nan")
+
+
+def lower_bound_summary(profile: str | dict[str, Any]) -> LowerBoundSummary:
+    """:class:`LowerBoundSummary` for the profile's Section-3 networks, both Jacobians."""
+    prof = _profile(profile)
+    nets = prof["impossibility"]["networks"]
+    data = {net: {jac: lower_bounds(prof, net, jac) for jac in ("paper", "true")} for net in nets}
+    shape, final, estimates = {}, {}, {}
+    for net, by_jac in data.items():
+        for jac, d in by_jac.items():
+            best = d["exact"].max(1)
+            shape[net, jac] = growth_shape(d["eps"], best)["shape"]
+            final[net, jac] = (float(best[-1]), float(d["thm_exact"].max(1)[-1]))
+            estimates[net, jac] = (
+                float(d["estimate"].max(1)[-1]),
+                float(d["thm_linear"].max(1)[-1]),
+            )
+    beyond = {net: growth_beyond(prof, net) for net in nets}
+    return LowerBoundSummary(data, beyond, shape, final, estimates)
+
+
+def figure2_table(s: LowerBoundSummary, eps_last: float) -> tuple[list[str], list[list[str]]]:
+    """Figure 2's table: per network and Jacobian, Theorem 1 and Algorithm 1 at the last
+    eps, their ratio (exact values and the paper's estimates), the shape, the ceiling."""
+    rows = []
+    for (net, jac), (alg, thm) in s.final.items():
+        est, lin = s.estimates[net, jac]
+        ratio = f"{alg / thm:.1f}" if thm > 0 else "none (Theorem 1's value <= 0)"
+        rows.append(
+            [
+                f"`{net}`",
+                JACOBIAN_TITLES[jac],
+                f"{thm:.3g}",
+                f"{alg:.3g}",
+                ratio,
+                f"{est / lin:.1f}",
+                s.shape[net, jac],
+                f"{s.beyond[net]['ceiling']:.3g}",
+            ]
+        )
+    header = [
+        "network",
+        "Jacobian",
+        f"Theorem 1 at eps = {eps_last}",
+        "Algorithm 1",
+        "ratio (exact values)",
+        "ratio (estimates, the paper's)",
+        "shape on the grid (AIC)",
+        "ceiling",
+    ]
+    return header, rows
+
+
+def figure2_summary(s: LowerBoundSummary) -> dict[str, Any]:
+    """What the Figure 2 prose cites (names as glued in the chapter)."""
+    out: dict[str, Any] = {}
+    for (net, jac), (alg, thm) in s.final.items():
+        out[f"alg_{net}_{jac}"] = alg
+        out[f"thm_{net}_{jac}"] = thm
+        out[f"ratio_{net}_{jac}"] = s.ratio(net, jac)
+    drops = [
+        f"`{net}` ({JACOBIAN_TITLES[jac]})"
+        for net, by_jac in s.data.items()
+        for jac, d in by_jac.items()
+        if np.any(np.diff(d["exact"].max(1)) < -1e-9)
+    ]
+    out["drops"] = ", ".join(drops) if drops else "none of the networks"
+    out["shapes_true"] = ", ".join(f"`{net}` {s.shape[net, 'true']}" for net in s.data)
+    if "nt" in s.beyond:
+        out["nt_ceiling"] = s.beyond["nt"]["ceiling"]
+        out["nt_share"] = 100 * s.final["nt", "true"][0] / s.beyond["nt"]["ceiling"]
+    return out
+
+
+#: The networks and order of Figure 4's convergence curves.
+CONVERGENCE_NETWORKS = ("nt", "rd", "at")
+
+
+def convergence_curves(s: LowerBoundSummary, profile: str | dict[str, Any]) -> list[dict]:
+    """Figure 4's curves: Algorithm 1's exact value and estimate per round, per network
+    in :data:`CONVERGENCE_NETWORKS`, eps in ``convergence_eps`` and Jacobian."""
+    p = _profile(profile)["impossibility"]
+    curves = []
+    for net in [n for n in CONVERGENCE_NETWORKS if n in s.data]:
+        for e in p["convergence_eps"]:
+            k = int(np.argmin(np.abs(np.array(p["eps"]) - e)))
+            for jac in ("paper", "true"):
+                d = s.data[net][jac]
+                curves.append(
+                    {
+                        "net": net,
+                        "label": f"{net}, eps = {p['eps'][k]}",
+                        "jacobian": jac,
+                        "exact": d["exact_history"][k],
+                        "estimate": d["estimate_history"][k],
+                    }
+                )
+    return curves
+
+
+def convergence_summary(curves: list[dict]) -> dict[str, Any]:
+    """Figure 4's numbers: with Dg as printed, how many runs end below their start; with
+    the exact Jacobian, rounds to 99% of the gain (median, max) over the runs that improve."""
+    printed = [c for c in curves if c["jacobian"] == "paper"]
+    rounds = [rounds_to(c["exact"]) for c in curves if c["jacobian"] == "true"]
+    improving = [r for r in rounds if np.isfinite(r)]
+    nan = float("nan")
+    return {
+        "printed_falls": sum(c["exact"][-1] < c["exact"][0] for c in printed),
+        "printed_total": len(printed),
+        "printed_worst": float(min(c["exact"][-1] for c in printed)) if printed else nan,
+        "printed_est_best": float(max(c["estimate"][-1] for c in printed)) if printed else nan,
+        "rounds_median": float(np.median(improving)) if improving else nan,
+        "rounds_max": float(max(improving)) if improving else nan,
+        "rounds_flat": len(rounds) - len(improving),
+        "rounds_runs": len(rounds),
+        "rounds_nets": ", ".join(f"`{n}`" for n in dict.fromkeys(c["net"] for c in curves)),
+    }

@@ -16,7 +16,13 @@ from ..models import get_model
 from ..stats import UNDETERMINED, verdict_with_interval, wilson_interval
 from ._common import profile_dict as _profile
 from .certify_digits import at_eps, certified_accuracy
-from .impossibility import growth_beyond, growth_shape, lower_bounds, pairs_of, rounds_to
+from .impossibility import (
+    CONVERGENCE_NETWORKS,
+    convergence_curves,
+    convergence_summary,
+    lower_bound_summary,
+    pairs_of,
+)
 from .intro import STADV_SUCCESS_NAMES
 from .possibility import (
     objective_comparison,
@@ -62,14 +68,9 @@ def _ratio_text(num: float, den: float) -> str:
 def _section3(profile: dict[str, Any]) -> list[dict[str, str]]:
     p = profile["impossibility"]
     nets = list(p["networks"])
-    data = {
-        net: {jac: lower_bounds(profile, net, jac) for jac in ("paper", "true")} for net in nets
-    }
-    shapes = {
-        net: growth_shape(d["true"]["eps"], d["true"]["exact"].max(1))["shape"]
-        for net, d in data.items()
-    }
-    beyond = {net: growth_beyond(profile, net) for net in nets}
+    summary = lower_bound_summary(profile)
+    shapes = {net: summary.shape[net, "true"] for net in nets}
+    beyond = summary.beyond
     measured = [s for s in shapes.values() if s != "undetermined"]
     n_exp = sum(s == "exponential" for s in measured)
     if not measured:
@@ -88,14 +89,15 @@ def _section3(profile: dict[str, Any]) -> list[dict[str, str]]:
         for net, b in beyond.items()
     )
     unbounded = sum(b["shape"] != "saturating" for b in beyond.values())
-    ratios = []
-    for net in nets:
-        d = data[net]
-        ex = {jac: (d[jac]["exact"].max(1)[-1], d[jac]["thm_exact"].max(1)[-1]) for jac in d}
-        est = (d["true"]["estimate"].max(1)[-1], d["true"]["thm_linear"].max(1)[-1])
-        ratios.append(
-            (net, ex["true"][0], ex["true"][1], ex["paper"][0], ex["paper"][1], est[0], est[1])
+    ratios = [
+        (
+            net,
+            *summary.final[net, "true"],
+            *summary.final[net, "paper"],
+            *summary.estimates[net, "true"],
         )
+        for net in nets
+    ]
     ratio_ok = [a / t for _, a, t, *_ in ratios if t > 0]
     alg = verdict_by_threshold(min(ratio_ok) if ratio_ok else float("nan"), 2.0, 1.01)
     printed_ok = [ap / tp for _, _, _, ap, tp, _, _ in ratios if tp > 0]
@@ -106,18 +108,10 @@ def _section3(profile: dict[str, Any]) -> list[dict[str, str]]:
         f"{_ratio_text(ea, et)} estimate over estimate (the paper's comparison)"
         for net, a, t, ap, tp, ea, et in ratios
     )
-    rounds, flat = [], 0
-    conv_nets = [n for n in ("nt", "rd", "at") if n in nets]
-    for net in conv_nets:
-        for e in p["convergence_eps"]:
-            k = int(np.argmin(np.abs(np.array(p["eps"]) - e)))
-            r = rounds_to(data[net]["true"]["exact_history"][k])
-            if np.isfinite(r):
-                rounds.append(r)
-            else:
-                flat += 1
-    median = float(np.median(rounds)) if rounds else float("nan")
-    runs = len(rounds) + flat
+    conv = convergence_summary(convergence_curves(summary, profile))
+    conv_nets = [n for n in CONVERGENCE_NETWORKS if n in nets]
+    median, runs, flat = conv["rounds_median"], conv["rounds_runs"], conv["rounds_flat"]
+    longest = int(conv["rounds_max"]) if np.isfinite(conv["rounds_max"]) else "n/a"
     return [
         _row(
             "3.2, Fig. 2",
@@ -151,7 +145,7 @@ def _section3(profile: dict[str, Any]) -> list[dict[str, str]]:
             "3.2, Fig. 4",
             "Algorithm 1 typically converges fast",
             f"{', '.join(conv_nets)}, exact Jacobian, {runs} runs: 99% of the final gain after a "
-            f"median of {median:.0f} rounds (max {max(rounds) if rounds else 'n/a'}) of at most "
+            f"median of {median:.0f} rounds (max {longest}) of at most "
             f"{p['max_iter']}; {flat} run(s) never improve on their start",
             verdict_by_threshold(median, p["max_iter"] / 3, p["max_iter"], higher=False),
             "median over the runs that improve <= a third of the round limit reproduced, "
