@@ -89,3 +89,32 @@ def test_figure2_table_and_summary_from_a_hand_made_summary():
     c = convergence_summary(curves)
     assert c["rounds_median"] == 2 and c["rounds_flat"] == 1 and c["rounds_runs"] == 2
     assert c["printed_falls"] == 1 and c["printed_est_best"] == 3.0
+
+
+def test_gap_table_counts_violations_and_finds_the_extremes():
+    from flowbound.experiments.possibility import gap_table
+
+    gap = {
+        "eps": [0.1],
+        "networks": {
+            "a": {"attack": np.array([[1.0, 2.0]]), "certificate": np.array([[10.0, 4.0]])},
+            "b": {"attack": np.array([[1.0, 3.0]]), "certificate": np.array([[0.5, 300.0]])},
+        },
+    }
+    header, rows, cited = gap_table(gap)
+    assert len(header) == 6 and rows[0][2:5] == ["2", "4", "2"]
+    assert cited["violations"] == 1 and cited["n_checks"] == 4  # b's first pair: 1 > 0.5
+    assert cited["tightest"] == "a" and cited["loosest"] == "b"
+
+
+def test_figure8_table_cites_the_last_eps():
+    from flowbound.experiments.impossibility import figure8_table
+
+    data = {"lin_nt": {"true": _fake_lower_bounds(True)}}
+    header, rows, cited = figure8_table(data, {"lin_nt": 0.9}, 2.0)
+    assert header[3] == "Theorem 2 at eps = 2.0" and rows[0][:3] == [
+        "`lin_nt`",
+        "0.9000",
+        "exact Jacobian",
+    ]
+    assert cited == {"lin_alg_lin_nt_true": 4.0, "lin_thm_lin_nt_true": 1.0}

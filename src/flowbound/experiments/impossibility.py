@@ -31,6 +31,8 @@ __all__ = [
     "convergence_summary",
     "figure2_summary",
     "figure2_table",
+    "figure8_table",
+    "linear_lower_bounds",
     "lower_bound_summary",
     "beyond_the_paper",
     "growth_beyond",
@@ -461,3 +463,46 @@ def convergence_summary(curves: list[dict]) -> dict[str, Any]:
         "rounds_runs": len(rounds),
         "rounds_nets": ", ".join(f"`{n}`" for n in dict.fromkeys(c["net"] for c in curves)),
     }
+
+
+def linear_lower_bounds(profile: str | dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Figure 8's data: :func:`lower_bounds` (Theorem 2, Algorithm 2) per linear network
+    and Jacobian."""
+    prof = _profile(profile)
+    return {
+        net: {jac: lower_bounds(prof, net, jac, linear=True) for jac in ("paper", "true")}
+        for net in prof["impossibility"]["linear_networks"]
+    }
+
+
+def figure8_table(
+    data: dict[str, dict[str, dict[str, Any]]], accuracy: dict[str, float], eps_last: float
+) -> tuple[list[str], list[list[str]], dict[str, float]]:
+    """Figure 8's table (network, test accuracy, Jacobian, Theorem 2 and Algorithm 2 at the
+    last eps, shape by AIC) and the values the prose cites (``lin_alg_*``, ``lin_thm_*``)."""
+    rows, cited = [], {}
+    for net, by_jac in data.items():
+        for jac, d in by_jac.items():
+            best, thm = d["exact"].max(1), d["thm_exact"].max(1)
+            shape = growth_shape(d["eps"], best)["shape"]
+            rows.append(
+                [
+                    f"`{net}`",
+                    f"{accuracy[net]:.4f}",
+                    JACOBIAN_TITLES[jac],
+                    f"{thm[-1]:.3g}",
+                    f"{best[-1]:.3g}",
+                    shape,
+                ]
+            )
+            cited[f"lin_alg_{net}_{jac}"] = float(best[-1])
+            cited[f"lin_thm_{net}_{jac}"] = float(thm[-1])
+    header = [
+        "network",
+        "test accuracy",
+        "Jacobian",
+        f"Theorem 2 at eps = {eps_last}",
+        "Algorithm 2",
+        "shape on the grid (AIC)",
+    ]
+    return header, rows, cited
