@@ -60,24 +60,31 @@ def test_integer_flow_is_an_exact_shift_with_zero_fill(du, dv, rng):
     assert torch.equal(warp(x, flow), expected)
 
 
-def test_warp_matches_eq1_summed_over_every_pixel(rng):
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_warp_matches_eq1_summed_over_every_pixel(dtype, rng):
     x = torch.rand(2, 5, 6, generator=rng, dtype=torch.float64)
     flow = (torch.rand(2, 2, 5, 6, generator=rng, dtype=torch.float64) - 0.5) * 4
-    expected = eq1_brute(x, flow[:, 0], flow[:, 1])
-    torch.testing.assert_close(warp(x, flow), expected, rtol=0, atol=1e-12)
+    expected = eq1_brute(x, flow[:, 0], flow[:, 1])  # the reference stays in float64
+    out = warp(x.to(dtype), flow.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=TOL[dtype])
 
 
-def test_warp_matches_grid_sample(rng):
-    x = torch.rand(3, 28, 28, generator=rng, dtype=torch.float64)
-    flow = (torch.rand(3, 2, 28, 28, generator=rng, dtype=torch.float64) - 0.5) * 6
-    cols = torch.arange(28, dtype=torch.float64).view(1, 1, 28)
-    rows = torch.arange(28, dtype=torch.float64).view(1, 28, 1)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_warp_matches_grid_sample(dtype, rng):
+    x = torch.rand(3, 28, 28, generator=rng, dtype=dtype)
+    flow = (torch.rand(3, 2, 28, 28, generator=rng, dtype=dtype) - 0.5) * 6
+    cols = torch.arange(28, dtype=dtype).view(1, 1, 28)
+    rows = torch.arange(28, dtype=dtype).view(1, 28, 1)
     gx = (cols + flow[:, 0]) / 27 * 2 - 1
     gy = (rows + flow[:, 1]) / 27 * 2 - 1
     grid = torch.stack([gx, gy], dim=-1)
     ref = F.grid_sample(x.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
                         align_corners=True)[:, 0]  # fmt: skip
-    torch.testing.assert_close(warp(x, flow), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(warp(x, flow), ref, rtol=0, atol=TOL[dtype])
 
 
 def test_tied_flow_equals_full_flow_with_equal_components(rng):
