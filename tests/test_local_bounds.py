@@ -148,3 +148,14 @@ def test_fewer_modes_give_a_looser_but_sound_bound():
     cheap = certified_margins(net, x, y, 0.3, modes=8)
     finite = torch.isfinite(exact)
     assert bool((cheap[finite] <= exact[finite] + 1e-12).all())
+
+
+def test_a_broken_network_is_an_error_never_a_certificate():
+    net = OneHidden(16, 4, 3).double()
+    with torch.no_grad():
+        net.W.weight[0, 0] = float("nan")
+    x, y = torch.rand(2, 4, 4, dtype=torch.float64), torch.tensor([0, 1])
+    with pytest.raises(FloatingPointError, match="no certificate"):
+        certified_margins(net, x, y, 0.1)
+    with pytest.raises(FloatingPointError, match="no certificate"):
+        certified(net, x, y, [0.1])

@@ -149,24 +149,16 @@ register_bound(
     Bound("frobenius_printed", "Frobenius (as printed)", _norm(frobenius_bound, "printed"), "-.")
 )
 register_bound(Bound("linear", "linear (Eq. 16)", _linear, "-", applies_to=("linear",)))
-register_bound(
-    Bound(
-        "local_tied",
-        "per digit, tied flows",
-        style="-",
-        applies_to=("one_hidden", "linear"),
-        certify=_local("tied"),
+for _threat, _style in (("tied", "-"), ("full", "--")):
+    register_bound(
+        Bound(
+            f"local_{_threat}",
+            f"per digit, {_threat} flows",
+            style=_style,
+            applies_to=("one_hidden", "linear"),
+            certify=_local(_threat),
+        )
     )
-)
-register_bound(
-    Bound(
-        "local_full",
-        "per digit, full flows",
-        style="--",
-        applies_to=("one_hidden", "linear"),
-        certify=_local("full"),
-    )
-)
 
 #: The bounds registered by this module (others may be added with :func:`register_bound`).
 KINDS = tuple(BOUNDS)

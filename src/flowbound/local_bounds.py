@@ -48,11 +48,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .checks import check_images, check_labels, check_number
 from .geometry import aabb_lambda, mtm_eigh
 from .nets import NetView, classifier_of, view, weights
-from .warp import shifted
+from .warp import shifted, warp
 
 __all__ = [
     "THREATS",
@@ -94,25 +95,11 @@ def _shift_table(x: torch.Tensor, k: int) -> dict[tuple[int, int], torch.Tensor]
     }
 
 
-def _tent(t: torch.Tensor) -> torch.Tensor:
-    return (1 - t.abs()).clamp_min(0)
-
-
-def _g_full(table, du: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
-    """g_i(du_i, dv_i) per pixel from the shift table (the warp of Eq. 1)."""
-    out = torch.zeros_like(du)
-    p0, q0 = torch.floor(du), torch.floor(dv)
-    for dp in (0, 1):
-        for dq in (0, 1):
-            p, q = p0 + dp, q0 + dq
-            w = _tent(du - p) * _tent(dv - q)
-            val = torch.zeros_like(du)
-            for (pp, qq), img in table.items():
-                hit = (p == pp) & (q == qq)
-                if bool(hit.any()):
-                    val = torch.where(hit, img.expand_as(du), val)
-            out = out + w * val
-    return out
+def _warped(x: torch.Tensor, du: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
+    """g_i(du_i, dv_i) for per-pixel flows du, dv (N, d): the warp of Eq. 1, flattened."""
+    n, side = len(x), x.shape[-1]
+    flow = torch.stack([du, dv], 1).reshape(n, 2, side, side)
+    return warp(x, flow).reshape(n, -1)
 
 
 def _tied_pieces(table, rad: torch.Tensor, k: int, slope: torch.Tensor):
@@ -161,21 +148,19 @@ def pixel_bounds(
     lam = torch.from_numpy(np.array(aabb_lambda(side))).to(x.device, dtype)
     rad = (eps if threat == "tied" else math.sqrt(2) * eps) * lam
     k = max(1, math.ceil(float(rad.max())))
-    table = _shift_table(x, k)
     flat = x.reshape(n, -1)
     scale = _ROUNDING * (1 + flat.abs().amax(1, keepdim=True))
     safe = torch.where(rad > 0, rad, torch.ones_like(rad))
+    r = rad.expand(n, -1)
     if threat == "tied":
-        plus = _g_full(table, rad.expand(n, -1), rad.expand(n, -1))
-        minus = _g_full(table, -rad.expand(n, -1), -rad.expand(n, -1))
+        plus, minus = _warped(x, r, r), _warped(x, -r, -r)
         slope = torch.where(rad > 0, (plus - minus) / (2 * safe), torch.zeros_like(plus))
-        lo, hi = _tied_pieces(table, rad, k, slope)
+        lo, hi = _tied_pieces(_shift_table(x, k), rad, k, slope)
         return PixelBounds(slope, None, lo - scale, hi + scale, rad)
     # full flows: one plane per pixel, the mean chords in du and dv
-    r = rad.expand(n, -1)
     zero = torch.zeros_like(r)
-    su = sum(_g_full(table, r, v) - _g_full(table, -r, v) for v in (-r, zero, r)) / (6 * safe)
-    sv = sum(_g_full(table, u, r) - _g_full(table, u, -r) for u in (-r, zero, r)) / (6 * safe)
+    su = sum(_warped(x, r, v) - _warped(x, -r, v) for v in (-r, zero, r)) / (6 * safe)
+    sv = sum(_warped(x, u, r) - _warped(x, u, -r) for u in (-r, zero, r)) / (6 * safe)
     su = torch.where(rad > 0, su, zero)
     sv = torch.where(rad > 0, sv, zero)
     # g - su du - sv dv is bilinear on each cell: its extremes sit on the cell corners,
@@ -185,7 +170,7 @@ def pixel_bounds(
     hi = torch.full_like(r, -math.inf)
     for u in knots:
         for v in knots:
-            h = _g_full(table, u, v) - su * u - sv * v
+            h = _warped(x, u, v) - su * u - sv * v
             lo, hi = torch.minimum(lo, h), torch.maximum(hi, h)
     return PixelBounds(su, sv, lo - scale, hi + scale, rad)
 
@@ -348,6 +333,11 @@ def certified_margins(
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
     out = const + (rho * mid[:, None]).sum(-1) - (rho.abs() * rad[:, None]).sum(-1)
     out = out - flow.per_image(rho, _slopes(pb), idx, chunk)
+    if not grad and not bool(torch.isfinite(out).all()):  # fail closed: never a bound
+        raise FloatingPointError(
+            "a certified margin came out NaN or infinite (check the network's weights): "
+            "no certificate"
+        )
     out[torch.arange(n, device=dev), y] = math.inf
     return out
 
@@ -376,11 +366,7 @@ def certified(
         alive = (model(x.to(next(model.parameters()).device)).argmax(1).cpu() == y.cpu()).numpy()
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
     steps = [(int(e), eps_list[e]) for e in order]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(steps), desc=f"certify ({threat})", leave=False)
+    bar = tqdm(total=len(steps), desc=f"certify ({threat})", leave=False, disable=not progress)
     # digits with similar areas (a proxy for how many pixels a flow moves) share
     # chunks, so little of each chunk is padding
     area = (x.flatten(1) > 0).sum(1).cpu().numpy()
@@ -394,8 +380,6 @@ def certified(
             )
             out[row, idx[s : s + batch]] = (m > 0).all(1).cpu().numpy()
         alive = out[row].copy()
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     return out
