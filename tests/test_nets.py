@@ -57,3 +57,17 @@ def test_the_stn_can_be_listed_among_the_impossibility_networks():
 def test_a_non_network_is_refused_clearly():
     with pytest.raises(TypeError, match="has no layer V"):
         view(torch.nn.Linear(3, 2))
+
+
+def test_classifier_input_is_the_stns_output_or_the_images_themselves():
+    from flowbound.nets import classifier_input
+
+    torch.manual_seed(0)
+    stn, one = STNClassifier(6), OneHidden(784, 5, 10)
+    x = torch.rand(3, 28, 28)
+    net, seen = classifier_input(stn, x)
+    assert net is stn.classifier
+    torch.testing.assert_close(seen, stn.transform(x).detach())
+    torch.testing.assert_close(net(seen), stn(x).detach())
+    net, seen = classifier_input(one, x)
+    assert net is one and seen is x

@@ -43,7 +43,7 @@ from .bounds import (
 )
 from .geometry import aabb_lambda
 from .local_bounds import certified as local_certified
-from .nets import NetView, binary_weights, classifier_of, unordered_pairs, view
+from .nets import NetView, binary_weights, classifier_input, unordered_pairs, view
 
 __all__ = [
     "BOUNDS",
@@ -61,8 +61,9 @@ __all__ = [
 DecreaseFn = Callable[[NetView, list[tuple[int, int]], int, float], np.ndarray]
 
 
-#: Input-dependent certificates: (model, x, y, eps list) -> (E, N) bool, True where
-#: the image is classified correctly and certified at that eps.
+#: Input-dependent certificates: (model, x, y, eps list, **options) -> (E, N) bool, True
+#: where the image is classified correctly and certified at that eps. Options are the
+#: certificate's own settings (the per-digit ones take ``modes``, from ``local.modes``).
 CertifyFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, list[float]], np.ndarray]
 
 
@@ -187,9 +188,7 @@ def decrease_bounds(model: torch.nn.Module, kind: str, *, side: int = 28, tol: f
 @torch.no_grad()
 def margins(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """m_i(x) = f_y(x) - f_i(x) for every class i (N, K); the classifier's view for an STN."""
-    net = classifier_of(model)
-    if net is not model:
-        x = model.transform(x)  # certify the classifier on the STN's output
+    net, x = classifier_input(model, x)  # an STN: its classifier on the transformed images
     scores = net(x.to(next(net.parameters()).device)).double().cpu()
     return (scores.gather(1, y.view(-1, 1).cpu()) - scores).numpy()
 

@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from .checks import check_images, check_labels, check_number
 from .geometry import aabb_lambda, mtm_eigh
-from .nets import NetView, classifier_of, view, weights
+from .nets import NetView, classifier_input, view, weights
 from .warp import shifted, warp
 
 __all__ = [
@@ -298,10 +298,7 @@ def certified_margins(
     x = check_images("x", x)
     y = check_labels("y", y, len(x))
     dev = torch.device(device) if device is not None else x.device
-    net = classifier_of(model)
-    if net is not model:
-        with torch.no_grad():
-            x = model.transform(x)  # certify the classifier on the STN's output
+    net, x = classifier_input(model, x)  # an STN: its classifier on the transformed images
     if grad:
         w, v = weights(net)
         layers = NetView(w, v)

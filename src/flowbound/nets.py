@@ -25,6 +25,7 @@ from torch import nn
 __all__ = [
     "NetView",
     "binary_weights",
+    "classifier_input",
     "classifier_of",
     "ordered_pairs",
     "pair_layers",
@@ -59,6 +60,14 @@ def classifier_of(model: nn.Module) -> nn.Module:
             f"f = V relu(W x) or f = V x (models.OneHidden, models.Linear, models.STNClassifier)"
         )
     return net
+
+
+@torch.no_grad()
+def classifier_input(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """(the classifier the bounds cover, the images it sees): ``model`` and ``x``, or an
+    STN's classifier and the STN's output (the transform is not certified)."""
+    net = classifier_of(model)
+    return (net, x) if net is model else (net, model.transform(x))
 
 
 def weights(model: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor]:

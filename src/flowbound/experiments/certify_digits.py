@@ -13,7 +13,7 @@ from ..certify import bound, certified_fraction
 from ..data import load_mnist
 from ..device import default_device
 from ..models import get_model
-from ..nets import classifier_of
+from ..nets import classifier_input
 from ..stats import rate_interval
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
@@ -39,10 +39,7 @@ _NOT_IN_KEY = ("variants", "report_eps")
 def _attack_robust(model, x, y, eps_list, a: dict[str, Any]) -> np.ndarray:
     """(E, A) bool: classified correctly and not broken by flow_pgd at each eps; the
     classifier of an STN is attacked on the STN's output (what the certificates cover)."""
-    net = classifier_of(model)
-    if net is not model:
-        with torch.no_grad():
-            x = model.transform(x)
+    net, x = classifier_input(model, x)
     with torch.no_grad():
         correct = (net(x).argmax(1) == y).cpu().numpy()
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
