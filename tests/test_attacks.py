@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowbound.attacks import cw_margin, flow_loss, flow_pgd, pgd, stadv
+from flowbound.attacks import cw_margin, flow_loss, flow_loss_and_grad, flow_pgd, pgd, stadv
 from flowbound.geometry import l_diff
 from flowbound.models import OneHidden
 from flowbound.warp import warp
@@ -46,6 +46,19 @@ def test_flow_loss_forms_against_loops():
                                torch.from_numpy(l_diff(flow, full=True)))  # fmt: skip
 
 
+@pytest.mark.parametrize("form", ["stadv", "paper"])
+@pytest.mark.parametrize("border", ["zero", "symmetric"])
+@pytest.mark.parametrize("shape", [(3, 2, 5, 7), (2, 2, 1, 4), (1, 2, 28, 28)])
+def test_flow_loss_and_grad_matches_autograd(form, border, shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    flow = (0.7 * torch.randn(*shape, generator=g, dtype=torch.float64)).requires_grad_(True)
+    value = flow_loss(flow, form=form, border=border)
+    (grad,) = torch.autograd.grad(value.sum(), flow)
+    closed, closed_grad = flow_loss_and_grad(flow.detach(), form=form, border=border)
+    torch.testing.assert_close(closed, value.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(closed_grad, grad, rtol=1e-12, atol=1e-12)
+
+
 def test_cw_margin():
     s = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
     torch.testing.assert_close(cw_margin(s, torch.tensor([0, 2])), torch.tensor([1.0, 0.0]))
@@ -78,6 +91,28 @@ def test_stadv_gives_the_same_result_alone_or_in_a_batch(setup):
         alone = stadv(net, x[k : k + 1], y[k : k + 1], tau=0.02, steps=40)
         torch.testing.assert_close(alone.flows[0], batch.flows[k], rtol=0, atol=1e-9)
         assert bool(alone.success[0]) == bool(batch.success[k])
+
+
+def test_stadv_with_one_tau_per_image_equals_one_run_per_tau(setup):
+    net, x, y = setup
+    taus = torch.tensor([0.001, 0.02, 0.001, 0.3, 0.02, 0.001], dtype=torch.float64)
+    mixed = stadv(net, x, y, tau=taus, steps=30)
+    for tau in (0.001, 0.02, 0.3):
+        rows = (taus == tau).nonzero().flatten()
+        alone = stadv(net, x[rows], y[rows], tau=tau, steps=30)
+        torch.testing.assert_close(alone.flows, mixed.flows[rows], rtol=0, atol=1e-9)
+        assert torch.equal(alone.success, mixed.success[rows])
+    with pytest.raises(ValueError, match="one finite value >= 0 per image"):
+        stadv(net, x, y, tau=taus[:3], steps=3)
+
+
+def test_stadv_in_chunks_equals_one_batch(setup):
+    net, x, y = setup
+    whole = stadv(net, x, y, tau=0.005, steps=30, tied=True)
+    chunked = stadv(net, x, y, tau=0.005, steps=30, tied=True, chunk=4)
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
 
 
 def test_stadv_targeted_and_tied(setup):

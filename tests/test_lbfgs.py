@@ -7,6 +7,7 @@ import pytest
 import scipy.optimize as so
 import torch
 
+from flowbound import lbfgs as lbfgs_module
 from flowbound.lbfgs import lbfgs
 
 
@@ -57,5 +58,39 @@ def test_iteration_cap_and_callback(problems):
     fun, b, d = problems
     seen = []
     res = lbfgs(fun, torch.zeros(b, d, dtype=torch.float64), max_iter=3,
-                callback=lambda x, f, idx: seen.append(idx.clone()))  # fmt: skip
+                callback=lambda x, f, idx, aux: seen.append(idx.clone()))  # fmt: skip
     assert int(res.iterations.max()) <= 3 and len(seen) == 3
+
+
+def test_several_halvings_per_call_accept_the_same_steps(problems, monkeypatch):
+    """Speculative line-search calls (several halvings of a row's step at once)
+    reach the iterates of the one-halving-per-call search, in fewer calls."""
+    fun, b, d = problems
+    x0 = torch.full((b, d), 3.0, dtype=torch.float64)  # far out: the x^4 term forces halvings
+    calls = []
+
+    def counted(x, idx):
+        calls.append(len(idx))
+        return fun(x, idx)
+
+    fast = lbfgs(counted, x0, max_iter=40)
+    fast_calls, calls[:] = len(calls), []
+    monkeypatch.setattr(lbfgs_module, "SPECULATE_ROWS", 0)
+    slow = lbfgs(counted, x0, max_iter=40)
+    torch.testing.assert_close(fast.x, slow.x, rtol=1e-10, atol=1e-12)
+    assert torch.equal(fast.iterations, slow.iterations)
+    assert fast_calls < len(calls)
+
+
+def test_the_objective_extra_output_reaches_the_callback(problems):
+    fun, b, d = problems
+
+    def with_aux(x, idx):
+        f, g = fun(x, idx)
+        return f, g, f.detach().clone()  # aux = the value at the evaluated point
+
+    seen = []
+    lbfgs(with_aux, torch.full((b, d), 2.0, dtype=torch.float64), max_iter=5,
+          callback=lambda x, f, idx, aux: seen.append((f.clone(), aux)))  # fmt: skip
+    for f, aux in seen:
+        torch.testing.assert_close(aux, f)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowbound.warp import jacobian_paper, jacobian_true, warp
+from flowbound.warp import jacobian_paper, jacobian_true, warp, warp_and_jacobian
 
 
 def eq1_brute(x: torch.Tensor, du: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
@@ -172,3 +172,22 @@ def test_bad_shapes_are_clear_errors():
         warp(torch.zeros(5, 5), torch.zeros(5, 5))
     with pytest.raises(ValueError, match="tied flow"):
         jacobian_paper(x, torch.zeros(2, 2, 5, 5))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_warp_and_jacobian_match_warp_and_autograd(tied):
+    """One read of the neighbours gives warp() and the gradient autograd finds, also for
+    sample points far outside the image (the frame) and on integer positions."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 6, 7, generator=g, dtype=torch.float64)
+    shape = x.shape if tied else (3, 2, 6, 7)
+    flow = 4.0 * torch.randn(*shape, generator=g, dtype=torch.float64)
+    flow[0] = torch.round(flow[0])
+    flow.requires_grad_(True)
+    images, jac = warp_and_jacobian(x, flow.detach())
+    reference = warp(x, flow)
+    torch.testing.assert_close(images, reference.detach(), rtol=0, atol=1e-14)
+    weights = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((weights * reference).sum(), flow)
+    chain = weights * jac if tied else weights.unsqueeze(1) * jac
+    torch.testing.assert_close(chain, grad, rtol=0, atol=1e-12)

@@ -20,6 +20,7 @@ __all__ = [
     "shifted",
     "split_flow",
     "warp",
+    "warp_and_jacobian",
 ]
 
 
@@ -48,24 +49,23 @@ def _corners(x: torch.Tensor, du: torch.Tensor, dv: torch.Tensor):
     Returns x00, x01, x10, x11 (row offset first, column offset second) and
     a, b in [0, 1): the column and row fractions of the sample point.
     """
-    _, h, w = x.shape
+    n, h, w = x.shape
     cols = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, w)
     rows = torch.arange(h, dtype=x.dtype, device=x.device).view(1, h, 1)
     if du.numel() and not bool(torch.isfinite(du).all() & torch.isfinite(dv).all()):
         raise ValueError("flow has NaN or inf entries: a sample point must be a finite position")
-    pu, pv = cols + du, rows + dv
+    # The image sits in a frame of 2 zero pixels; a sample point more than one pixel
+    # outside the image moves to the frame's edge (all four neighbours read 0 there,
+    # as they do where it was), so every neighbour is read from the frame, unmasked.
+    pu, pv = (cols + du).clamp(-2, w), (rows + dv).clamp(-2, h)
     u0, v0 = torch.floor(pu), torch.floor(pv)
     a, b = pu - u0, pv - v0
-    u0, v0 = u0.long(), v0.long()
-    flat = x.reshape(x.shape[0], h * w)
-
-    def read(vv: torch.Tensor, uu: torch.Tensor) -> torch.Tensor:
-        inside = (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h)
-        idx = (vv.clamp(0, h - 1) * w + uu.clamp(0, w - 1)).reshape(x.shape[0], h * w)
-        vals = torch.gather(flat, 1, idx).reshape(x.shape)
-        return torch.where(inside, vals, torch.zeros((), dtype=x.dtype, device=x.device))
-
-    return read(v0, u0), read(v0, u0 + 1), read(v0 + 1, u0), read(v0 + 1, u0 + 1), a, b
+    wide = w + 4
+    frame = torch.nn.functional.pad(x, (2, 2, 2, 2)).reshape(n, (h + 4) * wide)
+    base = ((v0.long() + 2) * wide + u0.long() + 2).reshape(n, h * w)
+    idx = torch.cat([base, base + 1, base + wide, base + wide + 1], dim=1)
+    x00, x01, x10, x11 = torch.gather(frame, 1, idx).reshape(n, 4, h, w).unbind(1)
+    return x00, x01, x10, x11, a, b
 
 
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -84,6 +84,24 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     du, dv = split_flow(x, flow)
     x00, x01, x10, x11, a, b = _corners(x, du, dv)
     return (1 - b) * ((1 - a) * x00 + a * x01) + b * ((1 - a) * x10 + a * x11)
+
+
+def warp_and_jacobian(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`warp` and :func:`jacobian_true` from one read of the four neighbours.
+
+    The gradient of any loss L(g(r; x)) with respect to the flow is then
+    dL/dg times this Jacobian, pixel by pixel (g_i depends on r_i alone):
+    what autograd computes through the gathers, without building their graph.
+    """
+    du, dv = split_flow(x, flow)
+    x00, x01, x10, x11, a, b = _corners(x, du, dv)
+    top, bottom = (1 - a) * x00 + a * x01, (1 - a) * x10 + a * x11
+    images = (1 - b) * top + b * bottom
+    d_u = (1 - b) * (x01 - x00) + b * (x11 - x10)
+    d_v = bottom - top
+    if flow.dim() == 3:
+        return images, d_u + d_v
+    return images, torch.stack([d_u, d_v], dim=1)
 
 
 def jacobian_true(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
