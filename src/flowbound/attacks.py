@@ -19,6 +19,7 @@ from torch import nn
 from .checks import DOMAINS, check_images, check_int, check_labels, check_number
 from .geometry import flow_norm, l_diff, m_inv_tensor
 from .lbfgs import lbfgs
+from .progress import bar as progress_bar
 from .warp import shifted, warp, warp_and_jacobian
 
 __all__ = [
@@ -193,6 +194,7 @@ def stadv(
     dtype: torch.dtype = torch.float64,
     domain: str = "unit",
     chunk: int = 256,
+    progress: bool = False,
 ) -> StAdvResult:
     """Spatially transformed adversarial examples (Xiao et al., 2018), batched.
 
@@ -215,6 +217,7 @@ def stadv(
         (B,): several values of tau in one batch (the rows stay independent).
     steps : L-BFGS iteration cap per image.
     tied : optimise a tied flow du = dv (the seed paper's setting) instead of (du, dv).
+    progress : show a bar over the chunks (:mod:`flowbound.progress`).
     chunk : images per L-BFGS batch (results do not depend on it; on a 2-core
         CPU, 1,000 images run about 1.4x faster in chunks of 256 than at once:
         the L-BFGS history of a smaller batch stays in cache).
@@ -242,7 +245,9 @@ def stadv(
                 steps=steps, targeted=targeted, tied=tied, form=form, border=border,
                 kappa=kappa, history=history, dtype=dtype, domain=domain, chunk=chunk,
             )
-            for i in range(0, b, chunk)
+            for i in progress_bar(
+                range(0, b, chunk), desc=f"stAdv, {b} images", disable=not progress, unit="chunk"
+            )
         ]  # fmt: skip
         return StAdvResult(*(torch.cat(field) for field in zip(*parts, strict=True)))
     if b == 0:

@@ -9,6 +9,7 @@ with notebook execution off and warnings as errors. Figures are saved to
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from .profiles import load_profile
+from .progress import Relay
 
 __all__ = [
     "FigureNumberError",
@@ -100,6 +102,10 @@ def ensure_mathjax(root: Path) -> Path:
 def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = True) -> Path:
     """Execute ``book/<name>.md`` with ``profile`` into ``book/_executed/<name>.ipynb``.
 
+    What the kernel reports through :mod:`flowbound.progress` (each experiment
+    it computes, bars with the time left) is shown on the terminal as it runs
+    (with ``progress=False``, dropped); none of it reaches the notebook.
+
     The notebook is written under a temporary name and renamed when the run
     succeeds, so an interrupted run never leaves a half-executed chapter in
     place; a failed one is kept as ``<name>.failed.ipynb`` for inspection.
@@ -115,15 +121,17 @@ def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = Tru
     running = out_dir / f".{name}.{tag}.running.ipynb"
     jupytext.write(jupytext.read(src), source_nb)
     failed = out_dir / f"{name}.failed.ipynb"
+    relay = Relay(out_dir / f".{name}.{tag}.progress", show=progress)
     try:
-        papermill.execute_notebook(
-            str(source_nb),
-            str(running),
-            parameters={"profile": profile},
-            kernel_name="python3",
-            cwd=str(root),
-            progress_bar=progress,
-        )
+        with relay:  # the kernel's progress reaches the terminal, not the notebook
+            papermill.execute_notebook(
+                str(source_nb),
+                str(running),
+                parameters={"profile": profile},
+                kernel_name="python3",
+                cwd=str(root),
+                progress_bar=False,
+            )
     except papermill.PapermillExecutionError as exc:
         running.replace(failed)
         raise BookError(
@@ -148,6 +156,45 @@ def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = Tru
     running.replace(final)
     (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
     return final
+
+
+def _times_file() -> Path:
+    from .cache import cache_dir
+
+    return cache_dir() / "chapter-seconds.json"
+
+
+def _last_seconds(profile: str, name: str) -> float | None:
+    """How long the last run of chapter ``name`` under ``profile`` took (None: no record)."""
+    try:
+        return float(json.loads(_times_file().read_text())[profile][name])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _record_seconds(profile: str, name: str, seconds: float) -> None:
+    path = _times_file()
+    try:
+        times = json.loads(path.read_text()) if path.exists() else {}
+        times.setdefault(profile, {})[name] = round(seconds, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(times, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except (OSError, ValueError, AttributeError):
+        pass  # a record for the next estimate only: never fail a build over it
+
+
+def _run_chapter(root: Path, name: str, profile: str, count: str, why: str = "") -> None:
+    """Execute one chapter, saying how long it took last time and this time."""
+    last = _last_seconds(profile, name)
+    hint = f"; {last:.0f} s last time" if last is not None else ""
+    print(f"{count} executing {name} ({profile}{hint}){why}", flush=True)
+    start = time.perf_counter()
+    execute_chapter(root, name, profile)
+    seconds = time.perf_counter() - start
+    _record_seconds(profile, name, seconds)
+    print(f"{count} {name} done in {seconds:.1f} s", flush=True)
 
 
 def _hide_default_parameters(path: Path) -> None:
@@ -200,12 +247,7 @@ def build_book(profile: str, *, root: str | Path = ".", output: str | Path | Non
     ensure_mathjax(root)
     chapters = toc_chapters(root)
     for k, name in enumerate(chapters, 1):
-        start = time.perf_counter()
-        print(f"[{k}/{len(chapters)}] executing {name} ({profile})", flush=True)
-        execute_chapter(root, name, profile)
-        print(
-            f"[{k}/{len(chapters)}] {name} done in {time.perf_counter() - start:.1f} s", flush=True
-        )
+        _run_chapter(root, name, profile, f"[{k}/{len(chapters)}]")
     # --all: a fresh Sphinx environment each time, so labels that moved between
     # chapters never clash with a stale copy (the cost is seconds).
     cmd = [*_jupyter_book(), "build", str(root), "-W", "-n", "--keep-going", "--all"]
@@ -260,10 +302,7 @@ def build_figures(numbers: list[int], profile: str, *, root: str | Path = ".") -
     chapters = list(dict.fromkeys(chapter_of[n] for n in numbers))
     for k, chapter in enumerate(chapters, 1):
         wanted = ", ".join(str(n) for n in numbers if chapter_of[n] == chapter)
-        print(
-            f"[{k}/{len(chapters)}] executing {chapter} ({profile}) for Figure {wanted}", flush=True
-        )
-        execute_chapter(root, chapter, profile)
+        _run_chapter(root, chapter, profile, f"[{k}/{len(chapters)}]", f" for Figure {wanted}")
     pngs = []
     for number in numbers:
         png = figures / f"fig{number:02d}.png"

@@ -135,7 +135,7 @@ def _linear(net: NetView, pairs, side: int, tol: float) -> np.ndarray:
 
 def _local(threat: str) -> CertifyFn:
     def certify(model, x, y, eps, *, modes: int | None = 200) -> np.ndarray:
-        return local_certified(model, x.double(), y, eps, threat=threat, modes=modes)
+        return local_certified(model, x.double(), y, eps, threat=threat, modes=modes, progress=True)
 
     return certify
 

@@ -48,11 +48,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .checks import check_images, check_labels, check_number
 from .geometry import aabb_lambda, mtm_eigh
 from .nets import NetView, classifier_input, view, weights
+from .progress import bar as progress_bar
 from .warp import shifted, warp
 
 __all__ = [
@@ -363,7 +363,9 @@ def certified(
         alive = (model(x.to(next(model.parameters()).device)).argmax(1).cpu() == y.cpu()).numpy()
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
     steps = [(int(e), eps_list[e]) for e in order]
-    bar = tqdm(total=len(steps), desc=f"certify ({threat})", leave=False, disable=not progress)
+    bar = progress_bar(
+        total=len(steps), desc=f"certify ({threat})", disable=not progress, unit="eps"
+    )
     # digits with similar areas (a proxy for how many pixels a flow moves) share
     # chunks, so little of each chunk is padding
     area = (x.flatten(1) > 0).sum(1).cpu().numpy()

@@ -16,12 +16,13 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .cache import cached
 from .data import load_mnist
 from .device import default_device
 from .profiles import load_profile, validate_profile
+from .progress import bar as progress_bar
+from .progress import stage
 from .zoo import VARIANTS, LossFn, Variant, register
 
 __all__ = [
@@ -233,7 +234,7 @@ def fit(
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=steps, desc=desc, disable=not progress, unit="batch")
     model.train()
     hook = getattr(loss, "on_epoch_start", None)
     for epoch in range(epochs):
@@ -316,6 +317,7 @@ def get_model(
 
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         fresh.append(True)
+        stage(f"training {v.name} (seed {prof['train']['seed']}, {prof['name']} profile)")
         train = prof["train"]
         settings = _settings(v, prof)
         model = _build(v.arch, hidden, train["seed"], settings).to(default_device())

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .attacks import pgd, stadv
 from .models import cross_entropy
 from .nets import weights
+from .progress import bar as progress_bar
 
 __all__ = [
     "StAdvPoolLoss",
@@ -111,8 +111,8 @@ class StAdvPoolLoss:
         for p in model.parameters():
             p.requires_grad_(False)
         xs, chunk = [], self.s.get("pool_batch", 1000)
-        for k in tqdm(
-            range(0, len(idx), chunk), desc=f"stAdv pool (epoch {epoch + 1})", leave=False
+        for k in progress_bar(
+            range(0, len(idx), chunk), desc=f"stAdv pool (epoch {epoch + 1})", unit="chunk"
         ):
             part = idx[k : k + chunk]
             res = stadv(

@@ -10,6 +10,7 @@ import torch
 
 from ..cache import cached
 from ..profiles import load_profile
+from ..progress import timed_stage
 
 #: The version every experiment started from (it was one global number until
 #: each experiment got its own; starting there keeps the cached results valid).
@@ -48,8 +49,29 @@ def cached_experiment(
     if name not in versions:
         raise KeyError(f"experiment {name!r} has no version in its module's VERSIONS")
     key = {**config, "experiment": name, "code": versions[name]}
-    value, meta = cached("experiments", key, compute, required=required)
+
+    def announced() -> tuple[Any, dict[str, Any]]:
+        with timed_stage(f"computing {experiment_label(name, config)}"):
+            return compute()
+
+    value, meta = cached("experiments", key, announced, required=required)
     return (to_numpy(value) if as_numpy else value), meta
+
+
+#: Settings named in the progress line of a computed experiment, when its key has them.
+_LABEL_KEYS = ("tau", "border", "eps", "threat", "images")
+
+
+def experiment_label(name: str, config: dict[str, Any]) -> str:
+    """``name`` with the network and the main settings of its cache key, for progress
+    lines: "stadv_eval (nt, seed 0; tau 0.05, images 1000)"."""
+    model = config.get("model")
+    parts = []
+    if isinstance(model, dict) and "variant" in model:
+        parts.append(f"{model['variant']}, seed {model.get('seed')}")
+    settings = [f"{k} {config[k]}" for k in _LABEL_KEYS if k in config and config[k] is not None]
+    inner = "; ".join(p for p in (", ".join(parts), ", ".join(settings)) if p)
+    return f"{name} ({inner})" if inner else name
 
 
 def profile_dict(profile: str | dict[str, Any]) -> dict[str, Any]:

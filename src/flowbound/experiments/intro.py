@@ -112,7 +112,7 @@ def stadv_evaluation(
             scores = model(x)
             correct = scores.argmax(1) == y
             top2 = scores.topk(2, dim=1).values
-        res = stadv(model, x, y, tau=tau, steps=steps, border=border)
+        res = stadv(model, x, y, tau=tau, steps=steps, border=border, progress=True)
         value = {
             "correct": correct.cpu(),
             "success": res.success.cpu(),
