@@ -144,7 +144,8 @@ def lbfgs(
             ft, gt = out[0].detach(), out[1].detach()
             ok = (ft <= f[act[rows]] + c1 * steps * slope[rows]).view(len(p), k)
             passed = ok.any(1)
-            pick = (torch.arange(len(p), device=dev) * k + ok.to(torch.uint8).argmax(1))[passed]
+            first_ok = (ok.cumsum(1) == 0).sum(1)  # leading failures: the first pass
+            pick = (torch.arange(len(p), device=dev) * k + first_ok)[passed]
             okp = p[passed]
             x_new[okp], f_new[okp], g_new[okp] = trial[pick], ft[pick], gt[pick]
             if len(out) > 2:

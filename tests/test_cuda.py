@@ -1,0 +1,96 @@
+"""The batched paths on a GPU give the CPU's results (to tolerance).
+
+Each check runs the same computation on the CPU and on ``device``. The CUDA
+case runs only where CUDA is present (skipped otherwise); the ``cpu`` case
+runs everywhere, so the comparison itself is always exercised. The SDP's
+certificate and the per-digit certificate stay in float64 on either device.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from flowbound.attacks import flow_pgd, stadv
+from flowbound.bounds import sdp_bound
+from flowbound.local_bounds import certified_margins
+from flowbound.models import OneHidden
+from flowbound.warp import warp, warp_and_jacobian
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available"),
+    ),
+]
+
+
+@pytest.fixture
+def problem():
+    torch.manual_seed(0)
+    net = OneHidden(d=100, hidden=24, classes=4).double().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(8, 10, 10, generator=g, dtype=torch.float64)
+    y = net(x).argmax(1)
+    return net, x, y
+
+
+def _on(net, device):
+    return copy.deepcopy(net).to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_warp_on_device(problem, device):
+    _, x, _ = problem
+    flow = 2.0 * torch.randn(8, 2, 10, 10, generator=torch.Generator().manual_seed(1)).double()
+    ref, ref_jac = warp_and_jacobian(x, flow)
+    got, got_jac = warp_and_jacobian(x.to(device), flow.to(device))
+    torch.testing.assert_close(got.cpu(), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(got_jac.cpu(), ref_jac, rtol=0, atol=1e-12)
+    torch.testing.assert_close(warp(x.to(device), flow.to(device)).cpu(), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stadv_on_device(problem, device):
+    net, x, y = problem
+    ref = stadv(net, x, y, tau=0.01, steps=15)
+    got = stadv(_on(net, device), x.to(device), y.to(device), tau=0.01, steps=15)
+    assert got.flows.device.type == torch.device(device).type
+    torch.testing.assert_close(got.flows.cpu(), ref.flows, rtol=0, atol=1e-6)
+    assert torch.equal(got.success.cpu(), ref.success)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_flow_pgd_on_device(problem, device):
+    net, x, y = problem
+    ref = flow_pgd(net, x, y, eps=1.0, steps=20, restarts=2)
+    got = flow_pgd(_on(net, device), x.to(device), y.to(device), eps=1.0, steps=20, restarts=2)
+    torch.testing.assert_close(got.flows.cpu(), ref.flows, rtol=0, atol=1e-6)
+    assert torch.equal(got.success.cpu(), ref.success)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sdp_bound_on_device(device):
+    a = torch.randn(3, 12, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ref = sdp_bound(a, tol=1e-5)
+    got = sdp_bound(a, tol=1e-5, device=device)
+    assert (got.gap <= 1e-5).all() and (ref.gap <= 1e-5).all()
+    torch.testing.assert_close(
+        torch.from_numpy(got.upper), torch.from_numpy(ref.upper), rtol=3e-5, atol=0
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("threat", ["tied", "full"])
+def test_certified_margins_on_device(problem, device, threat):
+    net, x, y = problem
+    ref = certified_margins(net, x, y, 0.3, threat=threat, modes=None)
+    got = certified_margins(_on(net, device), x.to(device), y.to(device), 0.3, threat=threat,
+                            modes=None, device=device)  # fmt: skip
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got.cpu(), ref.cpu(), rtol=1e-9, atol=1e-9)
