@@ -6,7 +6,7 @@ kappa = 0, plus tau * L_flow, computed by the same torch model), with the same
 history (maxcor = 10), tolerances (scipy's defaults, which flowbound copies),
 iteration cap and success bookkeeping (best iterate that fools the network).
 
-    python benchmarks/stadv.py --images 200 --profile paper
+    python benchmarks/stadv.py --images 200 --taus 0.05 0.0005 --profile paper
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--tau", type=float, default=0.05)
+    parser.add_argument("--taus", type=float, nargs="+", default=[0.05, 0.0005])
     parser.add_argument("--profile", default="paper")
     args = parser.parse_args()
 
@@ -68,36 +68,38 @@ def main() -> None:
         p.requires_grad_(False)
     x, y = load_mnist("test")
     x, y = x[: args.images], y[: args.images]
-
-    threads = torch.get_num_threads()
-    t0 = time.perf_counter()
-    ours = stadv(model, x, y, tau=args.tau, steps=args.steps)
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ours32 = stadv(model, x, y, tau=args.tau, steps=args.steps, dtype=torch.float32)
-    t_ours32 = time.perf_counter() - t0
-    # One image at a time, torch's threads only fight over tiny tensors: a careful
-    # reader runs the per-image baseline single-threaded (17x faster here than
-    # with 2 threads).
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    base = scipy_stadv(model, x, y, tau=args.tau, steps=args.steps)
-    t_base = time.perf_counter() - t0
-    torch.set_num_threads(threads)
-
     n = args.images
+    threads = torch.get_num_threads()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}")  # fmt: skip
-    print(f"images {n}, steps {args.steps}, tau {args.tau}, model nt ({args.profile})")
-    print(f"flowbound, float64 ({threads} thr.): {t_ours:8.2f} s  {n / t_ours:8.1f} images/s  "
-          f"success {ours.success.float().mean():.3f}")  # fmt: skip
-    print(f"  the same in float32         : {t_ours32:8.2f} s  {n / t_ours32:8.1f} images/s  "
-          f"success {ours32.success.float().mean():.3f}")  # fmt: skip
-    print(f"scipy per image (1 thread)  : {t_base:8.2f} s  {n / t_base:8.1f} images/s  "
-          f"success {base.mean():.3f}")  # fmt: skip
-    print(
-        f"ratio (speed-up)            : {t_base / t_ours:.1f}x (float32: {t_base / t_ours32:.1f}x)"
-    )
+    # warm up both sides (first-call costs: thread pools, allocator, lazy imports)
+    stadv(model, x[:8], y[:8], tau=args.taus[0], steps=5)
+    scipy_stadv(model, x[:2], y[:2], tau=args.taus[0], steps=5)
+    for tau in args.taus:
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        ours = stadv(model, x, y, tau=tau, steps=args.steps)
+        t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ours32 = stadv(model, x, y, tau=tau, steps=args.steps, dtype=torch.float32)
+        t_ours32 = time.perf_counter() - t0
+        # One image at a time, torch's threads only fight over tiny tensors: a careful
+        # reader runs the per-image baseline single-threaded (17x faster here than
+        # with 2 threads).
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        base = scipy_stadv(model, x, y, tau=tau, steps=args.steps)
+        t_base = time.perf_counter() - t0
+        print(f"images {n}, steps {args.steps}, tau {tau}, model nt ({args.profile})")
+        print(f"flowbound, float64 ({threads} thr.): {t_ours:8.2f} s  {n / t_ours:8.1f} images/s"
+              f"  success {ours.success.float().mean():.3f}")  # fmt: skip
+        print(f"  the same in float32         : {t_ours32:8.2f} s  {n / t_ours32:8.1f} images/s"
+              f"  success {ours32.success.float().mean():.3f}")  # fmt: skip
+        print(f"scipy per image (1 thread)  : {t_base:8.2f} s  {n / t_base:8.1f} images/s  "
+              f"success {base.mean():.3f}")  # fmt: skip
+        print(f"ratio (speed-up)            : {t_base / t_ours:.1f}x "
+              f"(float32: {t_base / t_ours32:.1f}x)", flush=True)  # fmt: skip
+    torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
