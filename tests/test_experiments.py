@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 
 from flowbound.experiments.possibility import ranks_over_seeds
 
@@ -118,3 +119,43 @@ def test_figure8_table_cites_the_last_eps():
         "exact Jacobian",
     ]
     assert cited == {"lin_alg_lin_nt_true": 4.0, "lin_thm_lin_nt_true": 1.0}
+
+
+def test_section4_names_and_the_beyond_summary_from_hand_made_results():
+    from flowbound.experiments.possibility import section4_beyond_summary, section4_names
+
+    p = {"variants": ["nt", "sdp"], "beyond_variants": ["cert"]}
+    assert section4_names(p, beyond=False) == ["nt", "sdp"]
+    assert section4_names(p, beyond=True) == ["nt", "sdp", "cert"]
+    taus = np.array([0.001, 0.05])
+    f6 = {
+        "taus": taus,
+        "seed_runs": {
+            "success_final": {
+                "cert": np.array([[0.9, 0.1], [0.8, 0.3]]),
+                "sdp": np.array([[1.0, 0.5], [1.0, 0.7]]),
+            },
+            "success": {
+                "cert": np.array([[0.95, 0.2], [0.85, 0.4]]),
+                "sdp": np.array([[1.0, 0.6], [1.0, 0.8]]),
+            },
+        },
+    }
+    budget = {
+        "eps": np.array([1.0, 2.0]),
+        "success": {"cert": np.array([0.1, 0.3]), "sdp": np.array([0.5, 0.9])},
+        "success_ci": {
+            "cert": np.array([[0.05, 0.15], [0.25, 0.35]]),
+            "sdp": np.array([[0.45, 0.55], [0.85, 0.95]]),
+        },
+    }
+    out = section4_beyond_summary(f6, budget, tau=0.05, definition="success_final", names=["cert"])
+    assert set(out) == {"cert", "sdp"}
+    assert out["cert"]["success"] == pytest.approx(0.2)
+    assert out["cert"]["success_range"] == pytest.approx((0.1, 0.3))
+    assert out["cert"]["seeds"] == 2
+    assert out["cert"]["success_small_any"] == pytest.approx(0.9)  # any iterate, smallest tau
+    assert out["sdp"]["success"] == pytest.approx(0.6)
+    assert out["cert"]["budget"][0].value == pytest.approx(0.1)
+    assert out["cert"]["budget"][1].lo == pytest.approx(0.25)
+    assert out["sdp"]["budget_eps"] == [1.0, 2.0]

@@ -141,6 +141,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "impossibility.seed": SEED,
     "possibility.eps": _list(EPS),
     "possibility.variants": _list(_name),
+    "possibility.beyond_variants": _list(_name, min_len=0),
     "possibility.linear_variants": _list(_name),
     "possibility.kinds": _list(_name),  # checked against certify.BOUNDS where used
     "possibility.test_images": _optional(POS),

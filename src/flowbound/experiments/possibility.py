@@ -31,6 +31,8 @@ __all__ = [
     "ranks_over_seeds",
     "sdp_robustness_claim",
     "sdp_tightness_claim",
+    "section4_beyond_summary",
+    "section4_names",
     "stadv_vs_tau",
     "zero_one_losses",
     "zero_one_summary",
@@ -46,17 +48,27 @@ VERSIONS = {
 }
 
 
-def zero_one_losses(profile: str | dict[str, Any], *, linear: bool = False) -> dict[str, Any]:
+def section4_names(p: dict[str, Any], beyond: bool) -> list[str]:
+    """The paper's Section-4 variants (``possibility.variants``), followed with
+    ``beyond`` by the networks beyond the paper (``possibility.beyond_variants``,
+    f_cert): figures show both, the paper's claims compare the paper's only."""
+    return list(p["variants"]) + (list(p["beyond_variants"]) if beyond else [])
+
+
+def zero_one_losses(
+    profile: str | dict[str, Any], *, linear: bool = False, beyond: bool = False
+) -> dict[str, Any]:
     """Certified 0/1 adversarial loss against eps per variant and bound (Figures 5, 11).
 
-    One-hidden-layer variants (Section 4 width) under ``kinds``; with ``linear``
+    One-hidden-layer variants (Section 4 width; with ``beyond`` also the networks
+    beyond the paper, :func:`section4_names`) under ``kinds``; with ``linear``
     the linear variants under the linear bound (appendix 6.5). Returns
     {variant: {kind: loss array over eps}} plus ``eps`` and the mean pairwise
     decrease bound at eps = 1 per (variant, kind).
     """
     prof = _profile(profile)
     p = prof["possibility"]
-    names = p["linear_variants"] if linear else p["variants"]
+    names = p["linear_variants"] if linear else section4_names(p, beyond)
     kinds = ["linear"] if linear else p["kinds"]
     x, y = load_mnist("test")
     if p["test_images"] is not None:
@@ -206,7 +218,7 @@ def aabb_illustration(profile: str | dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
+def stadv_vs_tau(profile: str | dict[str, Any], *, beyond: bool = False) -> dict[str, Any]:
     """Figure 6: stAdv success rate (among correctly classified images) and accuracy
     under stAdv against tau, per variant, on the first ``eval_images`` test images
     (tau = infinity: no attack, the clean accuracy), under both success
@@ -216,7 +228,8 @@ def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
     with the flow loss's symmetric border (the public stAdv code's) are added
     under ``symmetric``. ``seed_runs`` holds, per rate and variant, the rates
     of every training seed in ``possibility.seeds`` (seeds, taus); the other
-    entries are the profile's own seed."""
+    entries are the profile's own seed. ``beyond`` adds the networks beyond the
+    paper (:func:`section4_names`)."""
     prof = _profile(profile)
     p, q = prof["possibility"], prof["intro"]
     out: dict[str, Any] = {"taus": np.asarray(p["taus"]), "clean": {}, "symmetric": {}}
@@ -236,7 +249,8 @@ def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
         return {k: np.array([list(r[k]) for r in per_tau]) for k in keys}  # (taus, 3)
 
     own = {}
-    for name in p["variants"]:
+    names = section4_names(p, beyond)
+    for name in names:
         trained = get_model(name, prof, section=4)
         by = own[name] = rates(trained, "zero")
         for key in keys:
@@ -254,7 +268,7 @@ def stadv_vs_tau(profile: str | dict[str, Any]) -> dict[str, Any]:
     out["seed_runs"] = {key: {} for key in keys}
     for seed in p["seeds"]:
         sp = with_seed(prof, seed)
-        for name in p["variants"]:
+        for name in names:
             same = seed == prof["train"]["seed"]  # already read above
             by = own[name] if same else rates(get_model(name, sp, section=4), "zero")
             for key in keys:
@@ -524,10 +538,48 @@ def sdp_robustness_claim(
     return out
 
 
-def budget_attack(profile: str | dict[str, Any]) -> dict[str, Any]:
+def section4_beyond_summary(
+    f6: dict[str, Any],
+    budget: dict[str, Any],
+    *,
+    tau: float,
+    definition: str,
+    names: list[str],
+    against: str = "sdp",
+) -> dict[str, dict[str, Any]]:
+    """The networks beyond the paper (``names``, f_cert) next to ``against`` (f_sdp) in
+    Section 4's comparisons: from :func:`stadv_vs_tau` (``beyond=True``) the stAdv
+    success at ``tau`` under ``definition`` (mean, lowest and highest over the training
+    seeds) and at the smallest tau (any iterate, seed mean); from :func:`budget_attack`
+    (``beyond=True``, one seed) the budgeted attack's success per eps with its interval.
+    """
+    taus = [float(t) for t in f6["taus"]]
+    k = taus.index(float(tau))
+    out: dict[str, dict[str, Any]] = {}
+    for name in [*names, against]:
+        runs = np.asarray(f6["seed_runs"][definition][name])[:, k]
+        small = np.asarray(f6["seed_runs"]["success"][name])[:, 0]
+        out[name] = {
+            "success": float(runs.mean()),
+            "success_range": (float(runs.min()), float(runs.max())),
+            "seeds": len(runs),
+            "success_small_any": float(small.mean()),
+            "budget_eps": [float(e) for e in budget["eps"]],
+            "budget": [
+                Interval(float(v), float(lo), float(hi))
+                for v, (lo, hi) in zip(
+                    budget["success"][name], budget["success_ci"][name], strict=True
+                )
+            ],
+        }
+    return out
+
+
+def budget_attack(profile: str | dict[str, Any], *, beyond: bool = False) -> dict[str, Any]:
     """Beyond the paper: success of a flow attack with a hard budget ||M r|| <= eps
     (:func:`~flowbound.attacks.flow_pgd`) per variant, among correctly classified
-    test images. Scale-free, unlike stAdv's fixed tau (Figure 6).
+    test images. Scale-free, unlike stAdv's fixed tau (Figure 6). ``beyond`` adds
+    the networks beyond the paper (:func:`section4_names`).
 
     Returns ``eps``, per variant the rates ``success`` (eps,) with their 95%
     Wilson intervals ``success_ci`` (eps, 2), and the per-image outcomes
@@ -544,7 +596,7 @@ def budget_attack(profile: str | dict[str, Any]) -> dict[str, Any]:
         "fooled": {},
         "correct": {},
     }
-    for name in p["variants"]:
+    for name in section4_names(p, beyond):
         trained = get_model(name, prof, section=4)
         config = {
             "model": trained.config,
