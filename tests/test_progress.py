@@ -75,3 +75,10 @@ def test_a_computed_experiment_announces_itself_once(tmp_path, monkeypatch, caps
     assert "computing toy (nt, seed 1; tau 0.05, images 10): done in" in err
     cached_experiment("toy", {"toy": 1}, config, lambda: (value, {}))
     assert capsys.readouterr().err == ""  # from the cache: nothing to announce
+
+
+def test_a_long_setting_is_shortened_in_the_progress_line():
+    from flowbound.experiments._common import experiment_label
+
+    label = experiment_label("zero_one", {"eps": [0.0, 0.01, 0.02, 0.05, 0.1], "images": None})
+    assert label == "zero_one (eps 0 to 0.1 (5 values))"

@@ -62,6 +62,13 @@ def cached_experiment(
 _LABEL_KEYS = ("tau", "border", "eps", "threat", "images")
 
 
+def _short(value: Any) -> str:
+    """A setting for a progress line: a long list as its ends and length."""
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        return f"{value[0]:g} to {value[-1]:g} ({len(value)} values)"
+    return str(value)
+
+
 def experiment_label(name: str, config: dict[str, Any]) -> str:
     """``name`` with the network and the main settings of its cache key, for progress
     lines: "stadv_eval (nt, seed 0; tau 0.05, images 1000)"."""
@@ -69,7 +76,9 @@ def experiment_label(name: str, config: dict[str, Any]) -> str:
     parts = []
     if isinstance(model, dict) and "variant" in model:
         parts.append(f"{model['variant']}, seed {model.get('seed')}")
-    settings = [f"{k} {config[k]}" for k in _LABEL_KEYS if k in config and config[k] is not None]
+    settings = [
+        f"{k} {_short(config[k])}" for k in _LABEL_KEYS if k in config and config[k] is not None
+    ]
     inner = "; ".join(p for p in (", ".join(parts), ", ".join(settings)) if p)
     return f"{name} ({inner})" if inner else name
 
