@@ -117,13 +117,7 @@ def jacobian_true(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     (B, H, W) dg_i/dr_i for a tied flow (the sum of both partials), or
     (B, 2, H, W) (dg/ddu, dg/ddv) for a full flow.
     """
-    du, dv = split_flow(x, flow)
-    x00, x01, x10, x11, a, b = _corners(x, du, dv)
-    d_u = (1 - b) * (x01 - x00) + b * (x11 - x10)
-    d_v = (1 - a) * (x10 - x00) + a * (x11 - x01)
-    if flow.dim() == 3:
-        return d_u + d_v
-    return torch.stack([d_u, d_v], dim=1)
+    return warp_and_jacobian(x, flow)[1]
 
 
 def shifted(x: torch.Tensor, dr: int, dc: int) -> torch.Tensor:

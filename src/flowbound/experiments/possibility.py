@@ -463,6 +463,13 @@ def sdp_tightness_claim(
     }
 
 
+def _budget_rate(budget: dict[str, Any], name: str, k: int) -> Interval:
+    """The budgeted attack's success on network ``name`` at its k-th eps, with its
+    interval (:func:`budget_attack`)."""
+    lo, hi = budget["success_ci"][name][k]
+    return Interval(float(budget["success"][name][k]), float(lo), float(hi))
+
+
 def _difference_over_seeds(per_seed: list[dict[str, Interval]], target: str) -> Interval:
     """``target``'s rate minus the mean of the others', per seed, as one interval."""
     diffs, ses = [], []
@@ -527,10 +534,7 @@ def sdp_robustness_claim(
     out["budget_eps"] = [float(e) for e in budgets[0]["eps"]]
     out["budget_diff"] = [
         _difference_over_seeds(
-            [
-                {n: Interval(b["success"][n][k], *b["success_ci"][n][k]) for n in b["success"]}
-                for b in budgets
-            ],
+            [{n: _budget_rate(b, n, k) for n in b["success"]} for b in budgets],
             "sdp",
         )
         for k in range(len(out["budget_eps"]))
@@ -565,12 +569,7 @@ def section4_beyond_summary(
             "seeds": len(runs),
             "success_small_any": float(small.mean()),
             "budget_eps": [float(e) for e in budget["eps"]],
-            "budget": [
-                Interval(float(v), float(lo), float(hi))
-                for v, (lo, hi) in zip(
-                    budget["success"][name], budget["success_ci"][name], strict=True
-                )
-            ],
+            "budget": [_budget_rate(budget, name, e) for e in range(len(budget["eps"]))],
         }
     return out
 
