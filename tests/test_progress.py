@@ -54,6 +54,7 @@ def test_a_chapters_progress_reaches_the_terminal_not_the_notebook(tmp_path, cap
     err = capfd.readouterr().err
     assert "computing figure 99 ..." in err and "computing figure 99: done in" in err
     assert "inner loop" in err
+    assert "IPKernelApp" not in err  # the kernel's own log stays quiet
     outputs = [o for c in nbformat.read(notebook, as_version=4).cells for o in c.get("outputs", [])]
     text = "".join(o.get("text", "") for o in outputs)
     assert "page text" in text

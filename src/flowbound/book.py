@@ -131,6 +131,9 @@ def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = Tru
                 kernel_name="python3",
                 cwd=str(root),
                 progress_bar=False,
+                # the kernel's own warnings (ipykernel warns that its local TCP
+                # sockets are unencrypted) would drown the progress lines
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
     except papermill.PapermillExecutionError as exc:
         running.replace(failed)
