@@ -83,3 +83,15 @@ def test_a_long_setting_is_shortened_in_the_progress_line():
 
     label = experiment_label("zero_one", {"eps": [0.0, 0.01, 0.02, 0.05, 0.1], "images": None})
     assert label == "zero_one (eps 0 to 0.1 (5 values))"
+
+
+def test_training_announces_its_start_and_its_seconds_once(tiny, mnist_dir, monkeypatch, capsys):
+    from flowbound.models import get_model
+
+    monkeypatch.delenv(progress.ENV, raising=False)
+    get_model("nt", tiny, section=4, progress=False)
+    err = capsys.readouterr().err
+    assert "training nt (seed 0, smoke profile) ..." in err
+    assert "training nt (seed 0, smoke profile): done in" in err and "test accuracy" in err
+    get_model("nt", tiny, section=4, progress=False)
+    assert capsys.readouterr().err == ""  # from the cache: nothing to announce

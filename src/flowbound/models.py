@@ -317,7 +317,8 @@ def get_model(
 
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         fresh.append(True)
-        stage(f"training {v.name} (seed {prof['train']['seed']}, {prof['name']} profile)")
+        label = f"training {v.name} (seed {prof['train']['seed']}, {prof['name']} profile)"
+        stage(f"{label} ...")
         train = prof["train"]
         settings = _settings(v, prof)
         model = _build(v.arch, hidden, train["seed"], settings).to(default_device())
@@ -351,6 +352,7 @@ def get_model(
             "device": str(default_device()),
         }
         state = {k: t.detach().cpu() for k, t in model.state_dict().items()}
+        stage(f"{label}: done in {seconds:.1f} s, test accuracy {acc:.4f}")
         return state, meta
 
     state, meta = cached("models", config, compute, required=("test_accuracy", "train_seconds"))
