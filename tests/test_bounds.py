@@ -40,6 +40,24 @@ def test_fast_solver_agrees_with_cvxpy(h, d, seed):
     assert res.gap <= 1e-5
 
 
+def test_momentum_certifies_the_same_value_in_fewer_sweeps():
+    """The extrapolated mixing method and the plain one certify the same SDP value
+    (within tol of each other and of cvxpy), the extrapolated one in fewer sweeps;
+    momentum outside [0, 1) is an error."""
+    a = torch.from_numpy(np.random.default_rng(8).standard_normal((60, 90)))
+    ref = sdp_bound_cvxpy(a.numpy())
+    plain = sdp_bound(a, tol=1e-5, momentum=0.0, check_every=5)
+    fast = sdp_bound(a, tol=1e-5, momentum=0.7, check_every=5)
+    for res in (plain, fast):
+        assert res.lower <= ref * (1 + 1e-6) and res.upper >= ref * (1 - 1e-4)
+        assert res.gap <= 1e-5
+    assert fast.upper == pytest.approx(plain.upper, rel=2e-5)
+    assert fast.iterations < plain.iterations
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="momentum"):
+            sdp_bound(a, momentum=bad)
+
+
 def test_upper_is_recomputed_independently_from_c_and_exceeds_lower():
     rng = np.random.default_rng(3)
     a = rng.standard_normal((3, 25, 35))

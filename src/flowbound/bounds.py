@@ -9,8 +9,11 @@ duality), whatever produced c; :func:`certify` evaluates it in float64.
 The fast solver (:func:`sdp_bound`) is the mixing method, a Burer-Monteiro
 factorisation Z = U U^T with unit rows, U = [S; T], updated block by block:
 T <- rownorm(A^T S), S <- rownorm(A T), each an exact maximisation over its
-block. Its dual vector c_i = u_i . (P U)_i sums to the primal value, so the
-certified gap is n * max(0, lambda_max(P - diag(c))).
+block, then extrapolated past the previous block (T <- rownorm(T' + beta (T' - T)),
+beta = ``momentum``), which cuts the sweeps to a certificate about threefold.
+Its dual vector c_i = u_i . (P U)_i sums to the primal value (U has unit rows,
+so the value is feasible whatever produced U), and the certified gap is
+n * max(0, lambda_max(P - diag(c))).
 
 Used in: Possibility results (Figures 5, 11), the sdp variant.
 """
@@ -138,7 +141,8 @@ def sdp_bound(
     tol: float = 1e-4,
     rank: int | None = None,
     max_iter: int = 5000,
-    check_every: int = 50,
+    check_every: int = 10,
+    momentum: float = 0.7,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> SDPBound:
@@ -151,6 +155,8 @@ def sdp_bound(
     gets the eigenvalue bound (:func:`certify`) of its last c. ``rank``
     defaults to ceil(sqrt(2 n)) + 1, above which the factorised problem has
     no spurious local optima (Barvinok-Pataki; Boumal et al., 2016).
+    ``momentum`` (beta in [0, 1), 0: the plain mixing method) extrapolates each
+    block update past the previous one; the certificate does not depend on it.
     """
     start = time.perf_counter()
     where = a.device if isinstance(a, torch.Tensor) else torch.device("cpu")
@@ -158,6 +164,7 @@ def sdp_bound(
     tol = check_number("tol", tol, low=0.0, high=1.0, low_open=True, high_open=True)
     max_iter = check_int("max_iter", max_iter)
     check_every = check_int("check_every", check_every)
+    beta = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
     if rank is not None:
         rank = check_int("rank", rank)
     single = a.dim() == 2
@@ -179,9 +186,15 @@ def sdp_bound(
     for it in range(1, max_iter + 1):
         idx = active.nonzero().flatten().to(dev)
         aa = a[idx]
-        t[idx] = _rownorm(aa.transpose(1, 2) @ s[idx])
-        at = aa @ t[idx]
-        s[idx] = _rownorm(at)
+        t_new = _rownorm(aa.transpose(1, 2) @ s[idx])
+        if beta:
+            t_new = _rownorm(t_new + beta * (t_new - t[idx]))
+        t[idx] = t_new
+        at = aa @ t_new
+        s_new = _rownorm(at)
+        if beta:
+            s_new = _rownorm(s_new + beta * (s_new - s[idx]))
+        s[idx] = s_new
         if it % check_every and it != max_iter:
             continue
         ast = aa.transpose(1, 2) @ s[idx]

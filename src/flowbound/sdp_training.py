@@ -105,7 +105,12 @@ class SDPDualLoss:
         with torch.no_grad():
             w = weights(model)[0].detach().cpu()
             a = sdp_matrix(w, self._vdiff(model).detach().cpu(), self.lam.cpu().numpy())
-            fresh = sdp_bound(a, tol=self.s["refresh_tol"], seed=epoch)
+            # the plain mixing method, checked every 50 sweeps: the duals (and so the
+            # weights) f_sdp was trained with before the solver's momentum (the cached
+            # networks stay what a rebuild trains)
+            fresh = sdp_bound(
+                a, tol=self.s["refresh_tol"], seed=epoch, check_every=50, momentum=0.0
+            )
             c_new = torch.as_tensor(fresh.c, dtype=self.c.dtype).to(self.c.device)
             # compare with well-converged eigenvectors (one long Krylov run each)
             current = self.bounds(model, steps=60).detach()
