@@ -21,7 +21,7 @@ __all__ = ["LBFGSResult", "lbfgs"]
 #: anything per row (k,) of problems idx at rows x (k, D); idx may repeat a problem
 #: (several line-search trials in one call).
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
-#: value(x, idx) -> (f,) or (f, aux): the same objective's values without gradients.
+#: value(x, idx) -> (f, ...): the same objective's values (k,) without gradients (only f is read).
 Value = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 #: callback(x, f, idx, aux) after every accepted step of problems idx (aux: the
 #: objective's third output at the accepted points, or None).
