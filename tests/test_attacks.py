@@ -115,23 +115,6 @@ def test_stadv_in_chunks_equals_one_batch(setup):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_stadv_value_only_line_search_trials_change_nothing(setup, monkeypatch, tied):
-    """stAdv hands L-BFGS a value-only objective for the line search's halvings; the
-    search with gradients on every trial returns the same flows."""
-    import flowbound.attacks as attacks_module
-    from flowbound.lbfgs import lbfgs
-
-    net, x, y = setup
-    fast = stadv(net, x, y, tau=0.001, steps=30, tied=tied)
-    monkeypatch.setattr(
-        attacks_module, "lbfgs", lambda *a, value=None, **k: lbfgs(*a, **k)
-    )  # every trial through the full objective
-    full = stadv(net, x, y, tau=0.001, steps=30, tied=tied)
-    for a, b in zip(fast, full, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-
-
 def test_stadv_targeted_and_tied(setup):
     net, x, y = setup
     target = (y + 1) % 4

@@ -82,33 +82,6 @@ def test_several_halvings_per_call_accept_the_same_steps(problems, monkeypatch):
     assert fast_calls < len(calls)
 
 
-@pytest.mark.parametrize("speculate", [True, False])
-def test_value_only_trials_accept_the_same_steps(problems, monkeypatch, speculate):
-    """With ``value`` (no gradients), the halvings after a row's first trial cost no
-    gradient, and the search accepts the same steps: gradients are computed at the
-    accepted steps only, fewer rows than without."""
-    fun, b, d = problems
-    x0 = torch.full((b, d), 3.0, dtype=torch.float64)
-    if not speculate:
-        monkeypatch.setattr(lbfgs_module, "SPECULATE_ROWS", 0)
-    graded, valued = [], []
-
-    def counted(x, idx):
-        graded.append(len(idx))
-        return fun(x, idx)
-
-    def value(x, idx):
-        valued.append(len(idx))
-        return (fun(x, idx)[0],)
-
-    plain = lbfgs(counted, x0, max_iter=40)
-    plain_rows, graded[:] = sum(graded), []
-    cheap = lbfgs(counted, x0, max_iter=40, value=value)
-    torch.testing.assert_close(cheap.x, plain.x, rtol=1e-10, atol=1e-12)
-    assert torch.equal(cheap.iterations, plain.iterations)
-    assert valued and sum(graded) < plain_rows
-
-
 def test_the_objective_extra_output_reaches_the_callback(problems):
     fun, b, d = problems
 

@@ -88,16 +88,10 @@ def _pair_weights(n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def flow_loss_and_grad(
-    flow: torch.Tensor,
-    *,
-    form: str = "stadv",
-    delta: float = 1e-8,
-    border: str = "zero",
-    grad: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    flow: torch.Tensor, *, form: str = "stadv", delta: float = 1e-8, border: str = "zero"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`flow_loss` (B,) and its gradient with respect to ``flow`` (B, 2, H, W),
     in closed form (the attacks' hot path; tested against autograd of ``flow_loss``).
-    ``grad=False`` returns (the same value, None).
 
     Every pair of neighbours (p, q) enters L_flow twice (p's term and q's), a
     pair of a pixel and a missing neighbour once. Padding the flow by one
@@ -122,14 +116,10 @@ def flow_loss_and_grad(
     if form == "stadv":
         root_cols, root_rows = torch.sqrt(sq_cols + delta), torch.sqrt(sq_rows + delta)
         value = (w_cols * root_cols).sum((1, 2)) + (w_rows * root_rows).sum((1, 2))
-        if not grad:
-            return value, None
         c_cols, c_rows = (w_cols / root_cols).unsqueeze(1), (w_rows / root_rows).unsqueeze(1)
     else:
         total = (w_cols * sq_cols).sum((1, 2)) + (w_rows * sq_rows).sum((1, 2))
         value = torch.sqrt(total + delta)
-        if not grad:
-            return value, None
         inv = (1.0 / value).view(-1, 1, 1, 1)
         c_cols, c_rows = w_cols.unsqueeze(1) * inv, w_rows.unsqueeze(1) * inv
     # pair k along an axis joins pixels k - 1 and k: + for its second pixel, - for its first
@@ -300,15 +290,6 @@ def stadv(
         met = _goal_met(scores.detach(), y[idx], targeted)
         return margin.detach() + weight * smooth, grad.reshape(len(idx), -1), met
 
-    def value(v: torch.Tensor, idx: torch.Tensor):
-        # the objective's value alone (the line search's later halvings): no Jacobian,
-        # no backward pass, the same operations as ``objective`` for the value
-        flow = as_flow(v)
-        with torch.no_grad():
-            margin = cw_margin(model(warp(x[idx], flow)), y[idx], targeted=targeted, kappa=kappa)
-        smooth, _ = flow_loss_and_grad(flow, form=form, border=border, grad=False)
-        return (margin + taus[idx] * smooth,)
-
     best_v = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
     best_f = torch.full((b,), float("inf"), dtype=x.dtype, device=x.device)
     found = torch.zeros(b, dtype=torch.bool, device=x.device)
@@ -323,7 +304,7 @@ def stadv(
     everyone = torch.arange(b, device=x.device)
     f0, _, met0 = objective(v0, everyone)
     keep_best(v0, f0, everyone, met0)
-    res = lbfgs(objective, v0, max_iter=steps, history=history, callback=keep_best, value=value)
+    res = lbfgs(objective, v0, max_iter=steps, history=history, callback=keep_best)
     v = torch.where(found.unsqueeze(1), best_v, res.x)
     flows = v.view(b, comps, h, w)
     flows = flows[:, 0] if tied else flows

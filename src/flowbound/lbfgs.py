@@ -21,8 +21,6 @@ __all__ = ["LBFGSResult", "lbfgs"]
 #: anything per row (k,) of problems idx at rows x (k, D); idx may repeat a problem
 #: (several line-search trials in one call).
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
-#: value(x, idx) -> (f, ...): the same objective's values (k,) without gradients (only f is read).
-Value = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 #: callback(x, f, idx, aux) after every accepted step of problems idx (aux: the
 #: objective's third output at the accepted points, or None).
 Callback = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], None]
@@ -72,7 +70,6 @@ def lbfgs(
     c1: float = 1e-4,
     max_ls: int = 25,
     callback: Callback | None = None,
-    value: Value | None = None,
 ) -> LBFGSResult:
     """Minimise B independent objectives from x0 (B, D).
 
@@ -92,13 +89,6 @@ def lbfgs(
     each row takes the first that passes: the step a one-at-a-time search
     would accept, in fewer calls (a call on a few rows costs mostly its fixed
     overhead).
-
-    ``value``, when given, must return ``fun``'s values without its gradients
-    (cheaper: no backward pass). The first trial step of each row is evaluated
-    by ``fun`` (it usually passes); the halvings after it and speculative
-    rounds by ``value``, and ``fun`` then evaluates only the step each row
-    accepts. The accepted steps are the same; a step that needs five halvings
-    costs five forward passes and one backward pass instead of five of each.
     """
     b, d = x0.shape
     dev, dt = x0.device, x0.dtype
@@ -150,23 +140,18 @@ def lbfgs(
             rows = p.repeat_interleave(k)
             steps = (t[p].unsqueeze(1) * scale).reshape(-1)
             trial = x[act[rows]] + steps.unsqueeze(1) * direc[rows]
-            cheap = value is not None and (tried > 0 or k > 1)
-            out = (value if cheap else fun)(trial, act[rows])
-            ft = out[0].detach()
+            out = fun(trial, act[rows])
+            ft, gt = out[0].detach(), out[1].detach()
             ok = (ft <= f[act[rows]] + c1 * steps * slope[rows]).view(len(p), k)
             passed = ok.any(1)
             first_ok = (ok.cumsum(1) == 0).sum(1)  # leading failures: the first pass
             pick = (torch.arange(len(p), device=dev) * k + first_ok)[passed]
             okp = p[passed]
-            if len(okp):
-                x_new[okp] = trial[pick]
-                if cheap:  # gradients at the accepted steps only
-                    out, pick = fun(x_new[okp], act[okp]), slice(None)
-                f_new[okp], g_new[okp] = out[0].detach()[pick], out[1].detach()[pick]
-                if len(out) > 2:
-                    if aux_new is None:
-                        aux_new = torch.zeros(len(act), dtype=out[2].dtype, device=dev)
-                    aux_new[okp] = out[2][pick]
+            x_new[okp], f_new[okp], g_new[okp] = trial[pick], ft[pick], gt[pick]
+            if len(out) > 2:
+                if aux_new is None:
+                    aux_new = torch.zeros(len(act), dtype=out[2].dtype, device=dev)
+                aux_new[okp] = out[2][pick]
             pending[okp] = False
             t[p[~passed]] *= 0.5**k
             tried += k
