@@ -22,7 +22,7 @@ from .data import load_mnist
 from .device import default_device
 from .profiles import load_profile, validate_profile
 from .progress import bar as progress_bar
-from .progress import stage
+from .progress import finished, stage
 from .zoo import VARIANTS, LossFn, Variant, register
 
 __all__ = [
@@ -352,7 +352,7 @@ def get_model(
             "device": str(default_device()),
         }
         state = {k: t.detach().cpu() for k, t in model.state_dict().items()}
-        stage(f"{label}: done in {seconds:.1f} s, test accuracy {acc:.4f}")
+        finished(label, seconds, f"test accuracy {acc:.4f}")
         return state, meta
 
     state, meta = cached("models", config, compute, required=("test_accuracy", "train_seconds"))

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-__all__ = ["ENV", "Relay", "bar", "stage", "stream", "timed_stage"]
+__all__ = ["ENV", "Relay", "bar", "finished", "stage", "stream", "timed_stage"]
 
 #: The environment variable naming the file progress goes to.
 ENV = "FLOWBOUND_PROGRESS"
@@ -72,13 +72,18 @@ def stage(message: str) -> None:
     print(f"  - {message}", file=stream(), flush=True)
 
 
+def finished(message: str, seconds: float, detail: str = "") -> None:
+    """The line that closes ``message``: its seconds, and ``detail`` when given."""
+    stage(f"{message}: done in {seconds:.1f} s" + (f", {detail}" if detail else ""))
+
+
 @contextmanager
 def timed_stage(message: str) -> Iterator[None]:
     """``stage(message)``, then the same line with the seconds it took."""
     stage(f"{message} ...")
     start = time.perf_counter()
     yield
-    stage(f"{message}: done in {time.perf_counter() - start:.1f} s")
+    finished(message, time.perf_counter() - start)
 
 
 class Relay:
