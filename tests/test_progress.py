@@ -68,12 +68,12 @@ def test_a_computed_experiment_announces_itself_once(tmp_path, monkeypatch, caps
 
     monkeypatch.setenv("FLOWBOUND_CACHE", str(tmp_path))
     monkeypatch.delenv(progress.ENV, raising=False)
-    config = {"model": {"variant": "nt", "seed": 1}, "tau": 0.05, "images": 10}
+    config = {"model": {"variant": "nt", "seed": 1, "hidden": 8}, "tau": 0.05, "images": 10}
     value = {"a": __import__("torch").zeros(2)}
     cached_experiment("toy", {"toy": 1}, config, lambda: (value, {}))
     err = capsys.readouterr().err
-    assert "computing toy (nt, seed 1; tau 0.05, images 10) ..." in err
-    assert "computing toy (nt, seed 1; tau 0.05, images 10): done in" in err
+    assert "computing toy (nt, seed 1, hidden 8; tau 0.05, images 10) ..." in err
+    assert "computing toy (nt, seed 1, hidden 8; tau 0.05, images 10): done in" in err
     cached_experiment("toy", {"toy": 1}, config, lambda: (value, {}))
     assert capsys.readouterr().err == ""  # from the cache: nothing to announce
 
@@ -83,6 +83,8 @@ def test_a_long_setting_is_shortened_in_the_progress_line():
 
     label = experiment_label("zero_one", {"eps": [0.0, 0.01, 0.02, 0.05, 0.1], "images": None})
     assert label == "zero_one (eps 0 to 0.1 (5 values))"
+    label = experiment_label("lower_bounds", {"model": {"variant": "nt"}, "jacobian": "true"})
+    assert label == "lower_bounds (nt, seed None; jacobian true)"
 
 
 def test_training_announces_its_start_and_its_seconds_once(tiny, mnist_dir, monkeypatch, capsys):
@@ -91,7 +93,9 @@ def test_training_announces_its_start_and_its_seconds_once(tiny, mnist_dir, monk
     monkeypatch.delenv(progress.ENV, raising=False)
     get_model("nt", tiny, section=4, progress=False)
     err = capsys.readouterr().err
-    assert "training nt (seed 0, smoke profile) ..." in err
-    assert "training nt (seed 0, smoke profile): done in" in err and "test accuracy" in err
+    hidden = tiny["hidden"]["section4"]  # the line tells Section 3's network from Section 4's
+    assert f"training nt (seed 0, hidden {hidden}, smoke profile) ..." in err
+    assert f"training nt (seed 0, hidden {hidden}, smoke profile): done in" in err
+    assert "test accuracy" in err
     get_model("nt", tiny, section=4, progress=False)
     assert capsys.readouterr().err == ""  # from the cache: nothing to announce

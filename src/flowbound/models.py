@@ -317,7 +317,10 @@ def get_model(
 
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         fresh.append(True)
-        label = f"training {v.name} (seed {prof['train']['seed']}, {prof['name']} profile)"
+        label = (
+            f"training {v.name} (seed {prof['train']['seed']}, hidden {hidden}, "
+            f"{prof['name']} profile)"
+        )
         stage(f"{label} ...")
         train = prof["train"]
         settings = _settings(v, prof)

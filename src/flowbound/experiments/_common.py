@@ -59,7 +59,7 @@ def cached_experiment(
 
 
 #: Settings named in the progress line of a computed experiment, when its key has them.
-_LABEL_KEYS = ("tau", "border", "eps", "threat", "images")
+_LABEL_KEYS = ("jacobian", "tau", "border", "eps", "threat", "images")
 
 
 def _short(value: Any) -> str:
@@ -71,11 +71,13 @@ def _short(value: Any) -> str:
 
 def experiment_label(name: str, config: dict[str, Any]) -> str:
     """``name`` with the network and the main settings of its cache key, for progress
-    lines: "stadv_eval (nt, seed 0; tau 0.05, images 1000)"."""
+    lines: "stadv_eval (nt, seed 0, hidden 500; tau 0.05, images 1000)"."""
     model = config.get("model")
     parts = []
     if isinstance(model, dict) and "variant" in model:
         parts.append(f"{model['variant']}, seed {model.get('seed')}")
+        if model.get("hidden") is not None:
+            parts.append(f"hidden {model['hidden']}")
     settings = [
         f"{k} {_short(config[k])}" for k in _LABEL_KEYS if k in config and config[k] is not None
     ]
