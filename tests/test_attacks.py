@@ -180,6 +180,55 @@ def test_flow_pgd_respects_the_budget_and_fools_a_linear_model():
     assert large.success.float().mean() > 0.5
 
 
+def _flow_pgd_every_image_every_step(model, x, y, *, eps, steps, lr, restarts, seed):
+    """flow_pgd as its docstring states it, with no shortcut: every image runs every step
+    of every restart, and the fooled check is a second forward after each step."""
+    from flowbound.geometry import m_inv_tensor
+    from flowbound.warp import warp
+
+    side = x.shape[-1]
+    mi = m_inv_tensor(side, dtype=x.dtype)
+    gen = torch.Generator().manual_seed(seed)
+    best_r, success = torch.zeros_like(x), torch.zeros(len(x), dtype=torch.bool)
+    for _ in range(restarts):
+        s = torch.randn(len(x), side * side, generator=gen, dtype=x.dtype)
+        s = (s * (0.5 * eps / s.norm(dim=1, keepdim=True))).requires_grad_(True)
+        opt = torch.optim.Adam([s], lr=lr * eps)
+        for _ in range(steps):
+            opt.zero_grad()
+            cw_margin(model(warp(x, (s @ mi).reshape(-1, side, side))), y).sum().backward()
+            opt.step()
+            with torch.no_grad():
+                s.mul_((eps / s.norm(dim=1, keepdim=True)).clamp(max=1.0))
+                r = (s @ mi).reshape(-1, side, side)
+                fooled = model(warp(x, r)).argmax(1) != y
+                best_r[fooled & ~success] = r[fooled & ~success]
+                best_r[~success & ~fooled] = r[~success & ~fooled]
+                success |= fooled
+    return best_r, success
+
+
+def test_flow_pgd_stops_fooled_images_without_changing_any_result():
+    """Images leave the batch once fooled and each step runs one forward: the flows and
+    the outcome equal the plain loop's, with images fooled at different steps and
+    restarts (some never)."""
+    torch.manual_seed(0)
+    net = OneHidden(d=64, hidden=24, classes=3).double()
+    for q in net.parameters():
+        q.requires_grad_(False)
+    x = torch.rand(40, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y = net(x).argmax(1)
+    y[:3] = (y[:3] + 1) % 3  # misclassified from the start
+    for eps, restarts in ((0.3, 2), (1.5, 3)):
+        got = flow_pgd(net, x, y, eps=eps, steps=25, lr=0.05, restarts=restarts, seed=4)
+        flows, success = _flow_pgd_every_image_every_step(
+            net, x, y, eps=eps, steps=25, lr=0.05, restarts=restarts, seed=4
+        )
+        assert 0 < int(success.sum()) < len(x)  # some fooled, some not
+        assert torch.equal(got.success, success)
+        torch.testing.assert_close(got.flows, flows, rtol=0, atol=1e-12)
+
+
 def test_flow_loss_symmetric_border_against_loops():
     g = torch.Generator().manual_seed(2)
     flow = torch.randn(2, 2, 4, 5, generator=g, dtype=torch.float64)

@@ -384,6 +384,24 @@ class FlowPGDResult(NamedTuple):
     budget: torch.Tensor
 
 
+def _adam_rows(
+    s: torch.Tensor, opt: torch.optim.Adam, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.optim.Adam]:
+    """The rows ``keep`` of the parameter ``s`` with a new Adam that continues the old one
+    on them (its moments and step count): Adam is elementwise, so each row's steps are
+    the same as if the other rows had stayed."""
+    state = opt.state[s]
+    kept = s.detach()[keep].requires_grad_(True)
+    new = torch.optim.Adam([kept], **{k: opt.defaults[k] for k in ("lr", "betas", "eps")})
+    if state:
+        new.state[kept] = {
+            "step": state["step"].clone(),
+            "exp_avg": state["exp_avg"][keep],
+            "exp_avg_sq": state["exp_avg_sq"][keep],
+        }
+    return kept, new
+
+
 def flow_pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -404,7 +422,9 @@ def flow_pgd(
     ``restarts`` random starts inside the ball. Unlike stAdv's fixed trade-off
     tau * L_flow against the margin, success at a budget does not depend on
     the scale of the network's scores. Returns the first fooling flow found
-    per image, else the last iterate.
+    per image, else the last iterate. A fooled image leaves the batch (its
+    later steps could not change what is returned), so a run costs steps x
+    the images still standing.
     """
     check_images("x", x, domain=domain)
     check_labels("y", y, len(x))
@@ -428,26 +448,41 @@ def flow_pgd(
     best_r = torch.zeros_like(x)
     success = torch.zeros(b, dtype=torch.bool, device=dev)
     for _ in range(restarts):
+        # drawn for every image, so an image's start does not depend on which still run
         s0 = torch.randn(b, side * side, generator=gen, dtype=dt).to(dev)
         s0 = s0 * (0.5 * eps / s0.norm(dim=1, keepdim=True))
-        s = s0.requires_grad_(True)
+        rows = torch.nonzero(~success).squeeze(1)  # a fooled image is done: its flow is kept
+        if len(rows) == 0:
+            continue
+        s = s0[rows].requires_grad_(True)
+        xa, ya = x[rows], y[rows]
         opt = torch.optim.Adam([s], lr=lr * eps)
-        for _ in range(steps):
-            with torch.enable_grad():
-                r = (s @ mi).reshape(b, side, side)
-                margin = cw_margin(model(warp(x, r)), y)
-                opt.zero_grad()
-                margin.sum().backward()
+        # One forward per step: the scores at the iterate of step k - 1 are checked
+        # (fooled images stop with that flow) and give the gradient of step k.
+        for step in range(steps + 1):
+            with torch.set_grad_enabled(step < steps):
+                r = (s @ mi).reshape(-1, side, side)
+                scores = model(warp(xa, r))
+            keep = None
+            if step > 0:
+                with torch.no_grad():
+                    fooled = scores.argmax(1) != ya
+                    best_r[rows] = r.detach()  # the first fooling flow, or the last iterate
+                    success[rows[fooled]] = True
+                if step == steps or bool(fooled.all()):
+                    break
+                keep = ~fooled if bool(fooled.any()) else None
+            opt.zero_grad()
+            margin = cw_margin(scores, ya)
+            (margin if keep is None else margin[keep]).sum().backward()
+            if keep is not None:
+                grad = s.grad[keep]
+                rows, xa, ya = rows[keep], xa[keep], ya[keep]
+                s, opt = _adam_rows(s, opt, keep)
+                s.grad = grad
             opt.step()
             with torch.no_grad():
                 s.mul_((eps / s.norm(dim=1, keepdim=True).clamp_min(1e-30)).clamp(max=1.0))
-                r = (s @ mi).reshape(b, side, side)
-                fooled = model(warp(x, r)).argmax(1) != y
-                new = fooled & ~success
-                best_r[new] = r[new]
-                success |= fooled
-                last = ~success
-                best_r[last] = r[last]
     with torch.no_grad():
         images = warp(x, best_r)
         success = model(images).argmax(1) != y

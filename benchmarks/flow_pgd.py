@@ -1,0 +1,101 @@
+"""Figure 12's flow attack for one network: ``flow_pgd`` at every eps of the profile.
+
+Times ``flowbound.attacks.flow_pgd`` (float64) as the certifying chapter runs
+it (the first ``local.attack.images`` test digits, its steps and restarts)
+and prints the success rate per eps. With ``--baseline DIR`` the same
+workload then runs under another checkout's code (``DIR/src``, e.g. a
+``git worktree`` of an earlier commit) in a subprocess, one after the other,
+and the ratio and any difference in the outcomes are printed.
+
+    python benchmarks/flow_pgd.py --variant nt --baseline ../flowbound-old
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def workload(variant: str, profile: str) -> dict:
+    """Seconds and per-eps success of the attack under the code on ``sys.path``."""
+    from flowbound.attacks import flow_pgd
+    from flowbound.data import load_mnist
+    from flowbound.models import get_model
+    from flowbound.nets import classifier_input
+    from flowbound.profiles import load_profile
+
+    p = load_profile(profile)["local"]
+    a = p["attack"]
+    model = get_model(variant, profile, section=4, progress=False).model.cpu().eval().double()
+    for q in model.parameters():
+        q.requires_grad_(False)
+    x, y = load_mnist("test")
+    net, x = classifier_input(model, x[: a["images"]].double())
+    y = y[: a["images"]]
+    out = {"seconds": {}, "success": {}}
+    for eps in (float(e) for e in p["eps"] if e > 0):
+        start = time.perf_counter()
+        res = flow_pgd(
+            net,
+            x,
+            y,
+            eps=eps,
+            steps=a["steps"],
+            lr=a["lr"],
+            restarts=a["restarts"],
+            seed=a["seed"],
+        )
+        out["seconds"][eps] = time.perf_counter() - start
+        out["success"][eps] = res.success.int().tolist()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="nt")
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baseline", help="another checkout to time the same workload under")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the child
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    now = workload(args.variant, args.profile)
+    if args.json:
+        print(json.dumps(now))
+        return
+    print(f"flow_pgd, {args.variant}, {args.threads} threads")
+    runs = {"this code": now}
+    if args.baseline:
+        env = dict(os.environ, PYTHONPATH=os.path.join(os.path.abspath(args.baseline), "src"))
+        cmd = [sys.executable, __file__, "--variant", args.variant, "--profile", args.profile]
+        cmd += ["--threads", str(args.threads), "--json"]
+        done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+        base = json.loads(done.stdout.splitlines()[-1])
+        runs["baseline"] = {k: {float(e): v for e, v in d.items()} for k, d in base.items()}
+    print("| eps | " + " | ".join(f"{name} (s)" for name in runs) + " | success |")
+    print("|---:|" + "---:|" * len(runs) + "---:|")
+    for eps, seconds in now["seconds"].items():
+        cells = " | ".join(f"{r['seconds'][eps]:.1f}" for r in runs.values())
+        rate = sum(now["success"][eps]) / len(now["success"][eps])
+        print(f"| {eps:g} | {cells} | {rate:.3f} |")
+    totals = {name: sum(r["seconds"].values()) for name, r in runs.items()}
+    print("total: " + ", ".join(f"{name} {t:.1f} s" for name, t in totals.items()))
+    if args.baseline:
+        base = runs["baseline"]
+        flips = sum(
+            sum(a != b for a, b in zip(now["success"][e], base["success"][e], strict=True))
+            for e in now["success"]
+        )
+        print(
+            f"speed-up {totals['baseline'] / totals['this code']:.2f}x; outcomes differing: {flips}"
+        )
+
+
+if __name__ == "__main__":
+    main()
