@@ -80,7 +80,7 @@ def main() -> None:
         runs["baseline"] = {k: {float(e): v for e, v in d.items()} for k, d in base.items()}
     print("| eps | " + " | ".join(f"{name} (s)" for name in runs) + " | success |")
     print("|---:|" + "---:|" * len(runs) + "---:|")
-    for eps, seconds in now["seconds"].items():
+    for eps in now["seconds"]:
         cells = " | ".join(f"{r['seconds'][eps]:.1f}" for r in runs.values())
         rate = sum(now["success"][eps]) / len(now["success"][eps])
         print(f"| {eps:g} | {cells} | {rate:.3f} |")
