@@ -32,6 +32,22 @@ def test_decrease_bounds_are_symmetric_and_positive(tiny, kind):
     assert np.all(np.diag(d) == 0) and np.all(d[~np.eye(3, dtype=bool)] > 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_sdp_decrease_is_the_sdp_value_exactly(tiny, dtype):
+    """Delta^ij at eps = 1 under the SDP bound is q^ij itself, bit for bit, whatever the
+    model's dtype: the attack-vs-certificate check reads q from the shared Delta."""
+    from flowbound.bounds import sdp_bound, sdp_matrix
+    from flowbound.geometry import aabb_lambda
+    from flowbound.nets import binary_weights, unordered_pairs, view
+
+    net = tiny[0].to(dtype)
+    layers = view(net)
+    pairs = unordered_pairs(3)
+    q = sdp_bound(sdp_matrix(layers.w, binary_weights(layers.v, pairs), aabb_lambda(3))).upper
+    d = decrease_bounds(net, "sdp", side=3)
+    assert [d[i, j] for i, j in pairs] == [float(v) for v in q]
+
+
 def test_loss_at_zero_is_the_clean_error_and_grows_with_eps(tiny):
     net, x, y = tiny
     loss = certified_fraction(net, x, y, [0.0, 0.01, 0.1, 1.0, 10.0], side=3)

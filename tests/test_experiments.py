@@ -47,6 +47,26 @@ def test_a_registered_toy_bound_reaches_the_figure5_data(tiny, mnist_dir, monkey
     assert res["mean_delta"]["nt"]["toy"] == 1.0
 
 
+def test_figure5_and_the_mean_decrease_share_one_computation_of_delta(tiny, mnist_dir, monkeypatch):
+    """A network's Delta is computed once (decrease_of) and read by every experiment."""
+    from flowbound.certify import BOUNDS, Bound
+    from flowbound.experiments import zero_one_losses
+    from flowbound.experiments.possibility import mean_decrease_bounds
+
+    calls = []
+
+    def toy(net, pairs, side, tol):
+        calls.append(tol)
+        return np.full(len(pairs), 2.0)
+
+    monkeypatch.setitem(BOUNDS, "toy", Bound("toy", "toy bound", toy, ":"))
+    prof = copy.deepcopy(tiny)
+    prof["possibility"].update(variants=["nt"], kinds=["toy"], test_images=50)
+    res = zero_one_losses(prof)
+    assert mean_decrease_bounds(prof)["nt"]["toy"] == res["mean_delta"]["nt"]["toy"] == 2.0
+    assert calls == [prof["possibility"]["tol"]]
+
+
 def _fake_lower_bounds(rising: bool) -> dict:
     eps = np.array([0.5, 1.0, 2.0])
     best = np.array([1.0, 2.0, 4.0]) if rising else np.array([1.0, 3.0, 2.0])

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 from ..attacks import flow_pgd
-from ..bounds import sdp_adversarial_bound, sdp_bound, sdp_matrix
+from ..bounds import sdp_adversarial_bound
 from ..certify import bound, certified_fraction, decrease_bounds
 from ..data import load_mnist
 from ..geometry import aabb_lambda, mtm
 from ..impossibility import all_pairs, gradient_search
 from ..models import get_model
-from ..nets import binary_weights, classifier_of, unordered_pairs, view
+from ..nets import classifier_of
 from ..stats import Interval, rate_interval, seed_difference
 from ._common import FIRST_VERSION, cached_experiment, with_seed
 from ._common import profile_dict as _profile
@@ -25,6 +25,7 @@ __all__ = [
     "aabb_illustration",
     "attack_vs_certificate",
     "budget_attack",
+    "decrease_of",
     "gap_table",
     "mean_decrease_bounds",
     "objective_comparison",
@@ -45,7 +46,21 @@ VERSIONS = {
     "mean_decrease": FIRST_VERSION,
     "attack_vs_certificate": FIRST_VERSION,
     "budget_attack": FIRST_VERSION,
+    "decrease_bounds": FIRST_VERSION,
 }
+
+
+def decrease_of(trained, kind: str, tol: float) -> np.ndarray:
+    """Delta at eps = 1 for every class pair of a trained network under the global bound
+    ``kind`` (:func:`~flowbound.certify.decrease_bounds`, a symmetric (K, K) array),
+    computed once per network, kind and tolerance: Figure 5, the mean decrease bounds,
+    the attack-vs-certificate check and Figure 12 read the same SDPs."""
+    config = {"model": trained.config, "kind": kind, "tol": tol}
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {"delta": torch.from_numpy(decrease_bounds(trained.model, kind, tol=tol))}, {}
+
+    return cached_experiment("decrease_bounds", VERSIONS, config, compute)[0]["delta"]
 
 
 def section4_names(p: dict[str, Any], beyond: bool) -> list[str]:
@@ -91,7 +106,7 @@ def zero_one_losses(
                 if bound(kind).local:  # per image: no pairwise Delta to average
                     loss, meta[kind] = certified_fraction(model, x, y, p["eps"], kind), None
                 else:
-                    d = decrease_bounds(model, kind, tol=p["tol"])
+                    d = decrease_of(trained, kind, p["tol"])
                     loss = certified_fraction(model, x, y, p["eps"], kind, delta=d)
                     meta[kind] = float(d[~np.eye(len(d), dtype=bool)].mean())
                 value[kind] = torch.from_numpy(loss)
@@ -345,10 +360,9 @@ def mean_decrease_bounds(profile: str | dict[str, Any]) -> dict[str, dict[str, f
         }
 
         def compute(trained=trained) -> tuple[dict[str, float], dict[str, Any]]:
-            model = trained.model.cpu()
             value = {}
             for kind in (k for k in p["kinds"] if not bound(k).local):
-                d = decrease_bounds(model, kind, tol=p["tol"])
+                d = decrease_of(trained, kind, p["tol"])
                 value[kind] = float(d[~np.eye(len(d), dtype=bool)].mean())
             return value, {}
 
@@ -385,12 +399,10 @@ def attack_vs_certificate(profile: str | dict[str, Any]) -> dict[str, Any]:
         def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             model = copy.deepcopy(trained.model).cpu().double()
             net = classifier_of(model)
-            layers = view(net)
-            # q^ij = q^ji (flip the sign of s): one SDP per unordered pair serves both
-            unordered = unordered_pairs(layers.classes)
-            a = sdp_matrix(layers.w, binary_weights(layers.v, unordered), aabb_lambda(28))
-            value = dict(zip(unordered, sdp_bound(a, tol=p["tol"]).upper, strict=True))
-            sdp = [value[min(i, j), max(i, j)] for i, j in pairs]
+            # q^ij = q^ji (flip the sign of s): the SDP of the unordered pair, which is
+            # Delta^ij at eps = 1 exactly (Delta = 2 eps q D / 4 with D = 2)
+            delta = decrease_of(trained, "sdp", p["tol"])
+            sdp = [float(delta[i, j]) for i, j in pairs]
             # a start digit of class j for the pair (i, j): move it towards i
             first = {int(c): int((y_test == c).nonzero()[0]) for c in range(10)}
             x0 = torch.stack([x_test[first[j]] for _, j in pairs]).double()
