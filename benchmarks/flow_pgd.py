@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 
 import torch
+from _baseline import under
 
 
 def workload(variant: str, profile: str) -> dict:
@@ -62,11 +60,15 @@ def main() -> None:
     print(f"flow_pgd, {args.variant}, {args.threads} threads")
     runs = {"this code": now}
     if args.baseline:
-        env = dict(os.environ, PYTHONPATH=os.path.join(os.path.abspath(args.baseline), "src"))
-        cmd = [sys.executable, __file__, "--variant", args.variant, "--profile", args.profile]
-        cmd += ["--threads", str(args.threads), "--json"]
-        done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-        base = json.loads(done.stdout.splitlines()[-1])
+        same = [
+            "--variant",
+            args.variant,
+            "--profile",
+            args.profile,
+            "--threads",
+            str(args.threads),
+        ]
+        base = under(args.baseline, __file__, same)
         runs["baseline"] = {k: {float(e): v for e, v in d.items()} for k, d in base.items()}
     print("| eps | " + " | ".join(f"{name} (s)" for name in runs) + " | success |")
     print("|---:|" + "---:|" * len(runs) + "---:|")

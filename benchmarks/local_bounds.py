@@ -2,19 +2,26 @@
 
 flowbound.local_bounds.certified (low-rank ellipsoid with ``modes`` eigenvectors,
 support-restricted) against the same certificate with the exact ellipsoid
-value (``modes=None``), in one run, on the same network and digits.
+value (``modes=None``), in one run, on the same network and digits. With
+``--baseline DIR`` instead: the book's certificate (``local.modes``) under this
+code and under another checkout's (``DIR/src``), one after the other, with the
+ratio and the number of (digit, eps) outcomes that differ.
 
     python benchmarks/local_bounds.py --images 10000 --profile paper
+    python benchmarks/local_bounds.py --network cert --baseline ../flowbound-old
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
 
+import numpy as np
 import torch
+from _baseline import under
 
 from flowbound.data import load_mnist
 from flowbound.local_bounds import certified
@@ -29,12 +36,39 @@ def main() -> None:
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--network", default="nt")
     parser.add_argument("--threats", nargs="+", default=["tied", "full"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baseline", help="another checkout to time the book's certificate under")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the child
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     prof = load_profile(args.profile)
     eps = prof["local"]["eps"]
     model = get_model(args.network, prof, section=4, progress=False).model.cpu().double()
     x, y = load_mnist("test")
     x, y = x[: args.images].double(), y[: args.images]
+    if args.json or args.baseline:
+        now = {}
+        for threat in args.threats:
+            start = time.perf_counter()
+            ok = certified(model, x, y, eps, threat=threat, modes=prof["local"]["modes"])
+            now[threat] = {"seconds": time.perf_counter() - start, "ok": ok.tolist()}
+        if args.json:
+            print(json.dumps(now))
+            return
+        same = ["--network", args.network, "--profile", args.profile, "--images", str(len(x))]
+        same += ["--threads", str(args.threads), "--threats", *args.threats]
+        base = under(args.baseline, __file__, same)
+        print(f"f_{args.network}, {len(x)} digits x {len(eps)} eps, {args.threads} threads")
+        print("| flows | this code (s) | baseline (s) | speed-up | outcomes differing |")
+        print("|---|---:|---:|---:|---:|")
+        for threat, r in now.items():
+            b = base[threat]
+            flips = int((np.array(r["ok"]) != np.array(b["ok"])).sum())
+            print(
+                f"| {threat} | {r['seconds']:.1f} | {b['seconds']:.1f} | "
+                f"{b['seconds'] / r['seconds']:.2f}x | {flips} |"
+            )
+        return
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -150,6 +150,44 @@ def test_fewer_modes_give_a_looser_but_sound_bound():
     assert bool((cheap[finite] <= exact[finite] + 1e-12).all())
 
 
+@pytest.mark.parametrize("threat", ["tied", "full"])
+@pytest.mark.parametrize("share", [0.0, 0.6, 1.0])  # never, sometimes, always gathered
+def test_neurons_the_box_decides_skip_the_ellipsoid_without_changing_a_margin(
+    threat, share, monkeypatch
+):
+    """A certificate computes the ellipsoid value only for the neurons that the box value
+    leaves unstable: the margins equal those with every neuron's value (the training
+    surrogate's path), with some neurons of some chunks skipped."""
+    import flowbound.local_bounds as lb
+
+    torch.manual_seed(4)
+    net = OneHidden(64, 40, 3).double()
+    x = torch.rand(70, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = torch.arange(70) % 3
+    widths = []
+    rows = lb._trimmed_rows
+
+    def spy(mask):
+        cols = rows(mask)
+        widths.append(0 if cols is None else cols.shape[1])
+        return cols
+
+    monkeypatch.setattr(lb, "_GATHER_SHARE", share)
+    monkeypatch.setattr(lb, "_trimmed_rows", spy)
+    skipping = lb._pre_activation
+
+    def every_neuron(*args, skip):
+        return skipping(*args, skip=False)
+
+    for eps in (0.02, 0.3):
+        got = certified_margins(net, x, y, eps, threat=threat, modes=10)
+        monkeypatch.setattr(lb, "_pre_activation", every_neuron)
+        want = certified_margins(net, x, y, eps, threat=threat, modes=10)
+        monkeypatch.setattr(lb, "_pre_activation", skipping)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    assert any(0 < w < 40 for w in widths)  # some chunks bound only some neurons
+
+
 def test_a_broken_network_is_an_error_never_a_certificate():
     net = OneHidden(16, 4, 3).double()
     with torch.no_grad():

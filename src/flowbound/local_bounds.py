@@ -24,7 +24,9 @@ The construction, every step in float64:
    wider than one pixel spans more cells.
 2. Network. Pre-activation bounds of h = W z use, for the flow term, the
    smaller of the ellipsoid value eps ||M^{-1} c||_2 (M symmetric) and the box
-   value eps sum |c_i| lambda_i, and the box [lower, upper] for e. The margin
+   value eps sum |c_i| lambda_i, and the box [lower, upper] for e (a certificate
+   computes the ellipsoid value only for the neurons that the box value leaves
+   unstable: a stable neuron's bounds do not enter the margin). The margin
    c^T relu(h) (c = V_y - V_j) is bounded below CROWN-style with the real
    ReLU slopes: stable neurons exactly, unstable ones by the chord above and a
    line alpha h below (alpha = 1 where u > -l, else 0).
@@ -67,6 +69,10 @@ THREATS = ("tied", "full")
 
 #: Rounding allowance added to every pixel offset (relative to the pixel scale).
 _ROUNDING = 1e-12
+
+#: Above this share of the hidden neurons left to bound in a chunk, the ellipsoid value
+#: is computed for all of them (gathering their weights would cost more than it saves).
+_GATHER_SHARE = 0.6
 
 
 class PixelBounds(NamedTuple):
@@ -205,20 +211,54 @@ class _Flow:
         ell = (ell2 + torch.finfo(ell2.dtype).tiny).sqrt()  # finite gradient at 0
         return self.scale * torch.minimum(ell, box)
 
-    def shared(self, w: torch.Tensor, slopes, idx: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Rows c = W_k (h, d), the same for every image: (N, h)."""
+    def shared(
+        self,
+        w: torch.Tensor,
+        slopes,
+        idx: torch.Tensor,
+        chunk: int,
+        decided: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Rows c = W_k (h, d), the same for every image: (N, h).
+
+        With ``decided`` = (centre, spread) of the pre-activations without the flow term
+        (both (N, h)), a neuron whose sign the box value already fixes (stable over
+        centre +- (spread + box)) gets the box value: the ellipsoid value could only
+        narrow a bound that the ReLU relaxation of a stable neuron does not read, so the
+        margins are the same and the products with q are spent on the other neurons."""
         n = len(idx)
         w2, wabs = w.square().T, w.abs().T
         w_pad = torch.cat([w, torch.zeros_like(w[:, :1])], 1).T  # (d + 1, h)
         sq = sum(sl.square() @ w2 for sl in slopes)
         box = sum((sl.abs() * self.lam) @ wabs for sl in slopes)
         top = torch.zeros_like(sq)
+        need = None
+        if decided is not None:
+            centre, spread = decided
+            reach = spread + self.scale * box
+            need = (centre - reach < 0) & (centre + reach > 0)
+            top = torch.where(need, top, torch.full_like(top, math.inf))  # min(inf, box): box
         for s in range(0, n, chunk):
             i = _trimmed(idx[s : s + chunk], self.q.shape[0] - 1)
-            ws = w_pad[i]  # (b, s, h)
+            cols = None if need is None else _trimmed_rows(need[s : s + chunk])
+            if need is not None and cols is None:
+                continue  # every neuron of the chunk is decided
+            if cols is not None and cols.shape[1] > _GATHER_SHARE * w.shape[0]:
+                cols = None  # nearly all neurons: the plain product is cheaper than gathering
+            if cols is None:
+                ws = w_pad[i]  # (b, s, h)
+            else:  # (b, s, m): the neurons to bound
+                ws = w_pad[i[:, :, None], cols.clamp(max=w.shape[0] - 1)[:, None, :]]
             for sl in slopes:
                 x = _on_support(sl[s : s + chunk], i)[:, :, None] * self.q[i]  # (b, s, k)
-                top[s : s + chunk] += torch.bmm(x.transpose(1, 2), ws).square().sum(1)
+                part = torch.bmm(x.transpose(1, 2), ws).square().sum(1)
+                if cols is None:
+                    top[s : s + chunk] += part  # a decided neuron stays at inf: the box value
+                else:  # scatter back; padding columns (index h) fall off the end
+                    pad = torch.zeros(
+                        len(part), w.shape[0] + 1, dtype=part.dtype, device=part.device
+                    )
+                    top[s : s + chunk] += pad.scatter_(1, cols, part)[:, :-1]
         return self._finish(top, sq, box)
 
     def per_image(self, rho: torch.Tensor, slopes, idx: torch.Tensor, chunk: int):
@@ -255,6 +295,17 @@ def _trimmed(idx: torch.Tensor, pad: int) -> torch.Tensor:
     return idx[:, :width]
 
 
+def _trimmed_rows(mask: torch.Tensor) -> torch.Tensor | None:
+    """Per row the column indices where ``mask`` holds, padded with the column count:
+    (b, m) with m the most any row has; None when no row has any."""
+    width = int(mask.sum(1).max()) if len(mask) else 0
+    if width == 0:
+        return None
+    order = torch.sort(mask.to(torch.int8), dim=1, descending=True, stable=True)
+    cols = order.indices[:, :width]
+    return torch.where(order.values[:, :width] > 0, cols, torch.full_like(cols, mask.shape[1]))
+
+
 def _on_support(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """(b, d) -> (b, s) entries at idx, 0 at the padding index."""
     pad = torch.cat([t, torch.zeros_like(t[:, :1])], 1)
@@ -265,11 +316,14 @@ def _slopes(pb: PixelBounds) -> list[torch.Tensor]:
     return [pb.slope_u] if pb.slope_v is None else [pb.slope_u, pb.slope_v]
 
 
-def _pre_activation(net: NetView, pb: PixelBounds, flow: _Flow, idx, chunk: int):
-    """Bounds (l, u) of h = W g(r; x), each (N, h)."""
+def _pre_activation(net: NetView, pb: PixelBounds, flow: _Flow, idx, chunk: int, skip: bool):
+    """Bounds (l, u) of h = W g(r; x), each (N, h); with ``skip``, the ellipsoid value only
+    for the neurons that the box value leaves unstable (:meth:`_Flow.shared`)."""
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
     centre = mid @ net.w.T
-    spread = rad @ net.w.abs().T + flow.shared(net.w, _slopes(pb), idx, chunk)
+    spread = rad @ net.w.abs().T
+    decided = (centre, spread) if skip else None
+    spread = spread + flow.shared(net.w, _slopes(pb), idx, chunk, decided)
     return centre - spread, centre + spread
 
 
@@ -316,7 +370,8 @@ def certified_margins(
     if layers.w is None:  # linear: the margin is linear in g
         rho, const = c, torch.zeros(n, k, dtype=dtype, device=dev)
     else:
-        low, up = _pre_activation(layers, pb, flow, idx, chunk)
+        # the training surrogate keeps every neuron's value (its arithmetic unchanged)
+        low, up = _pre_activation(layers, pb, flow, idx, chunk, skip=not grad)
         active, dead = low >= 0, up <= 0
         unstable = ~(active | dead)
         width = torch.where(unstable, up - low, torch.ones_like(up))
