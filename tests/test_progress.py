@@ -85,6 +85,8 @@ def test_a_long_setting_is_shortened_in_the_progress_line():
     assert label == "zero_one (eps 0 to 0.1 (5 values))"
     label = experiment_label("lower_bounds", {"model": {"variant": "nt"}, "jacobian": "true"})
     assert label == "lower_bounds (nt, seed None; jacobian true)"
+    label = experiment_label("decrease_bounds", {"model": {"variant": "nt"}, "kind": "sdp"})
+    assert label == "decrease_bounds (nt, seed None; kind sdp)"
 
 
 def test_training_announces_its_start_and_its_seconds_once(tiny, mnist_dir, monkeypatch, capsys):

@@ -59,7 +59,7 @@ def cached_experiment(
 
 
 #: Settings named in the progress line of a computed experiment, when its key has them.
-_LABEL_KEYS = ("jacobian", "tau", "border", "eps", "threat", "images")
+_LABEL_KEYS = ("kind", "jacobian", "tau", "border", "eps", "threat", "images")
 
 
 def _short(value: Any) -> str:
