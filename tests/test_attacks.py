@@ -227,6 +227,9 @@ def test_flow_pgd_stops_fooled_images_without_changing_any_result():
         assert 0 < int(success.sum()) < len(x)  # some fooled, some not
         assert torch.equal(got.success, success)
         torch.testing.assert_close(got.flows, flows, rtol=0, atol=1e-12)
+    with torch.no_grad():  # a caller's no_grad does not stop the attack's own gradients
+        again = flow_pgd(net, x, y, eps=1.5, steps=25, lr=0.05, restarts=3, seed=4)
+    torch.testing.assert_close(again.flows, got.flows, rtol=0, atol=0)
 
 
 def test_flow_loss_symmetric_border_against_loops():

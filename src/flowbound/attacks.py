@@ -473,8 +473,9 @@ def flow_pgd(
                     break
                 keep = ~fooled if bool(fooled.any()) else None
             opt.zero_grad()
-            margin = cw_margin(scores, ya)
-            (margin if keep is None else margin[keep]).sum().backward()
+            with torch.enable_grad():  # also when called under no_grad
+                margin = cw_margin(scores, ya)
+                (margin if keep is None else margin[keep]).sum().backward()
             if keep is not None:
                 grad = s.grad[keep]
                 rows, xa, ya = rows[keep], xa[keep], ya[keep]

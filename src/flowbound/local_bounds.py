@@ -257,9 +257,7 @@ class _Flow:
                 if cols is None:
                     top[s : s + chunk] += part  # a decided neuron stays at inf: the box value
                 else:  # scatter back; padding columns (index h) fall off the end
-                    pad = torch.zeros(
-                        len(part), w.shape[0] + 1, dtype=part.dtype, device=part.device
-                    )
+                    pad = part.new_zeros(len(part), w.shape[0] + 1)
                     top[s : s + chunk] += pad.scatter_(1, cols, part)[:, :-1]
         return self._finish(top, sq, box)
 
@@ -372,7 +370,8 @@ def certified_margins(
     if layers.w is None:  # linear: the margin is linear in g
         rho, const = c, torch.zeros(n, k, dtype=dtype, device=dev)
     else:
-        # the training surrogate keeps every neuron's value (its arithmetic unchanged)
+        # certificates skip the neurons the box decides; the training surrogate (grad)
+        # computes every neuron's value, as it always did
         low, up = _pre_activation(layers, pb, flow, idx, chunk, skip=not grad)
         active, dead = low >= 0, up <= 0
         unstable = ~(active | dead)
