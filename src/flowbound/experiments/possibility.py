@@ -14,7 +14,7 @@ from ..certify import bound, certified_fraction, decrease_bounds
 from ..data import load_mnist
 from ..geometry import aabb_lambda, mtm
 from ..impossibility import all_pairs, gradient_search
-from ..models import get_model
+from ..models import TrainedModel, get_model
 from ..nets import classifier_of
 from ..stats import Interval, rate_interval, seed_difference
 from ._common import FIRST_VERSION, cached_experiment, with_seed
@@ -50,7 +50,7 @@ VERSIONS = {
 }
 
 
-def decrease_of(trained, kind: str, tol: float) -> np.ndarray:
+def decrease_of(trained: TrainedModel, kind: str, tol: float) -> np.ndarray:
     """Delta at eps = 1 for every class pair of a trained network under the global bound
     ``kind`` (:func:`~flowbound.certify.decrease_bounds`, a symmetric (K, K) array),
     computed once per network, kind and tolerance: Figure 5, the mean decrease bounds,
