@@ -196,8 +196,9 @@ def sdp_bound(
     for it in range(1, max_iter + 1):
         idx = active.nonzero().flatten().to(dev)
         aa = a[idx]
-        t[idx] = _extrapolated(_rownorm(aa.transpose(1, 2) @ s[idx]), t[idx], beta)
-        at = aa @ t[idx]
+        t_new = _extrapolated(_rownorm(aa.transpose(1, 2) @ s[idx]), t[idx], beta)
+        t[idx] = t_new
+        at = aa @ t_new
         s[idx] = _extrapolated(_rownorm(at), s[idx], beta)
         if (it % check_every or it < first_check) and it != max_iter:
             continue

@@ -251,14 +251,18 @@ class _Flow:
                 ws = w_pad.index_select(0, i.reshape(-1)).view(*i.shape, -1)
             else:  # (b, s, m): the neurons to bound
                 ws = w_pad[i[:, :, None], cols.clamp(max=w.shape[0] - 1)[:, None, :]]
-            for sl in slopes:
-                x = _on_support(sl[s : s + chunk], i)[:, :, None] * self.q[i]  # (b, s, k)
-                part = torch.bmm(x.transpose(1, 2), ws).square().sum(1)
-                if cols is None:
-                    top[s : s + chunk] += part  # a decided neuron stays at inf: the box value
-                else:  # scatter back; padding columns (index h) fall off the end
-                    pad = part.new_zeros(len(part), w.shape[0] + 1)
-                    top[s : s + chunk] += pad.scatter_(1, cols, part)[:, :-1]
+            qi = self.q[i]  # (b, s, k)
+            part = sum(
+                torch.bmm((_on_support(sl[s : s + chunk], i)[:, :, None] * qi).transpose(1, 2), ws)
+                .square()
+                .sum(1)
+                for sl in slopes
+            )
+            if cols is None:
+                top[s : s + chunk] += part  # a decided neuron stays at inf: the box value
+            else:  # scatter back; padding columns (index h) fall off the end
+                pad = part.new_zeros(len(part), w.shape[0] + 1)
+                top[s : s + chunk] += pad.scatter_(1, cols, part)[:, :-1]
         return self._finish(top, sq, box)
 
     def per_image(self, rho: torch.Tensor, slopes, idx: torch.Tensor, chunk: int):
@@ -271,8 +275,9 @@ class _Flow:
         for s in range(0, n, chunk):
             i = _trimmed(idx[s : s + chunk], self.q.shape[0] - 1)
             rs = rho_pad[s : s + chunk].gather(2, i[:, None, :].expand(-1, rho.shape[1], -1))
+            qi = self.q[i]  # (b, s, k)
             for sl in slopes:
-                x = _on_support(sl[s : s + chunk], i)[:, :, None] * self.q[i]
+                x = _on_support(sl[s : s + chunk], i)[:, :, None] * qi
                 top[s : s + chunk] += torch.bmm(rs, x).square().sum(-1)
         return self._finish(top, sq, box)
 
