@@ -7,7 +7,8 @@ Modules, by layer:
   loss (Eq. 4, 7), checks (what numeric entry points accept);
 - networks: models (architectures, cached training), zoo (the variant
   registry), nets (the one view of a network's layers), training_losses and
-  sdp_training (the variants' objectives), eigs (Lanczos for SDP-NN);
+  sdp_training (the variants' objectives), eigs (Lanczos for SDP-NN),
+  registry (the named-items dict both registries use);
 - attacks and bounds: attacks (stAdv, PGD, flow_pgd), lbfgs (batched
   L-BFGS), impossibility (Theorems 1-2, Algorithms 1-2), bounds (the
   Frobenius, spectral and SDP formulas), certify (the bound registry, the

@@ -44,6 +44,7 @@ from .bounds import (
 from .geometry import aabb_lambda
 from .local_bounds import certified as local_certified
 from .nets import NetView, binary_weights, classifier_input, unordered_pairs, view
+from .registry import Registry
 
 __all__ = [
     "BOUNDS",
@@ -93,22 +94,17 @@ class Bound:
 
 
 #: The registry of bounds, by name (Figures 5 and 11 iterate over the profile's kinds).
-BOUNDS: dict[str, Bound] = {}
+BOUNDS: Registry[Bound] = Registry("bound")
 
 
 def register_bound(b: Bound) -> Bound:
     """Add a bound to :data:`BOUNDS` (names are unique)."""
-    if b.name in BOUNDS:
-        raise ValueError(f"bound {b.name!r} is already registered")
-    BOUNDS[b.name] = b
-    return b
+    return BOUNDS.add(b)
 
 
 def bound(name: str) -> Bound:
     """The registered bound ``name``, or an error listing the registered ones."""
-    if name not in BOUNDS:
-        raise ValueError(f"unknown bound {name!r}; registered: {', '.join(BOUNDS)}")
-    return BOUNDS[name]
+    return BOUNDS.named(name)
 
 
 def _sdp(net: NetView, pairs, side: int, tol: float) -> np.ndarray:

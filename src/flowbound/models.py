@@ -302,15 +302,13 @@ def get_model(
     The cache key is the full configuration; a missing, truncated or altered
     cache file is retrained. The test accuracy is stored beside the weights.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    v = VARIANTS.named(variant)
     if section not in (3, 4):
         raise ValueError(f"section must be 3 or 4, got {section!r}")
     if isinstance(profile, str):
         prof = load_profile(profile)
     else:
         prof = validate_profile(profile, f"the profile {profile.get('name', '')!r} (a dict)")
-    v = VARIANTS[variant]
     hidden = prof["hidden"][f"section{section}"]
     config = _model_config(v, hidden, prof)
     fresh = []

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .registry import Registry
+
 __all__ = ["VARIANTS", "Variant", "register"]
 
 LossFn = Callable[..., Any]  # loss(model, x, y) -> a scalar tensor
@@ -52,15 +54,12 @@ class Variant:
 
 
 #: The registry of training variants, by name.
-VARIANTS: dict[str, Variant] = {}
+VARIANTS: Registry[Variant] = Registry("variant")
 
 
 def register(variant: Variant) -> Variant:
     """Add a variant to :data:`VARIANTS` (names are unique)."""
-    if variant.name in VARIANTS:
-        raise ValueError(f"variant {variant.name!r} is already registered")
-    VARIANTS[variant.name] = variant
-    return variant
+    return VARIANTS.add(variant)
 
 
 _LOSSES = "flowbound.training_losses"
