@@ -17,6 +17,7 @@ import torch
 
 from flowbound.attacks import stadv
 from flowbound.data import load_mnist
+from flowbound.experiments._common import frozen
 from flowbound.models import get_model
 from flowbound.profiles import load_profile
 
@@ -28,9 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     prof = load_profile(args.profile)
     images, steps = prof["intro"]["eval_images"], prof["intro"]["eval_steps"]
-    model = get_model(args.variant, prof, section=4).model.cpu().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = frozen(get_model(args.variant, prof, section=4).model.cpu())
     x, y = load_mnist("test")
     x, y = x[:images], y[:images]
     total = 0.0

@@ -24,15 +24,14 @@ def workload(variant: str, profile: str) -> dict:
     """Seconds and per-eps outcome of the chapter's attack under the code on ``sys.path``
     (``success``: misclassified, or fooled within the budget)."""
     from flowbound.data import load_mnist
+    from flowbound.experiments._common import frozen
     from flowbound.experiments.certify_digits import _attack_robust
     from flowbound.models import get_model
     from flowbound.profiles import load_profile
 
     p = load_profile(profile)["local"]
     a = p["attack"]
-    model = get_model(variant, profile, section=4, progress=False).model.cpu().eval().double()
-    for q in model.parameters():
-        q.requires_grad_(False)
+    model = frozen(get_model(variant, profile, section=4, progress=False).model.cpu()).double()
     x, y = load_mnist("test")
     x, y = x[: a["images"]].double(), y[: a["images"]]
     out = {"seconds": {}, "success": {}}

@@ -41,6 +41,7 @@ def _child(args) -> None:
 
     from flowbound.attacks import stadv
     from flowbound.data import load_mnist
+    from flowbound.experiments._common import frozen
     from flowbound.local_bounds import certified
     from flowbound.models import _build, _settings, fit, get_model
     from flowbound.profiles import load_profile
@@ -59,9 +60,7 @@ def _child(args) -> None:
         fit(model, v.loss_factory()(settings), xtr, ytr, epochs=1, batch_size=t["batch_size"],
             lr=t["lr"], seed=0, progress=False)  # fmt: skip
         out[f"train {name}, 1 epoch"] = time.perf_counter() - start
-    net = get_model("nt", prof, section=4, progress=False).model.cpu().eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net = frozen(get_model("nt", prof, section=4, progress=False).model.cpu())
     x, y = load_mnist("test")
     n = prof["intro"]["eval_images"]
     start = time.perf_counter()

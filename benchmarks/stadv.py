@@ -22,6 +22,7 @@ import torch
 
 from flowbound.attacks import cw_margin, flow_loss, stadv
 from flowbound.data import load_mnist
+from flowbound.experiments._common import frozen
 from flowbound.models import get_model
 from flowbound.warp import warp
 
@@ -63,9 +64,7 @@ def main() -> None:
     parser.add_argument("--profile", default="paper")
     args = parser.parse_args()
 
-    model = get_model("nt", args.profile, section=4).model.cpu().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = frozen(get_model("nt", args.profile, section=4).model.cpu())
     x, y = load_mnist("test")
     x, y = x[: args.images], y[: args.images]
     n = args.images

@@ -6,7 +6,7 @@ asks its own exported function ``mkl_serv_intel_cpu_true`` which path to take;
 a one-line library that returns 1, preloaded (``LD_PRELOAD``) into a process,
 makes MKL choose by the CPU's features instead. On the project's 2-core AMD
 EPYC this doubles float64 and float32 GEMM throughput and makes the build's
-training 1.4-1.7x and the per-digit certificates 1.5x faster
+training 1.2-1.7x, the per-digit certificates about 1.4x and stAdv 1.1-1.3x faster
 (``benchmarks/mkl_vendor.py``; numbers in ``benchmarks/RESULTS.md``). The
 results are the same up to floating-point rounding (different kernels sum in
 a different order); a certificate is still checked in float64.
