@@ -18,6 +18,7 @@ from ._common import profile_dict as _profile
 from .certify_digits import at_eps, certified_accuracy
 from .impossibility import (
     CONVERGENCE_NETWORKS,
+    LowerBoundSummary,
     convergence_curves,
     convergence_summary,
     lower_bound_summary,
@@ -67,6 +68,25 @@ def _ratio_text(num: float, den: float) -> str:
     return f"no ratio (denominator {den:.3g} <= 0; difference {num - den:+.3g})"
 
 
+def algorithm1_verdict(summary: LowerBoundSummary, nets: list[str]) -> str:
+    """Verdict on "Algorithm 1 gives much higher bounds than Theorem 1" (Section 3.2).
+
+    Judged on the exact Jacobian by the smallest ratio over ``nets`` (>= 2
+    reproduced, > 1.01 partly); when reproduced, the networks on which Dg as
+    printed also reaches 2x are counted, not assumed to be none or all."""
+    ratios = [summary.ratio(net, "true") for net in nets]
+    ratios = [r for r in ratios if np.isfinite(r)]
+    alg = verdict_by_threshold(min(ratios) if ratios else float("nan"), 2.0, 1.01)
+    printed = [net for net in summary.beyond_theorem1("paper", at_least=2.0) if net in nets]
+    if alg != "reproduced" or len(printed) == len(nets):
+        return alg
+    names = f" ({', '.join(printed)})" if printed else ""
+    return (
+        f"reproduced with the exact Jacobian; with Dg as printed on {len(printed)} "
+        f"of {len(nets)} networks{names}"
+    )
+
+
 def _section3(profile: dict[str, Any]) -> list[dict[str, str]]:
     p = profile["impossibility"]
     nets = list(p["networks"])
@@ -100,11 +120,7 @@ def _section3(profile: dict[str, Any]) -> list[dict[str, str]]:
         )
         for net in nets
     ]
-    ratio_ok = [a / t for _, a, t, *_ in ratios if t > 0]
-    alg = verdict_by_threshold(min(ratio_ok) if ratio_ok else float("nan"), 2.0, 1.01)
-    printed_ok = [ap / tp for _, _, _, ap, tp, _, _ in ratios if tp > 0]
-    if alg == "reproduced" and printed_ok and max(printed_ok) < 1.01:
-        alg = "reproduced with the exact Jacobian; not with the printed one (paper in error)"
+    alg = algorithm1_verdict(summary, nets)
     ratio_text = "; ".join(
         f"{net}: {_ratio_text(a, t)} exact Jacobian, {_ratio_text(ap, tp)} Dg as printed, "
         f"{_ratio_text(ea, et)} estimate over estimate (the paper's comparison)"
@@ -141,7 +157,8 @@ def _section3(profile: dict[str, Any]) -> list[dict[str, str]]:
             + ratio_text,
             alg,
             "smallest ratio over the networks (exact Jacobian, positive denominators) "
-            ">= 2 reproduced, > 1.01 partly",
+            ">= 2 reproduced, > 1.01 partly; with Dg as printed, the networks whose "
+            "ratio is >= 2 are counted",
         ),
         _row(
             "3.2, Fig. 4",
