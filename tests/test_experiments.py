@@ -100,11 +100,11 @@ def test_figure2_table_and_summary_from_a_hand_made_summary():
     assert rows[1][4] == "4.0" and rows[1][5] == "4.0" and rows[1][-1] == "10"
     g = figure2_summary(s)
     assert g["ratio_nt_true"] == 4.0 and g["nt_share"] == 40.0
-    assert g["drops"] == "`nt` (Dg as printed)"  # only the falling curve
-    assert g["shapes_true"] == "`nt` exponential"
+    assert g["drops"] == "nt (Dg as printed)"  # only the falling curve
+    assert g["shapes_true"] == "nt exponential"
     # Dg as printed: 2.0 / 0.5 = 4x above Theorem 1 on the one network
     assert (g["printed_n"], g["printed_kept"]) == (1, 0)
-    assert g["printed_higher"] == "`nt` (4.00x)"
+    assert g["printed_higher"] == "nt (4.00x)"
     assert s.beyond_theorem1("true", at_least=4.0) == {"nt": 4.0}
     assert s.beyond_theorem1("true", at_least=4.5) == {}
     curves = [

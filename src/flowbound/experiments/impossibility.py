@@ -419,7 +419,7 @@ def figure2_summary(s: LowerBoundSummary) -> dict[str, Any]:
         out[f"thm_{net}_{jac}"] = thm
         out[f"ratio_{net}_{jac}"] = s.ratio(net, jac)
     drops = [
-        f"`{net}` ({JACOBIAN_TITLES[jac]})"
+        f"{net} ({JACOBIAN_TITLES[jac]})"
         for net, by_jac in s.data.items()
         for jac, d in by_jac.items()
         if np.any(np.diff(d["exact"].max(1)) < -1e-9)
@@ -430,9 +430,9 @@ def figure2_summary(s: LowerBoundSummary) -> dict[str, Any]:
     out["printed_n"] = len(nets)
     out["printed_kept"] = sum(s.ratio(net, "paper") < KEPT_PAIR_RATIO for net in nets)
     out["printed_higher"] = (
-        ", ".join(f"`{net}` ({r:.2f}x)" for net, r in higher.items()) if higher else "none"
+        ", ".join(f"{net} ({r:.2f}x)" for net, r in higher.items()) if higher else "none"
     )
-    out["shapes_true"] = ", ".join(f"`{net}` {s.shape[net, 'true']}" for net in s.data)
+    out["shapes_true"] = ", ".join(f"{net} {s.shape[net, 'true']}" for net in s.data)
     if "nt" in s.beyond:
         out["nt_ceiling"] = s.beyond["nt"]["ceiling"]
         out["nt_share"] = 100 * s.final["nt", "true"][0] / s.beyond["nt"]["ceiling"]
@@ -481,7 +481,7 @@ def convergence_summary(curves: list[dict]) -> dict[str, Any]:
         "rounds_max": float(max(improving)) if improving else nan,
         "rounds_flat": len(rounds) - len(improving),
         "rounds_runs": len(rounds),
-        "rounds_nets": ", ".join(f"`{n}`" for n in dict.fromkeys(c["net"] for c in curves)),
+        "rounds_nets": ", ".join(dict.fromkeys(c["net"] for c in curves)),
     }
 
 
