@@ -68,9 +68,9 @@ def _child(args) -> None:
     out[f"stAdv, tau {args.tau}, {n} images"] = time.perf_counter() - start
     out["stAdv success"] = res.success.tolist()
     xd, yd, net = x[: args.digits].double(), y[: args.digits], net.double()
+    local = prof["local"]
     for threat in ("tied", "full"):
         start = time.perf_counter()
-        local = prof["local"]
         ok = certified(net, xd, yd, local["eps"], threat=threat, modes=local["modes"])
         out[f"certificate {threat}, {args.digits} digits"] = time.perf_counter() - start
         out[f"certified {threat}"] = ok.tolist()

@@ -72,7 +72,7 @@ def test_algorithm1_verdict_counts_the_networks_where_the_printed_jacobian_wins(
 ):
     from flowbound.experiments.report import algorithm1_verdict
 
-    assert algorithm1_verdict(_summary(exact, printed), list(exact)) == expected
+    assert algorithm1_verdict(_summary(exact, printed)) == expected
 
 
 def test_algorithm1_verdict_skips_networks_without_a_positive_theorem1_value():
@@ -80,6 +80,6 @@ def test_algorithm1_verdict_skips_networks_without_a_positive_theorem1_value():
 
     s = _summary({"nt": 20.0, "rd": 20.0}, {"nt": 1.0, "rd": 1.0})
     s.final["rd", "true"] = (5.0, 0.0)  # no ratio for rd: nt alone decides
-    assert algorithm1_verdict(s, ["nt", "rd"]).startswith("reproduced with the exact")
+    assert algorithm1_verdict(s).startswith("reproduced with the exact")
     s.final["nt", "true"] = (5.0, -1.0)
-    assert algorithm1_verdict(s, ["nt", "rd"]) == UNDETERMINED
+    assert algorithm1_verdict(s) == UNDETERMINED
