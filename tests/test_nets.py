@@ -55,7 +55,7 @@ def test_the_stn_can_be_listed_among_the_impossibility_networks():
 
 
 def test_a_non_network_is_refused_clearly():
-    with pytest.raises(TypeError, match="has no layer V"):
+    with pytest.raises(TypeError, match="not one of flowbound.s architectures"):
         view(torch.nn.Linear(3, 2))
 
 

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .local_bounds import certified_margins
+from .checks import check_int, check_number
+from .local_bounds import THREATS, certified_margins
 
 __all__ = ["CertLoss", "robust_cross_entropy"]
 
@@ -41,12 +42,67 @@ def robust_cross_entropy(margins: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(worst, y)
 
 
-class CertLoss:
-    """(1 - kappa) CE + kappa CE of the certified worst-case logits, eps and kappa ramped."""
+def _checked_settings(settings: Any) -> dict[str, Any]:
+    """The settings of f_cert's loss, each checked (the profile schema's rules)."""
+    keys = ("eps", "kappa", "ramp_epochs", "cert_batch", "modes", "threat")
+    if not isinstance(settings, dict):
+        raise TypeError(f"settings must be a dict with keys {', '.join(keys)}, got {settings!r}")
+    missing = [k for k in keys if k not in settings]
+    unknown = sorted(set(settings) - set(keys))
+    if missing or unknown:
+        raise ValueError(
+            f"settings must have exactly the keys {', '.join(keys)}; missing: "
+            f"{', '.join(missing) or 'none'}, unknown: {', '.join(unknown) or 'none'}"
+        )
+    s = dict(settings)
+    s["eps"] = check_number("settings['eps']", s["eps"], low=0.0, low_open=True)
+    s["kappa"] = check_number("settings['kappa']", s["kappa"], low=0.0, high=1.0)
+    s["ramp_epochs"] = check_int("settings['ramp_epochs']", s["ramp_epochs"])
+    s["cert_batch"] = check_int("settings['cert_batch']", s["cert_batch"])
+    if s["modes"] is not None:
+        s["modes"] = check_int("settings['modes']", s["modes"], low=0)
+    if s["threat"] not in THREATS:
+        raise ValueError(
+            f"settings['threat'] must be one of {', '.join(THREATS)}, got {s['threat']!r}"
+        )
+    return s
 
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.s = settings
+
+class CertLoss:
+    """(1 - kappa) CE + kappa CE of the certified worst-case logits, eps and kappa ramped.
+
+    ``settings`` are checked when the loss is made; the training plan (``epochs``,
+    ``batch_size``) when it is known: here, or when :func:`flowbound.models.fit`
+    starts (:meth:`on_fit_start`). A ramp longer than the training, or a certified
+    batch larger than the batch, is a ValueError (it would never reach the budget,
+    or silently certify fewer images)."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.s = _checked_settings(settings)
         self.epoch = 0
+        if epochs is not None or batch_size is not None:
+            self.on_fit_start(epochs=epochs, batch_size=batch_size)
+
+    def on_fit_start(self, *, epochs: int | None, batch_size: int | None) -> None:
+        """Refuse a plan this loss cannot follow (called by ``fit`` before training)."""
+        if epochs is not None and self.s["ramp_epochs"] > check_int("epochs", epochs):
+            raise ValueError(
+                f"settings['ramp_epochs'] = {self.s['ramp_epochs']} is more than the "
+                f"{epochs} training epochs: the budget would never reach eps; lower "
+                f"ramp_epochs or train longer"
+            )
+        if batch_size is not None and self.s["cert_batch"] > check_int("batch_size", batch_size):
+            raise ValueError(
+                f"settings['cert_batch'] = {self.s['cert_batch']} is more than the batch "
+                f"size {batch_size}: only {batch_size} images per batch could be certified; "
+                f"lower cert_batch or raise batch_size"
+            )
 
     def on_epoch_start(self, model: nn.Module, epoch: int, x: torch.Tensor, y: torch.Tensor):
         self.epoch = epoch

@@ -18,6 +18,7 @@ import torch
 
 __all__ = [
     "DOMAINS",
+    "check_device",
     "check_images",
     "check_int",
     "check_labels",
@@ -61,6 +62,29 @@ def check_int(name: str, value: Any, *, low: int = 1) -> int:
     if int(value) < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value}")
     return int(value)
+
+
+def check_device(name: str, device: Any) -> torch.device | None:
+    """``device`` (None, a string or a torch.device) as a usable CPU or CUDA device."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        ) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"{name} must be a CPU or CUDA device, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{name} is {device!r} but CUDA is not available here; pass 'cpu'")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"{name} is {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return dev
 
 
 def finite_float64(name: str, x: Any, *, ndims: tuple[int, ...]) -> np.ndarray:

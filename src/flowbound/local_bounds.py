@@ -44,6 +44,7 @@ Used in: Beyond the paper: certifying individual digits (Figure 12).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -51,9 +52,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_images, check_labels, check_number
+from .checks import check_device, check_images, check_int, check_labels, check_number
 from .geometry import aabb_lambda, mtm_eigh
-from .nets import NetView, classifier_input, view, weights
+from .nets import NetView, classifier_input, classifier_of, view, weights
 from .progress import bar as progress_bar
 from .warp import shifted, warp
 
@@ -69,6 +70,9 @@ THREATS = ("tied", "full")
 
 #: Rounding allowance added to every pixel offset (relative to the pixel scale).
 _ROUNDING = 1e-12
+
+#: Full flows: rows (knots x images) warped in one call when bounding g over the box.
+_KNOT_ROWS = 8192
 
 #: Above this share of the hidden neurons left to bound in a chunk, the ellipsoid value
 #: is computed for all of them (gathering their weights would cost more than it saves).
@@ -88,17 +92,78 @@ class PixelBounds(NamedTuple):
 
 
 def _check_threat(threat: str) -> str:
-    if threat not in THREATS:
+    if not isinstance(threat, str) or threat not in THREATS:
         raise ValueError(f"threat must be one of {', '.join(THREATS)}, got {threat!r}")
     return threat
 
 
-def _shift_table(x: torch.Tensor, k: int) -> dict[tuple[int, int], torch.Tensor]:
-    """x read at (row + q, col + p) for integer offsets |p|, |q| <= k, flattened (N, d)."""
-    n = len(x)
-    return {
-        (p, q): shifted(x, q, p).reshape(n, -1) for p in range(-k, k + 1) for q in range(-k, k + 1)
-    }
+def _side(x: torch.Tensor) -> int:
+    """The side s of square images (N, s, s); M and lambda are built per side."""
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"x must hold square images (N, s, s): the threat set's M and lambda are built "
+            f"per side; got shape {tuple(x.shape)}"
+        )
+    return x.shape[-1]
+
+
+def _check_modes(modes, d: int) -> int | None:
+    """None (all eigenvectors of M^T M), or an int >= 0; values above d mean all d."""
+    if modes is None:
+        return None
+    if isinstance(modes, bool) or not isinstance(modes, numbers.Integral):
+        raise TypeError(
+            f"modes must be None or an integer 0 <= modes <= {d} (the eigenvectors of M^T M "
+            f"used for the ellipsoid), got {type(modes).__name__} {modes!r}"
+        )
+    if modes < 0:
+        raise ValueError(f"modes must be None or an integer 0 <= modes <= {d}, got {modes}")
+    return int(modes)
+
+
+class _Checked(NamedTuple):
+    net: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    modes: int | None
+    device: torch.device | None
+
+
+def _checked(model, x, y, threat, modes, device) -> _Checked:
+    """Every argument of a certificate, checked before any work (or early return): the
+    network (flowbound's own architectures, no biases), square images of the size the
+    network takes, labels among its classes, the threat set, ``modes`` and ``device``."""
+    _check_threat(threat)
+    net = classifier_of(model)
+    x = check_images("x", x)
+    side = _side(x)
+    inputs = getattr(net, "W", net.V).weight.shape[1]
+    if side * side != inputs:
+        raise ValueError(
+            f"x has {side} x {side} = {side * side} pixels per image, but the network takes "
+            f"{inputs} inputs"
+        )
+    y = check_labels("y", y, len(x), classes=net.V.weight.shape[0])
+    return _Checked(net, x, y, _check_modes(modes, side * side), check_device("device", device))
+
+
+def _far(side: int) -> int:
+    """A shift of at least this many pixels (in either direction) reads only zeros:
+    where the box reaches past it, g_i is 0 and the tables stop (bounded memory at any
+    eps, still exact)."""
+    return side + 1
+
+
+class _Shifts:
+    """x read at (row + q, col + p), flattened (N, d), computed when first asked for."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x, self.n, self.seen = x, len(x), {}
+
+    def __getitem__(self, pq: tuple[int, int]) -> torch.Tensor:
+        if pq not in self.seen:
+            self.seen[pq] = shifted(self.x, pq[1], pq[0]).reshape(self.n, -1)
+        return self.seen[pq]
 
 
 def _warped(x: torch.Tensor, du: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
@@ -108,34 +173,48 @@ def _warped(x: torch.Tensor, du: torch.Tensor, dv: torch.Tensor) -> torch.Tensor
     return warp(x, flow).reshape(n, -1)
 
 
-def _tied_pieces(table, rad: torch.Tensor, k: int, slope: torch.Tensor):
-    """min and max of g_i(r) - slope_i r over |r| <= rad_i, exactly, cell by cell."""
+def _tied_pieces(x: torch.Tensor, rad: torch.Tensor, slope: torch.Tensor):
+    """min and max of g_i(r) - slope_i r over |r| <= rad_i, exactly, cell by cell.
+
+    Cells [c, c + 1] with |c| < :func:`_far` use the four neighbours' values; past
+    them g_i = 0, so what is left of the box, [far, rad_i] and [-rad_i, -far], is one
+    linear piece each, with its extremes at its ends."""
+    far = _far(x.shape[-1])
+    k = min(max(1, math.ceil(float(rad.max()))), far)
+    table = _Shifts(x)
     lo_all = torch.full_like(slope, math.inf)
     hi_all = torch.full_like(slope, -math.inf)
+
+    def take(valid, values):
+        nonlocal lo_all, hi_all
+        for h in values:
+            lo_all = torch.minimum(lo_all, torch.where(valid, h, torch.full_like(h, math.inf)))
+            hi_all = torch.maximum(hi_all, torch.where(valid, h, torch.full_like(h, -math.inf)))
+
     for c in range(-k, k):  # cell [c, c + 1]: g = s00 (1-t)^2 + (s01 + s10) t (1-t) + s11 t^2
-        s00, s11 = table[(c, c)], table[(c + 1, c + 1)]
-        s01 = table[(c, c + 1)] + table[(c + 1, c)]
-        qa = s00 - s01 + s11  # coefficients of t^2, t, 1 with t = r - c
-        qb = s01 - 2 * s00
-        qc = s00
         left = torch.maximum(-rad, torch.full_like(rad, float(c)))
         right = torch.minimum(rad, torch.full_like(rad, float(c + 1)))
         valid = left <= right
         if not bool(valid.any()):
             continue
+        s00, s11 = table[(c, c)], table[(c + 1, c + 1)]
+        s01 = table[(c, c + 1)] + table[(c + 1, c)]
+        qa = s00 - s01 + s11  # coefficients of t^2, t, 1 with t = r - c
+        qb = s01 - 2 * s00
+        qc = s00
         left = torch.where(valid, left, torch.zeros_like(left)).expand_as(slope)
         right = torch.where(valid, right, torch.zeros_like(right)).expand_as(slope)
         vertex_t = torch.where(
             qa != 0, (slope - qb) / (2 * torch.where(qa != 0, qa, torch.ones_like(qa))), 0.0
         )
         vertex = (vertex_t + c).clamp(min=left, max=right)
-        for r in (left, right, vertex):
-            t = r - c
-            h = qa * t * t + qb * t + qc - slope * r
-            h_lo = torch.where(valid, h, torch.full_like(h, math.inf))
-            h_hi = torch.where(valid, h, torch.full_like(h, -math.inf))
-            lo_all = torch.minimum(lo_all, h_lo)
-            hi_all = torch.maximum(hi_all, h_hi)
+        ts = [(r, r - c) for r in (left, right, vertex)]
+        take(valid, [qa * t * t + qb * t + qc - slope * r for r, t in ts])
+    beyond = rad > far  # g = 0 on [far, rad] and [-rad, -far]
+    if bool(beyond.any()):
+        ends = [torch.where(beyond, e, torch.zeros_like(rad)) for e in (rad, -rad)]
+        ends += [torch.full_like(rad, float(far)), torch.full_like(rad, float(-far))]
+        take(beyond, [-slope * e for e in ends])
     return lo_all, hi_all
 
 
@@ -146,14 +225,15 @@ def pixel_bounds(
 
     ``x`` (N, s, s) images, computed in ``dtype`` (float64 for certificates); the box
     is |r_i| <= eps lambda_i (tied) or |du_i|, |dv_i| <= sqrt(2) eps lambda_i (full).
+    Any finite eps works in bounded memory: past :func:`_far` pixels g_i is 0.
     """
     _check_threat(threat)
     eps = check_number("eps", eps, low=0.0)
+    side = _side(check_images("x", x))
     x = x.to(dtype)
-    n, side = len(x), x.shape[-1]
+    n = len(x)
     lam = torch.from_numpy(np.array(aabb_lambda(side))).to(x.device, dtype)
     rad = (eps if threat == "tied" else math.sqrt(2) * eps) * lam
-    k = max(1, math.ceil(float(rad.max())))
     flat = x.reshape(n, -1)
     scale = _ROUNDING * (1 + flat.abs().amax(1, keepdim=True))
     safe = torch.where(rad > 0, rad, torch.ones_like(rad))
@@ -161,7 +241,7 @@ def pixel_bounds(
     if threat == "tied":
         plus, minus = _warped(x, r, r), _warped(x, -r, -r)
         slope = torch.where(rad > 0, (plus - minus) / (2 * safe), torch.zeros_like(plus))
-        lo, hi = _tied_pieces(_shift_table(x, k), rad, k, slope)
+        lo, hi = _tied_pieces(x, rad, slope)
         return PixelBounds(slope, None, lo - scale, hi + scale, rad)
     # full flows: one plane per pixel, the mean chords in du and dv
     zero = torch.zeros_like(r)
@@ -170,14 +250,21 @@ def pixel_bounds(
     su = torch.where(rad > 0, su, zero)
     sv = torch.where(rad > 0, sv, zero)
     # g - su du - sv dv is bilinear on each cell: its extremes sit on the cell corners,
-    # so the grid {-rad, integers inside, rad}^2 holds them
-    knots = [-r, r] + [torch.full_like(r, float(c)).clamp(-r, r) for c in range(-k + 1, k)]
+    # so the grid {-rad, integers inside, rad}^2 holds them; past _far pixels g = 0,
+    # so the integers stop there (one linear piece beyond)
+    inner = min(max(1, math.ceil(float(rad.max()))) - 1, _far(side))
+    knots = [-r, r] + [torch.full_like(r, float(c)).clamp(-r, r) for c in range(-inner, inner + 1)]
     lo = torch.full_like(r, math.inf)
     hi = torch.full_like(r, -math.inf)
-    for u in knots:
-        for v in knots:
-            h = _warped(x, u, v) - su * u - sv * v
-            lo, hi = torch.minimum(lo, h), torch.maximum(hi, h)
+    per = max(1, _KNOT_ROWS // max(n, 1))  # knots of dv warped in one call
+    for s in range(0, len(knots), per):
+        vs = torch.cat(knots[s : s + per])  # (m n, d)
+        m = len(vs) // n
+        xm, su_m, sv_m = x.repeat(m, 1, 1), su.repeat(m, 1), sv.repeat(m, 1)
+        for u in knots:
+            um = u.repeat(m, 1)
+            h = (_warped(xm, um, vs) - su_m * um - sv_m * vs).view(m, n, -1)
+            lo, hi = torch.minimum(lo, h.amin(0)), torch.maximum(hi, h.amax(0))
     return PixelBounds(su, sv, lo - scale, hi + scale, rad)
 
 
@@ -350,20 +437,27 @@ def certified_margins(
     ``chunk`` images at a time; ``device`` defaults to x's.
 
     ``grad=True`` is the training surrogate (f_cert): the same computation on the
-    model's own parameters, in their dtype, differentiable in W and V. A
-    certificate is what ``grad=False`` returns (float64, detached)."""
-    _check_threat(threat)
+    model's own parameters, in their dtype and on their device, differentiable in W
+    and V. A certificate is what ``grad=False`` returns (float64, detached).
+
+    Every argument is checked first (:func:`_checked`; ``chunk`` an int >= 1): a
+    network the bound cannot represent exactly (a bias, another layer type) is a
+    TypeError, a bad size or value a ValueError naming the argument. An empty batch
+    gives a (0, K) result."""
     eps = check_number("eps", eps, low=0.0)
-    x = check_images("x", x)
-    y = check_labels("y", y, len(x))
-    dev = torch.device(device) if device is not None else x.device
-    net, x = classifier_input(model, x)  # an STN: its classifier on the transformed images
+    chunk = check_int("chunk", chunk)
+    if not isinstance(grad, bool):
+        raise TypeError(f"grad must be True or False, got {grad!r}")
+    net, x, y, modes, dev = _checked(model, x, y, threat, modes, device)
     if grad:
         w, v = weights(net)
-        layers = NetView(w, v)
-        dtype = v.dtype
+        layers, dtype, dev = NetView(w, v), v.dtype, v.device
     else:
+        dev = dev if dev is not None else x.device
         layers, dtype = view(net, device=dev), torch.float64
+    if len(x) == 0:
+        return torch.zeros(0, layers.classes, dtype=dtype, device=dev)
+    _, x = classifier_input(model, x)  # an STN: its classifier on the transformed images
     x = x.to(dev, dtype)
     y = y.to(dev)
     n, side = len(x), x.shape[-1]
@@ -415,13 +509,16 @@ def certified(
     """Whether each image is classified correctly and certified at each eps: (E, N) bool.
 
     An image not certified at some eps is not tried at larger ones (the threat
-    sets grow with eps, so this only ever reports fewer certificates)."""
+    sets grow with eps, so this only ever reports fewer certificates). Every
+    argument is checked before any work, as in :func:`certified_margins`
+    (``batch`` an int >= 1)."""
     eps_list = [check_number("eps", e, low=0.0) for e in np.atleast_1d(eps)]
+    batch = check_int("batch", batch)
+    net, x, y, modes, device = _checked(model, x, y, threat, modes, device)
     order = np.argsort(eps_list, kind="stable")
-    x = check_images("x", x)
-    y = check_labels("y", y, len(x))
-    with torch.no_grad():
-        alive = (model(x.to(next(model.parameters()).device)).argmax(1).cpu() == y.cpu()).numpy()
+    p = next(model.parameters())
+    with torch.no_grad():  # in the model's own dtype and device, whatever the images'
+        alive = (model(x.to(p.device, p.dtype)).argmax(1).cpu() == y.cpu()).numpy()
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
     steps = [(int(e), eps_list[e]) for e in order]
     bar = progress_bar(

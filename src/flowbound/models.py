@@ -223,10 +223,15 @@ def fit(
     """Minimise ``loss`` with Adam over shuffled mini-batches; in place, returns ``model``.
 
     If ``loss`` has a method ``on_epoch_start(model, epoch, x, y)``, it is
-    called before every epoch (f_at refreshes its pool of stAdv examples);
+    called before every epoch (f_at refreshes its pool of stAdv examples), and
+    ``on_fit_start(epochs=, batch_size=)`` once before training (f_cert checks its
+    ramp against the plan);
     tensors returned by ``loss.extra_parameters(model)`` are optimised by the
     same Adam as the weights (f_sdp's dual vectors).
     """
+    start = getattr(loss, "on_fit_start", None)
+    if start is not None:  # a loss that needs the plan checks it (f_cert's ramp)
+        start(epochs=epochs, batch_size=batch_size)
     dev = next(model.parameters()).device
     torch.manual_seed(seed)  # losses that draw random numbers (PGD starts) are reproducible
     extra = getattr(loss, "extra_parameters", None)

@@ -52,13 +52,41 @@ class NetView(NamedTuple):
 
 def classifier_of(model: nn.Module) -> nn.Module:
     """The bias-free network whose layers the bounds read: ``model`` itself, or the
-    classifier behind a spatial transformer."""
-    net = getattr(model, "classifier", model)
-    if not hasattr(net, "V"):
+    classifier behind a spatial transformer.
+
+    Only flowbound's own architectures are accepted (``models.OneHidden``,
+    ``models.Linear``, and ``models.STNClassifier``'s classifier), exactly those
+    classes, with bias-free ``nn.Linear`` layers: the bounds read W and V alone, so a
+    bias, another layer or an overridden ``forward`` would be certified as if it
+    were not there. Anything else is a TypeError, never an approximation."""
+    from .models import Linear, OneHidden, STNClassifier  # models imports nothing of nets
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    net = model.classifier if type(model) is STNClassifier else model
+    if type(net) not in (OneHidden, Linear):
+        biased = any(getattr(m, "bias", None) is not None for m in net.modules())
         raise TypeError(
-            f"{type(model).__name__} has no layer V: flowbound's bounds cover networks "
-            f"f = V relu(W x) or f = V x (models.OneHidden, models.Linear, models.STNClassifier)"
+            f"{type(model).__name__} is not one of flowbound's architectures"
+            f"{' (and it has biases)' if biased else ''}: the bounds "
+            f"cover f = V relu(W x) or f = V x without biases and read only W and V, so "
+            f"they cannot represent its layers exactly; build the network as "
+            f"models.OneHidden, models.Linear or models.STNClassifier (subclasses are "
+            f"refused too: they may change forward)"
         )
+    for name in ("W", "V") if type(net) is OneHidden else ("V",):
+        layer = getattr(net, name, None)
+        if type(layer) is not nn.Linear:
+            raise TypeError(
+                f"{type(model).__name__}.{name} must be a torch.nn.Linear layer, got "
+                f"{type(layer).__name__}"
+            )
+        if layer.bias is not None:
+            raise TypeError(
+                f"{type(model).__name__}.{name} has a bias: flowbound's bounds are for "
+                f"bias-free networks (Section 3.1) and would certify it as if the bias "
+                f"were not there; build the layer with bias=False"
+            )
     return net
 
 
@@ -67,7 +95,10 @@ def classifier_input(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torc
     """(the classifier the bounds cover, the images it sees): ``model`` and ``x``, or an
     STN's classifier and the STN's output (the transform is not certified)."""
     net = classifier_of(model)
-    return (net, x) if net is model else (net, model.transform(x))
+    if net is model:
+        return net, x
+    p = next(model.parameters())  # the transform runs in the STN's own dtype and device
+    return net, model.transform(x.to(p.device, p.dtype))
 
 
 def weights(model: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -212,6 +212,17 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
     p = data["possibility"]
     if p["claim_tau"] not in p["taus"]:
         raise ProfileError(f"{source}: possibility.claim_tau {p['claim_tau']} is not in taus")
+    cert, train = data["variants"]["cert"], data["train"]
+    if cert["ramp_epochs"] > train["epochs"]:
+        raise ProfileError(
+            f"{source}: variants.cert.ramp_epochs {cert['ramp_epochs']} is more than "
+            f"train.epochs {train['epochs']}"
+        )
+    if cert["cert_batch"] > train["batch_size"]:
+        raise ProfileError(
+            f"{source}: variants.cert.cert_batch {cert['cert_batch']} is more than "
+            f"train.batch_size {train['batch_size']}"
+        )
     if data["train"]["seed"] not in p["seeds"]:
         raise ProfileError(f"{source}: train.seed must be one of possibility.seeds")
     return data

@@ -124,6 +124,8 @@ def shifted(x: torch.Tensor, dr: int, dc: int) -> torch.Tensor:
     """x shifted so that entry (i, j) holds x[i + dr, j + dc] (zero outside)."""
     out = torch.zeros_like(x)
     h, w = x.shape[-2:]
+    if abs(dr) >= h or abs(dc) >= w:
+        return out  # every entry reads from outside the image
     out[..., max(-dr, 0) : h - max(dr, 0), max(-dc, 0) : w - max(dc, 0)] = x[
         ..., max(dr, 0) : h - max(-dr, 0), max(dc, 0) : w - max(-dc, 0)
     ]
