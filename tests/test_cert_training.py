@@ -63,8 +63,8 @@ def test_training_against_the_certificate_certifies_more_digits(tiny, mnist_dir)
     nt = get_model("nt", prof, section=4, progress=False).model.cpu().double()
     x, y = load_mnist("test")
     x, y = x[:300].double(), y[:300]
-    ok_cert = certified(cert, x, y, [0.8])[0].mean()
-    ok_nt = certified(nt, x, y, [0.8])[0].mean()
-    assert ok_cert > ok_nt + 0.1, (ok_cert, ok_nt)  # measured: 0.57 against 0.37
+    ok_cert = certified(cert, x, y, [1.2])[0].mean()
+    ok_nt = certified(nt, x, y, [1.2])[0].mean()
+    assert ok_cert > ok_nt + 0.1, (ok_cert, ok_nt)  # measured: 0.48 against 0.28
     assert CertLoss(prof["variants"]["cert"]).schedule() == (0.8, 0.5)
     assert np.isfinite(ok_cert)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowbound.attacks import flow_pgd
+from flowbound.flow_apgd import flow_apgd
 from flowbound.geometry import aabb_lambda, m_inv, mtm
 from flowbound.local_bounds import certified, certified_margins, pixel_bounds
 from flowbound.models import Linear, OneHidden
@@ -37,11 +38,12 @@ def test_pixel_bounds_hold_on_dense_samples_of_the_box(threat, eps):
             r = _uniform_box(rad, x.shape, gen)
             r[:, 0, 0] = rad[0, 0]  # box corners too
             g = warp(x, r).flatten(1)
-            lin = pb.slope_u * r.flatten(1)
+            lin = pb.slope_u * r.flatten(1) + pb.kink_u * r.flatten(1).abs()
         else:
             du, dv = _uniform_box(rad, x.shape, gen), _uniform_box(rad, x.shape, gen)
             g = warp(x, torch.stack([du, dv], 1)).flatten(1)
             lin = pb.slope_u * du.flatten(1) + pb.slope_v * dv.flatten(1)
+            lin = lin + pb.kink_u * du.flatten(1).abs() + pb.kink_v * dv.flatten(1).abs()
         worst = max(worst, float((pb.lower - (g - lin)).max()), float((g - lin - pb.upper).max()))
     assert worst <= 0.0
 
@@ -197,3 +199,47 @@ def test_a_broken_network_is_an_error_never_a_certificate():
         certified_margins(net, x, y, 0.1)
     with pytest.raises(FloatingPointError, match="no certificate"):
         certified(net, x, y, [0.1])
+
+
+@pytest.mark.parametrize("side", [2, 3, 5, 28])
+def test_the_absolute_flow_stays_in_the_ellipsoid(side):
+    """||M |r| || <= ||M r||: M^T M has no positive entry off its diagonal, which is what
+    lets the kink term b |r| take the ellipsoid value (module notes)."""
+    a = torch.from_numpy(mtm(side))
+    off = a - torch.diag(torch.diag(a))
+    assert float(off.max()) <= 0.0
+    gen = torch.Generator().manual_seed(side)
+    r = torch.randn(200, side * side, generator=gen, dtype=torch.float64)
+    r[::2] *= torch.rand(100, side * side, generator=gen, dtype=torch.float64) > 0.5  # sparse
+    quad = lambda v: ((v @ a) * v).sum(1)  # noqa: E731
+    assert bool((quad(r.abs()) <= quad(r) * (1 + 1e-12) + 1e-12).all())
+
+
+@pytest.mark.parametrize("threat", ["tied", "full"])
+def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(threat):
+    """The ellipsoid value for no flow term, the linear one, or all: each is a sound
+    bound; certified() reports a digit certified by any level."""
+    import flowbound.local_bounds as lb
+
+    torch.manual_seed(7)
+    net = OneHidden(36, 10, 3).double()
+    x = torch.rand(12, 6, 6, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps = 0.3
+    res = flow_apgd(net, x, y, eps=eps, threat=threat, steps=40, targets=2)
+    checked = lb._checked(net, x, y, threat, 20, None)
+    levels = [frozenset(), frozenset({"linear"}), frozenset({"kink"}), lb.ELLIPSOID_TERMS]
+    any_level = torch.zeros(12, dtype=torch.bool)
+    for terms in levels:
+        m = lb._margins(net, checked, eps, threat, 4, False, terms)
+        assert bool((m <= res.margins + 1e-9).all())
+        any_level |= (m > 0).all(1)
+    full = lb._margins(net, checked, eps, threat, 4, False, lb.ELLIPSOID_TERMS)
+    boxed = lb._margins(net, checked, eps, threat, 4, False, frozenset())
+    assert float((full - boxed)[torch.isfinite(full)].mean()) > 0  # the ellipsoid pays off
+    ok = certified(net, x, y, [eps], threat=threat, modes=20)[0]
+    cascade = torch.zeros(12, dtype=torch.bool)
+    for terms in lb._CASCADE:
+        cascade |= (lb._margins(net, checked, eps, threat, 4, False, terms) > 0).all(1)
+    assert (torch.from_numpy(ok) == cascade).all() and bool((cascade <= any_level).all())

@@ -185,10 +185,12 @@ def test_budgets_past_the_image_bound_every_pixel_exactly(threat):
         u = (torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 1) * rad
         v = (torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 1) * rad
         if threat == "tied":
-            g, lin = warp(x, u).flatten(1), pb.slope_u * u.flatten(1)
+            g = warp(x, u).flatten(1)
+            lin = pb.slope_u * u.flatten(1) + pb.kink_u * u.flatten(1).abs()
         else:
             g = warp(x, torch.stack([u, v], 1)).flatten(1)
             lin = pb.slope_u * u.flatten(1) + pb.slope_v * v.flatten(1)
+            lin = lin + pb.kink_u * u.flatten(1).abs() + pb.kink_v * v.flatten(1).abs()
         assert bool((g - lin >= pb.lower).all() & (g - lin <= pb.upper).all())
     net, y = _net(h=5), torch.tensor([0, 1, 2])
     bound_ = certified_margins(net, x, y, eps, threat=threat, modes=None)
