@@ -1,11 +1,12 @@
-"""Figure 12's flow attack for one network: ``flow_pgd`` at every eps of the profile.
+"""The former Figure 12 flow attack for one network: ``flow_pgd`` at every eps.
 
-Times ``flowbound.attacks.flow_pgd`` (float64) as the certifying chapter runs
-it (``_attack_robust``: the first ``local.attack.images`` test digits, its
-steps and restarts) and prints the success rate per eps. With ``--baseline DIR`` the same
-workload then runs under another checkout's code (``DIR/src``, e.g. a
-``git worktree`` of an earlier commit) in a subprocess, one after the other,
-and the ratio and any difference in the outcomes are printed.
+Times ``flowbound.attacks.flow_pgd`` (float64) at the settings the certifying
+chapter used before ``flow_apgd`` replaced it (``local.sides``: steps, restarts,
+lr; the first ``local.attack.images`` test digits) and prints the success rate per
+eps. With ``--baseline DIR`` the same workload then runs under another checkout's
+code (``DIR/src``, e.g. a ``git worktree`` of an earlier commit) in a subprocess,
+one after the other, and the ratio and any difference in the outcomes are printed.
+``benchmarks/flow_apgd.py`` compares it with the attack that replaced it.
 
     python benchmarks/flow_pgd.py --variant nt --baseline ../flowbound-old
 """
@@ -21,25 +22,28 @@ from _baseline import under
 
 
 def workload(variant: str, profile: str) -> dict:
-    """Seconds and per-eps outcome of the chapter's attack under the code on ``sys.path``
+    """Seconds and per-eps outcome of flow_pgd under the code on ``sys.path``
     (``success``: misclassified, or fooled within the budget)."""
+    from flowbound.attacks import flow_pgd
     from flowbound.data import load_mnist
     from flowbound.experiments._common import frozen
-    from flowbound.experiments.certify_digits import _attack_robust
     from flowbound.models import get_model
     from flowbound.profiles import load_profile
 
     p = load_profile(profile)["local"]
-    a = p["attack"]
+    s = p["sides"]
     model = frozen(get_model(variant, profile, section=4, progress=False).model.cpu()).double()
     x, y = load_mnist("test")
-    x, y = x[: a["images"]].double(), y[: a["images"]]
+    x, y = x[: p["attack"]["images"]].double(), y[: p["attack"]["images"]]
     out = {"seconds": {}, "success": {}}
     for eps in (float(e) for e in p["eps"] if e > 0):
         start = time.perf_counter()
-        robust = _attack_robust(model, x, y, [eps], a)[0]
+        res = flow_pgd(
+            model, x, y, eps=eps, steps=s["steps"], restarts=s["restarts"], lr=s["lr"],
+            seed=s["seed"],
+        )  # fmt: skip
         out["seconds"][eps] = time.perf_counter() - start
-        out["success"][eps] = (~robust).astype(int).tolist()
+        out["success"][eps] = res.success.int().tolist()
     return out
 
 

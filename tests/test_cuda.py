@@ -15,7 +15,8 @@ import torch
 
 from flowbound.attacks import flow_pgd, stadv
 from flowbound.bounds import sdp_bound
-from flowbound.local_bounds import certified_margins
+from flowbound.flow_apgd import flow_apgd
+from flowbound.local_bounds import certified, certified_margins
 from flowbound.models import OneHidden
 from flowbound.warp import warp, warp_and_jacobian
 
@@ -94,3 +95,38 @@ def test_certified_margins_on_device(problem, device, threat):
                             modes=None, device=device)  # fmt: skip
     assert got.dtype == torch.float64
     torch.testing.assert_close(got.cpu(), ref.cpu(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("threat", ["tied", "full"])
+def test_flow_apgd_on_device(problem, device, threat):
+    net, x, y = problem
+    ref = flow_apgd(net, x, y, eps=1.0, threat=threat, steps=20, targets=2)
+    got = flow_apgd(_on(net, device), x.to(device), y.to(device), eps=1.0, threat=threat,
+                    steps=20, targets=2)  # fmt: skip
+    assert got.flows.device.type == torch.device(device).type
+    torch.testing.assert_close(got.flows.cpu(), ref.flows, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.margins.cpu(), ref.margins, rtol=0, atol=1e-6)
+    assert torch.equal(got.success.cpu(), ref.success)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("threat", ["tied", "full"])
+def test_certified_cascade_on_device(problem, device, threat):
+    """certified() (one chord first, the kink in the ellipsoid where that leaves a digit
+    open) gives the CPU's answers on the device, and the surrogate's gradients match."""
+    net, x, y = problem
+    eps = [0.0, 0.1, 0.4, 1.0]
+    ref = certified(net, x, y, eps, threat=threat, modes=30)
+    got = certified(_on(net, device), x.to(device), y.to(device), eps, threat=threat,
+                    modes=30, device=device)  # fmt: skip
+    assert (got == ref).all()
+    on = _on(net, device)
+    for p in (*net.parameters(), *on.parameters()):
+        p.requires_grad_(True)
+    grads = []
+    for n_, xx, yy in ((net, x, y), (on, x.to(device), y.to(device))):
+        m = certified_margins(n_, xx, yy, 0.4, threat=threat, modes=30, grad=True)
+        m.masked_fill(torch.isinf(m), 0).sum().backward()
+        grads.append(n_.W.weight.grad.cpu())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-9)

@@ -311,7 +311,7 @@ def test_arguments_are_checked_when_no_image_is_classified_correctly():
 
 # 8. CertLoss checks its settings and its plan.
 def _cert_settings(**kw):
-    s = dict(eps=0.5, kappa=0.5, ramp_epochs=2, cert_batch=16, modes=32, threat="tied")
+    s = dict(eps=0.5, kappa=0.5, ramp_epochs=2, cert_batch=16, modes=32, threat="tied", kink=True)
     return s | kw
 
 

@@ -16,7 +16,9 @@ images of each batch. The trained network is certified afterwards by the
 ordinary float64 certificate, independently of this surrogate.
 
 Settings (``profile["variants"]["cert"]``): eps, kappa, ramp_epochs,
-cert_batch, modes, threat.
+cert_batch, modes, threat, kink (true: the certificate's own relaxation, the
+kink in the ellipsoid; false: one chord per pixel, the cheaper first level of
+its cascade).
 
 Used in: Beyond the paper: certifying individual digits (f_cert).
 """
@@ -44,7 +46,7 @@ def robust_cross_entropy(margins: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 def _checked_settings(settings: Any) -> dict[str, Any]:
     """The settings of f_cert's loss, each checked (the profile schema's rules)."""
-    keys = ("eps", "kappa", "ramp_epochs", "cert_batch", "modes", "threat")
+    keys = ("eps", "kappa", "ramp_epochs", "cert_batch", "modes", "threat", "kink")
     if not isinstance(settings, dict):
         raise TypeError(f"settings must be a dict with keys {', '.join(keys)}, got {settings!r}")
     missing = [k for k in keys if k not in settings]
@@ -61,6 +63,8 @@ def _checked_settings(settings: Any) -> dict[str, Any]:
     s["cert_batch"] = check_int("settings['cert_batch']", s["cert_batch"])
     if s["modes"] is not None:
         s["modes"] = check_int("settings['modes']", s["modes"], low=0)
+    if not isinstance(s["kink"], bool):
+        raise TypeError(f"settings['kink'] must be true or false, got {s['kink']!r}")
     if s["threat"] not in THREATS:
         raise ValueError(
             f"settings['threat'] must be one of {', '.join(THREATS)}, got {s['threat']!r}"
@@ -124,5 +128,6 @@ class CertLoss:
             threat=self.s["threat"],
             modes=self.s["modes"],
             grad=True,
+            kink=self.s["kink"],
         )
         return (1 - kappa) * clean + kappa * robust_cross_entropy(margins, y[:b])

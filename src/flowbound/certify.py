@@ -51,6 +51,7 @@ __all__ = [
     "Bound",
     "KINDS",
     "bound",
+    "certified_digits",
     "certified_fraction",
     "decrease_bounds",
     "margins",
@@ -76,8 +77,10 @@ class Bound:
     pair at eps = 1, linear in eps (every global bound here is) and sound for
     [0, 1] images. An input-dependent one sets ``certify(model, x, y, eps)``
     instead. ``applies_to`` names the networks it accepts (``"one_hidden"``,
-    ``"linear"``); ``label`` and ``style`` (a matplotlib line style) are how
-    figures show it.
+    ``"linear"``); ``threat`` the flows it covers (``"tied"``: ||M r|| <= eps,
+    Sections 2-4; ``"full"``: (du, dv) with l_diff <= sqrt(2) eps), the threat set
+    of the attack its soundness is checked against; ``label`` and ``style`` (a
+    matplotlib line style) are how figures show it.
     """
 
     name: str
@@ -86,6 +89,7 @@ class Bound:
     style: str = "-"
     applies_to: tuple[str, ...] = ("one_hidden",)
     certify: CertifyFn | None = None
+    threat: str = "tied"
 
     @property
     def local(self) -> bool:
@@ -154,6 +158,7 @@ for _threat, _style in (("tied", "-"), ("full", "--")):
             style=_style,
             applies_to=("one_hidden", "linear"),
             certify=_local(_threat),
+            threat=_threat,
         )
     )
 
@@ -189,6 +194,35 @@ def margins(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndar
     return (scores.gather(1, y.view(-1, 1).cpu()) - scores).numpy()
 
 
+def certified_digits(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps,
+    kind: str = "sdp",
+    *,
+    side: int = 28,
+    delta: np.ndarray | None = None,
+    tol: float = 1e-4,
+) -> np.ndarray:
+    """(E, N) bool: each digit classified correctly and certified by ``kind`` at each
+    eps. ``delta`` reuses a global bound's pairwise Delta from :func:`decrease_bounds`
+    (computed here otherwise); an input-dependent certificate is run per image."""
+    b = bound(kind)
+    eps = np.atleast_1d(np.asarray(eps, dtype=np.float64))
+    if b.local:
+        return np.asarray(b.certify(model, x, y, [float(e) for e in eps]), dtype=bool)
+    if delta is None:
+        delta = decrease_bounds(model, kind, side=side, tol=tol)
+    m = margins(model, x, y)
+    yy = y.cpu().numpy()
+    need = delta[yy]  # (N, K): Delta_{y, i} per image
+    m = m.copy()
+    m[np.arange(len(yy)), yy] = np.inf  # the true class itself never flips
+    correct = (m > 0).all(1)
+    return np.stack([correct & (m > e * need).all(1) for e in eps])
+
+
 def certified_fraction(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -201,21 +235,6 @@ def certified_fraction(
     tol: float = 1e-4,
 ) -> np.ndarray:
     """The 0/1 adversarial loss at each eps: the fraction of (x, y) that are
-    misclassified or not certified (Figure 5). ``delta`` reuses bounds from
-    :func:`decrease_bounds` (computed here otherwise); an input-dependent
-    certificate is run per image."""
-    b = bound(kind)
-    if b.local:
-        eps_list = [float(e) for e in np.atleast_1d(np.asarray(eps, dtype=np.float64))]
-        return 1.0 - b.certify(model, x, y, eps_list).mean(1)
-    if delta is None:
-        delta = decrease_bounds(model, kind, side=side, tol=tol)
-    m = margins(model, x, y)
-    yy = y.cpu().numpy()
-    need = delta[yy]  # (N, K): Delta_{y, i} per image
-    m = m.copy()
-    m[np.arange(len(yy)), yy] = np.inf  # the true class itself never flips
-    correct = (m > 0).all(1)
-    eps = np.atleast_1d(np.asarray(eps, dtype=np.float64))
-    safe = [(correct & (m > e * need).all(1)).mean() for e in eps]
-    return 1.0 - np.asarray(safe)
+    misclassified or not certified (Figure 5); see :func:`certified_digits`."""
+    ok = certified_digits(model, x, y, eps, kind, side=side, delta=delta, tol=tol)
+    return 1.0 - ok.mean(1)

@@ -93,6 +93,10 @@ ELLIPSOID_TERMS = frozenset({"linear", "kink"})
 #: level's, at a fraction of its cost).
 _CASCADE = (frozenset({"linear"}), ELLIPSOID_TERMS)
 
+#: Whether a level of the cascade keeps the kink (False: one chord per pixel, the
+#: relaxation the certificate had before, bit for bit).
+_KINK_AT = {frozenset({"linear"}): False, ELLIPSOID_TERMS: True}
+
 #: Full flows: rows (knots x images) warped in one call when bounding g over the box.
 _KNOT_ROWS = 8192
 
@@ -252,13 +256,21 @@ def _tied_pieces(x: torch.Tensor, rad: torch.Tensor, up: torch.Tensor, down: tor
 
 
 def pixel_bounds(
-    x: torch.Tensor, eps: float, *, threat: str = "tied", dtype: torch.dtype = torch.float64
+    x: torch.Tensor,
+    eps: float,
+    *,
+    threat: str = "tied",
+    dtype: torch.dtype = torch.float64,
+    kink: bool = True,
 ) -> PixelBounds:
     """Sound linear bounds of every warped pixel over the box the budget implies (step 1).
 
     ``x`` (N, s, s) images, computed in ``dtype`` (float64 for certificates); the box
     is |r_i| <= eps lambda_i (tied) or |du_i|, |dv_i| <= sqrt(2) eps lambda_i (full).
     Any finite eps works in bounded memory: past :func:`_far` pixels g_i is 0.
+    ``kink=False``: one chord per pixel (the mean of the two; kinks 0, so the kink
+    widens the offset interval instead), the cheaper relaxation of the cascade's
+    first level.
     """
     _check_threat(threat)
     eps = check_number("eps", eps, low=0.0)
@@ -279,7 +291,11 @@ def pixel_bounds(
         return up, down
 
     if threat == "tied":
-        up, down = chords(_warped(x, r, r), g0, _warped(x, -r, -r))
+        plus, minus = _warped(x, r, r), _warped(x, -r, -r)
+        if kink:
+            up, down = chords(plus, g0, minus)
+        else:  # one chord: (plus - minus) / 2 rad, the same slope on both sides
+            up = down = torch.where(rad > 0, (plus - minus) / (2 * safe), torch.zeros_like(plus))
         lo, hi = _tied_pieces(x, rad, up, down)
         return PixelBounds((up + down) / 2, None, lo - scale, hi + scale, rad, (up - down) / 2)
     # full flows: per axis the one-sided chords, averaged over the other axis at -r, 0, r;
@@ -289,8 +305,15 @@ def pixel_bounds(
     cv = [chords(grid[(i, 1)], grid[(i, 0)], grid[(i, -1)]) for i in (-1, 0, 1)]
     up_u, down_u = (sum(c[k] for c in cu) / 3 for k in (0, 1))
     up_v, down_v = (sum(c[k] for c in cv) / 3 for k in (0, 1))
-    au, bu = (up_u + down_u) / 2, (up_u - down_u) / 2
-    av, bv = (up_v + down_v) / 2, (up_v - down_v) / 2
+    if kink:
+        au, bu = (up_u + down_u) / 2, (up_u - down_u) / 2
+        av, bv = (up_v + down_v) / 2, (up_v - down_v) / 2
+    else:  # one plane: the mean chords in du and dv
+        zero = torch.zeros_like(r)
+        au = sum(grid[(1, j)] - grid[(-1, j)] for j in (-1, 0, 1)) / (6 * safe)
+        av = sum(grid[(i, 1)] - grid[(i, -1)] for i in (-1, 0, 1)) / (6 * safe)
+        au, av = torch.where(rad > 0, au, zero), torch.where(rad > 0, av, zero)
+        bu = bv = zero
     # g minus the base is bilinear on each cell (cells never straddle an axis): its
     # extremes sit on the cell corners, so the grid {-rad, integers inside, rad}^2
     # holds them; past _far pixels g = 0, so the integers stop there
@@ -567,6 +590,7 @@ def certified_margins(
     chunk: int = 32,
     device: str | torch.device | None = None,
     grad: bool = False,
+    kink: bool = True,
 ) -> torch.Tensor:
     """Certified lower bounds (N, K) of min over the threat set of f_y(g) - f_j(g) in
     float64 (+inf at j = y); > 0 for every j certifies x at eps. Steps 1-3 of the module
@@ -580,13 +604,15 @@ def certified_margins(
     Every argument is checked first (:func:`_checked`; ``chunk`` an int >= 1): a
     network the bound cannot represent exactly (a bias, another layer type) is a
     TypeError, a bad size or value a ValueError naming the argument. An empty batch
-    gives a (0, K) result."""
+    gives a (0, K) result. ``kink=False``: one chord per pixel (the first level of
+    :func:`certified`'s cascade; cheaper, looser)."""
     eps = check_number("eps", eps, low=0.0)
     chunk = check_int("chunk", chunk)
-    if not isinstance(grad, bool):
-        raise TypeError(f"grad must be True or False, got {grad!r}")
+    for name, flag in (("grad", grad), ("kink", kink)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     checked = _checked(model, x, y, threat, modes, device)
-    return _margins(model, checked, eps, threat, chunk, grad, ELLIPSOID_TERMS)
+    return _margins(model, checked, eps, threat, chunk, grad, _CASCADE[-1 if kink else 0])
 
 
 def _margins(
@@ -613,7 +639,7 @@ def _margins(
     x = x.to(dev, dtype)
     y = y.to(dev)
     n, side = len(x), x.shape[-1]
-    pb = pixel_bounds(x, eps, threat=threat, dtype=dtype)
+    pb = pixel_bounds(x, eps, threat=threat, dtype=dtype, kink=_KINK_AT.get(ellipsoid, True))
     flow = _Flow(eps, threat, side, dev, modes, dtype, ellipsoid)
     idx = _support(pb)
     k = layers.classes
@@ -658,15 +684,20 @@ def certified(
     batch: int = 500,
     progress: bool = False,
     device: str | torch.device | None = None,
+    kink: bool = True,
 ) -> np.ndarray:
     """Whether each image is classified correctly and certified at each eps: (E, N) bool.
 
     An image not certified at some eps is not tried at larger ones (the threat
     sets grow with eps, so this only ever reports fewer certificates). Every
     argument is checked before any work, as in :func:`certified_margins`
-    (``batch`` an int >= 1)."""
+    (``batch`` an int >= 1). ``kink=False`` leaves the kink term at its box value
+    (the first level of the cascade alone: the relaxation before the kink was kept
+    in the ellipsoid, for comparison)."""
     eps_list = [check_number("eps", e, low=0.0) for e in np.atleast_1d(eps)]
     batch = check_int("batch", batch)
+    if not isinstance(kink, bool):
+        raise TypeError(f"kink must be True or False, got {kink!r}")
     net, x, y, modes, device = _checked(model, x, y, threat, modes, device)
     order = np.argsort(eps_list, kind="stable")
     p = next(model.parameters())
@@ -682,7 +713,7 @@ def certified(
     area = (x.flatten(1) > 0).sum(1).cpu().numpy()
     by_area = np.argsort(area, kind="stable")
     for row, e in steps:
-        for terms in _CASCADE:  # each level tries the digits the cheaper ones left open
+        for terms in _CASCADE if kink else _CASCADE[:1]:  # each level: what is left open
             idx = by_area[(alive & ~out[row])[by_area]]
             for s in range(0, len(idx), batch):
                 part = torch.from_numpy(idx[s : s + batch])

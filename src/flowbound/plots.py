@@ -362,8 +362,9 @@ _FIG12_STYLE = {
 
 def plot_figure12(d: dict[str, Any]) -> Figure:
     """Figure 12: certified accuracy against eps, one panel per network (its colour),
-    one line per certificate, and the accuracy that survives the budgeted attack (grey,
-    95% Wilson band), an upper bound on the truth: attack >= truth >= certificate."""
+    one line per certificate, the accuracy that survives flow_apgd on tied flows (grey,
+    95% Wilson band) and on full flows (dashed), an upper bound on the truth, and the
+    tied-flow bracket shaded: attack >= truth >= certificate on the attacked digits."""
     names = list(d["accuracy"])
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
@@ -371,14 +372,28 @@ def plot_figure12(d: dict[str, Any]) -> Figure:
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True)).ravel()
     eps = d["eps"]
     for ax, name in zip(axes, names, strict=False):
+        colour = network_color(name)
         lo, hi = d["attack_ci"][name].T
+        ax.fill_between(
+            eps,
+            d["certified_attacked"][name]["tied"],
+            d["attack"][name],
+            color=colour,
+            alpha=0.18,
+            lw=0,
+            label="bracket, tied flows (attacked digits)",
+        )
         ax.fill_between(eps, lo, hi, color="k", alpha=0.12, lw=0)
-        ax.plot(eps, d["attack"][name], color="k", lw=1.0, label="survives flow_pgd")
+        ax.plot(eps, d["attack"][name], color="k", lw=1.0, label="survives flow_apgd, tied")
+        ax.plot(
+            eps, d["attack_full"][name], color="k", lw=1.0, ls="--",
+            label="survives flow_apgd, full",
+        )  # fmt: skip
         for kind, acc in d["accuracy"][name].items():
             style = _FIG12_STYLE.get(kind, dict(ls="-", marker="^"))
             label = BOUNDS[kind].label if kind in BOUNDS else kind
-            ax.plot(eps, acc, color=network_color(name), ms=3, label=label, **style)
-        ax.set_title(f"f_{name}", fontsize=9, color=network_color(name))
+            ax.plot(eps, acc, color=colour, ms=3, label=label, **style)
+        ax.set_title(f"f_{name}", fontsize=9, color=colour)
         ax.set_ylim(-0.02, 1.02)
     for ax in axes[len(names) :]:
         ax.set_visible(False)

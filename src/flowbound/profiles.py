@@ -69,6 +69,10 @@ def _string(v: Any) -> str | None:
     return None if isinstance(v, str) and v else "a non-empty string"
 
 
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
 def _name(v: Any) -> str | None:
     return None if isinstance(v, str) and v.isidentifier() else "a variant name"
 
@@ -168,6 +172,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "variants.cert.cert_batch": POS,
     "variants.cert.modes": _optional(POS),
     "variants.cert.threat": _choice("tied", "full"),
+    "variants.cert.kink": _bool,
     "local.eps": _list(EPS),
     "local.variants": _list(_name),
     "local.kinds": _list(_name),  # checked against certify.BOUNDS where used
@@ -176,8 +181,15 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "local.attack.images": POS,
     "local.attack.steps": POS,
     "local.attack.restarts": POS,
-    "local.attack.lr": POS_NUM,
+    "local.attack.targets": NONNEG,
     "local.attack.seed": SEED,
+    "local.sides.variant": _name,
+    "local.sides.eps": _list(POS_NUM),
+    "local.sides.steps": POS,
+    "local.sides.restarts": POS,
+    "local.sides.lr": POS_NUM,
+    "local.sides.seed": SEED,
+    "local.sides.example_digit": NONNEG,
     "local.report_eps": _list(EPS),
 }
 

@@ -14,8 +14,11 @@ from .background import (
 )
 from .certify_digits import (
     at_eps,
+    bracket_sides,
+    bracket_table,
     cert_comparison,
     certified_accuracy,
+    known_within,
     largest_eps,
     local_summary,
     local_table,
@@ -63,6 +66,8 @@ __all__ = [
     "beyond_the_paper",
     "budget_attack",
     "cert_comparison",
+    "bracket_sides",
+    "bracket_table",
     "certified_accuracy",
     "claims",
     "convergence_curves",
@@ -78,6 +83,7 @@ __all__ = [
     "growth_shape",
     "jacobians_at_zero",
     "largest_eps",
+    "known_within",
     "local_summary",
     "local_table",
     "linear_lower_bounds",

@@ -9,11 +9,15 @@ import numpy as np
 import torch
 
 from ..attacks import flow_pgd
-from ..certify import bound, certified_fraction
+from ..certify import bound, certified_digits
 from ..data import load_mnist
 from ..device import default_device
+from ..flow_apgd import flow_apgd
+from ..geometry import aabb_lambda, flow_norm
+from ..local_bounds import certified
 from ..models import get_model
 from ..nets import classifier_input
+from ..progress import bar as progress_bar
 from ..stats import rate_interval
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
@@ -22,54 +26,75 @@ from .possibility import decrease_of
 
 __all__ = [
     "at_eps",
+    "bracket_sides",
     "cert_comparison",
     "certified_accuracy",
     "largest_eps",
+    "bracket_table",
+    "known_within",
     "local_summary",
     "local_table",
 ]
 
 #: Each experiment's code version (in its cache key): bump one when its results change.
-VERSIONS = {"certified_accuracy": FIRST_VERSION}
+#: certified_accuracy 3: the certificate keeps the kink, flow_apgd on both threat sets.
+VERSIONS = {"certified_accuracy": FIRST_VERSION + 1, "bracket_sides": FIRST_VERSION}
 
 #: Profile keys that do not change one network's results (adding a network or a
 #: report eps recomputes nothing).
 _NOT_IN_KEY = ("variants", "report_eps")
 
+#: The threat sets Figure 12 attacks, each with the certificates that cover it
+#: (``Bound.threat``).
+THREATS = ("tied", "full")
 
-def _attack_robust(model, x, y, eps_list, a: dict[str, Any]) -> np.ndarray:
-    """(E, A) bool: classified correctly and not broken by flow_pgd at each eps; the
-    classifier of an STN is attacked on the STN's output (what the certificates cover)."""
+
+def _attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: str) -> np.ndarray:
+    """(E, A) bool: classified correctly and not broken by ``flow_apgd`` at each eps on
+    ``threat``; the classifier of an STN is attacked on the STN's output (what the
+    certificates cover). The threat sets grow with eps, so a digit broken at one eps is
+    broken at every larger one (its flow stays feasible) and is not attacked again."""
     net, x = classifier_input(model, x)
     with torch.no_grad():
         correct = (net(x).argmax(1) == y).cpu().numpy()
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
-    for row, eps in enumerate(eps_list):
-        if eps == 0:
-            out[row] = correct
-            continue
-        res = flow_pgd(
-            net,
-            x,
-            y,
-            eps=eps,
-            steps=a["steps"],
-            lr=a["lr"],
-            restarts=a["restarts"],
-            seed=a["seed"],
-        )
-        out[row] = correct & ~res.success.cpu().numpy()
+    broken = ~correct
+    order = np.argsort(eps_list, kind="stable")
+    bar = progress_bar(total=len(order), desc=f"flow_apgd ({threat})", unit="eps")
+    for row in order:
+        eps = eps_list[row]
+        rows = np.nonzero(~broken)[0]
+        if eps > 0 and len(rows):
+            idx = torch.from_numpy(rows).to(x.device)
+            res = flow_apgd(
+                net,
+                x[idx],
+                y[idx],
+                eps=eps,
+                threat=threat,
+                steps=a["steps"],
+                restarts=a["restarts"],
+                targets=a["targets"],
+                seed=a["seed"],
+            )
+            broken[rows[res.success.cpu().numpy()]] = True
+        out[row] = ~broken
+        bar.update(1)
+    bar.close()
     return out
 
 
 def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
     """Figure 12: certified accuracy against eps, per Section-4 network and certificate
     (the profile's ``local.kinds``: global ones read Figure 5's way, per-digit ones per
-    image), and the accuracy that survives ``flow_pgd`` on the first ``attack.images``
-    digits (an upper bound on the truth), with the count of certified digits that the
-    attack breaks (must be 0) and the seconds each certificate took (a global one's
-    Delta is shared with Figure 5, :func:`~.possibility.decrease_of`: its seconds count
-    the SDPs only where this experiment solved them first).
+    image), and the accuracy that survives ``flow_apgd`` on tied and on full flows on
+    the first ``attack.images`` digits (an upper bound on the truth), with the count of
+    certified digits that the attack on a certificate's own threat set breaks (must be
+    0), the bracket per threat set (attack-robust minus certified accuracy, on the
+    attacked digits, the tightest certificate of that threat set per digit), and the
+    seconds each certificate took (a global one's Delta is shared with Figure 5,
+    :func:`~.possibility.decrease_of`: its seconds count the SDPs only where this
+    experiment solved them first).
     """
     prof = _profile(profile)
     p = prof["local"]
@@ -81,7 +106,11 @@ def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
     for kind in kinds:
         bound(kind)  # an unknown name fails here, before any work
     out: dict[str, Any] = {"eps": np.asarray(eps), "kinds": kinds, "images": len(x)}
-    out.update(accuracy={}, attack={}, attack_ci={}, violations={}, seconds={}, checked={})
+    for key in ("accuracy", "attack", "attack_ci", "violations", "seconds", "checked"):
+        out[key] = {}
+    for key in ("attack_full", "attack_full_ci", "certified_attacked", "bracket"):
+        out[key] = {}
+    attacked = min(p["attack"]["images"], len(x))
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
         config = {
@@ -97,36 +126,140 @@ def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
             value, seconds = {}, {}
             for kind in kinds:
                 start = time.perf_counter()
-                if bound(kind).local:
-                    ok = bound(kind).certify(model, xd, y_dev, eps, modes=p["modes"])
-                    value[f"certified_{kind}"] = torch.from_numpy(ok)
-                    acc = ok.mean(1)
-                else:
+                delta = None
+                if not bound(kind).local:
                     delta = decrease_of(trained, kind, prof["possibility"]["tol"])
-                    acc = 1.0 - certified_fraction(model, xd, y, eps, kind, delta=delta)
+                ok = certified_digits(model, xd, y_dev, eps, kind, delta=delta)
+                value[f"certified_{kind}"] = torch.from_numpy(ok)
+                value[kind] = torch.from_numpy(ok.mean(1).astype(np.float64))
                 seconds[kind] = time.perf_counter() - start
-                value[kind] = torch.from_numpy(np.asarray(acc, dtype=np.float64))
             a = p["attack"]
-            n = min(a["images"], len(x))
-            value["attack"] = torch.from_numpy(_attack_robust(model, xd[:n], y_dev[:n], eps, a))
-            return value, {"seconds": seconds, "attack_images": n}
+            for threat in THREATS:
+                start = time.perf_counter()
+                robust = _attack_robust(model, xd[:attacked], y_dev[:attacked], eps, a, threat)
+                value[f"attack_{threat}"] = torch.from_numpy(robust)
+                seconds[f"attack_{threat}"] = time.perf_counter() - start
+            return value, {"seconds": seconds, "attack_images": attacked}
 
         value, meta = cached_experiment("certified_accuracy", VERSIONS, config, compute)
-        robust = value["attack"]
         n = meta["attack_images"]
         out["accuracy"][name] = {k: value[k] for k in kinds}
-        out["attack"][name] = robust.mean(1)
-        out["attack_ci"][name] = np.array([rate_interval(r)[1:] for r in robust])
+        for threat, key in (("tied", "attack"), ("full", "attack_full")):
+            robust = value[f"attack_{threat}"]
+            out[key][name] = robust.mean(1)
+            out[f"{key}_ci"][name] = np.array([rate_interval(r)[1:] for r in robust])
+            covering = [k for k in kinds if bound(k).threat == threat]
+            best = np.zeros_like(robust)
+            for k in covering:
+                best = best | value[f"certified_{k}"][:, :n]
+            out["certified_attacked"].setdefault(name, {})[threat] = best.mean(1)
+            out["bracket"].setdefault(name, {})[threat] = robust.mean(1) - best.mean(1)
         out["violations"][name] = {
-            k: int((value[f"certified_{k}"][:, :n] & ~robust).sum())
+            k: int((value[f"certified_{k}"][:, :n] & ~value[f"attack_{bound(k).threat}"]).sum())
             for k in kinds
-            if f"certified_{k}" in value
         }
-        out["checked"][name] = {
-            k: int(value[f"certified_{k}"][:, :n].sum()) for k in kinds if f"certified_{k}" in value
-        }
+        out["checked"][name] = {k: int(value[f"certified_{k}"][:, :n].sum()) for k in kinds}
         out["seconds"][name] = meta["seconds"]
-    out["attack_images"] = n
+    out["attack_images"] = attacked
+    return out
+
+
+def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
+    """Which side of the bracket was loose, measured on one network (``local.sides``,
+    tied flows, the attacked digits): at each ``sides.eps``, the share certified by
+    the certificate before this chapter kept the kink (one chord per pixel,
+    ``certified(kink=False)``) and now, and the share that survives ``flow_pgd`` (the
+    former attack, at its settings) and ``flow_apgd`` (Figure 12's attack). Also one
+    digit (``sides.example_digit``) read in pixels (Readings table, point 19): the
+    largest grid eps certifying it, the uniform shift and the single-pixel move that
+    budget admits, and the largest displacement of the flow that first breaks it."""
+    prof = _profile(profile)
+    p, s = prof["local"], prof["local"]["sides"]
+    trained = get_model(s["variant"], prof, section=4)
+    n = min(p["attack"]["images"], len(load_mnist("test")[0]))
+    grid = [float(e) for e in p["eps"]]
+    config = {
+        "model": trained.config,
+        "sides": s,
+        "attack": p["attack"],
+        "modes": p["modes"],
+        "images": n,
+        "grid": grid,
+    }
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        dev = default_device()
+        model = frozen(trained.model).to(dev).double()
+        x, y = load_mnist("test")
+        x, y = x[:n].double().to(dev), y[:n].to(dev)
+        eps = [float(e) for e in s["eps"]]
+        value = {
+            f"cert_{k}": torch.from_numpy(
+                certified(model, x, y, eps, modes=p["modes"], kink=kink, progress=True)
+            )
+            for k, kink in (("before", False), ("now", True))
+        }
+        with torch.no_grad():
+            correct = model(x).argmax(1) == y
+        for key, attack in (("pgd", "flow_pgd"), ("apgd", "flow_apgd")):
+            rows = []
+            for e in eps:
+                if attack == "flow_pgd":
+                    res = flow_pgd(
+                        model, x, y, eps=e, steps=s["steps"], restarts=s["restarts"],
+                        lr=s["lr"], seed=s["seed"],
+                    )  # fmt: skip
+                else:
+                    a = p["attack"]
+                    res = flow_apgd(
+                        model, x, y, eps=e, steps=a["steps"], restarts=a["restarts"],
+                        targets=a["targets"], seed=a["seed"],
+                    )  # fmt: skip
+                rows.append((correct & ~res.success).cpu())
+            value[key] = torch.stack(rows)
+        i = s["example_digit"]
+        one = certified(model, x[i : i + 1], y[i : i + 1], grid, modes=p["modes"])[:, 0]
+        value["example_certified"] = torch.from_numpy(one)
+        broken = {"eps": float("nan"), "largest_move": float("nan")}
+        for e in grid:
+            if e == 0:
+                continue
+            a = p["attack"]
+            res = flow_apgd(
+                model, x[i : i + 1], y[i : i + 1], eps=e, steps=a["steps"],
+                restarts=a["restarts"], targets=a["targets"], seed=a["seed"],
+            )  # fmt: skip
+            if bool(res.success[0]):
+                broken = {"eps": e, "largest_move": float(res.flows.abs().max())}
+                break
+        return value, {"broken": broken}
+
+    value, meta = cached_experiment("bracket_sides", VERSIONS, config, compute)
+    eps = np.asarray(s["eps"], dtype=np.float64)
+    out = {k: np.asarray(v).mean(1) for k, v in value.items() if k != "example_certified"}
+    side = 28
+    certified_at = [e for e, ok in zip(grid, value["example_certified"], strict=True) if ok]
+    largest = max(certified_at) if certified_at else 0.0
+    lam = np.asarray(aabb_lambda(side))
+    uniform = np.ones((side, side))
+    out.update(
+        eps=eps,
+        images=n,
+        variant=s["variant"],
+        bracket_before=out["pgd"] - out["cert_before"],
+        bracket_now=out["apgd"] - out["cert_now"],
+        certificate_side=out["cert_now"] - out["cert_before"],
+        attack_side=out["pgd"] - out["apgd"],
+        example={
+            "digit": s["example_digit"],
+            "label": int(load_mnist("test")[1][s["example_digit"]]),
+            "largest_certified": largest,
+            "uniform_shift": largest / float(flow_norm(uniform)),
+            "one_pixel": largest * float(lam.max()),
+            "broken_eps": meta["broken"]["eps"],
+            "broken_move": meta["broken"]["largest_move"],
+        },
+    )
     return out
 
 
@@ -140,23 +273,31 @@ def largest_eps(eps: np.ndarray, acc: np.ndarray, level: float) -> float:
     return float(eps[last])
 
 
+def known_within(eps: np.ndarray, bracket: np.ndarray, width: float = 0.02) -> float:
+    """The largest eps on the grid up to which the bracket stays <= ``width`` (the truth
+    known to within that many points); 0 if not even at the first eps."""
+    return largest_eps(eps, -np.asarray(bracket), -width)
+
+
 def local_summary(d: dict[str, Any], kind: str = "local_tied") -> dict[str, Any]:
-    """Per network: the largest eps certifying 50% and 90% under each certificate and the
-    attack, and the largest gap (attack-robust minus certified by ``kind``) over the eps
-    where the attack-robust accuracy is >= 0.5, with the eps where it occurs."""
+    """Per network: the largest eps certifying 50% and 90% under each certificate and
+    surviving each attack, the largest bracket on tied flows (attack-robust minus
+    certified accuracy on the attacked digits) over the eps where the attack leaves at
+    least half of them, with its eps, and per threat set the largest eps up to which
+    the bracket is within 2 points (``known``)."""
     rows = {}
     for name, acc in d["accuracy"].items():
-        attack = d["attack"][name]
-        gap = attack - acc[kind]
-        where = attack >= 0.5
+        attack = {"attack": d["attack"][name], "attack_full": d["attack_full"][name]}
+        gap = d["bracket"][name]["tied"]
+        where = attack["attack"] >= 0.5
         worst = int(np.argmax(np.where(where, gap, -np.inf))) if where.any() else 0
+        curves = acc | attack
         rows[name] = {
-            "eps50": {k: largest_eps(d["eps"], a, 0.5) for k, a in acc.items()}
-            | {"attack": largest_eps(d["eps"], attack, 0.5)},
-            "eps90": {k: largest_eps(d["eps"], a, 0.9) for k, a in acc.items()}
-            | {"attack": largest_eps(d["eps"], attack, 0.9)},
+            "eps50": {k: largest_eps(d["eps"], a, 0.5) for k, a in curves.items()},
+            "eps90": {k: largest_eps(d["eps"], a, 0.9) for k, a in curves.items()},
             "max_gap": float(gap[worst]) if where.any() else float("nan"),
             "max_gap_eps": float(d["eps"][worst]),
+            "known": {t: known_within(d["eps"], b) for t, b in d["bracket"][name].items()},
         }
     return rows
 
@@ -171,15 +312,32 @@ def at_eps(d: dict[str, Any], curve: np.ndarray, eps: float) -> float:
 
 def local_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Figure 12's table: per network the largest eps certifying 50% / 90% of the test
-    digits under each certificate, the same for the attack, and the largest gap."""
+    digits under each certificate, the same for the attack on each threat set, and the
+    largest tied-flow bracket."""
     summary = local_summary(d)
-    kinds = [*d["kinds"], "attack"]
-    header = ["network", *[f"{k}: 50% / 90%" for k in kinds], "largest gap (at eps)"]
+    kinds = [*d["kinds"], "attack", "attack_full"]
+    labels = [*d["kinds"], "attack (tied)", "attack (full)"]
+    header = ["network", *[f"{k}: 50% / 90%" for k in labels], "largest bracket (at eps)"]
     rows = []
     for name, s in summary.items():
         cells = [f"{s['eps50'][k]:g} / {s['eps90'][k]:g}" for k in kinds]
         gap = f"{s['max_gap']:.3f} ({s['max_gap_eps']:g})" if np.isfinite(s["max_gap"]) else "-"
         rows.append([f"`{name}`", *cells, gap])
+    return header, rows
+
+
+def bracket_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The bracket per network and threat set at every eps > 0 of the grid: attack-robust
+    minus certified accuracy on the attacked digits, and the largest eps up to which it
+    stays within 2 points."""
+    summary = local_summary(d)
+    shown = [i for i, e in enumerate(d["eps"]) if e > 0]
+    header = ["network", "flows", *[f"{d['eps'][i]:g}" for i in shown], "within 0.02 up to"]
+    rows = []
+    for name, brackets in d["bracket"].items():
+        for threat, b in brackets.items():
+            cells = [f"{b[i]:.3f}" for i in shown]
+            rows.append([f"`{name}`", threat, *cells, f"{summary[name]['known'][threat]:g}"])
     return header, rows
 
 

@@ -1,0 +1,124 @@
+"""f_cert's settings search on a validation split: each setting trained, then certified.
+
+Every setting trains f_cert (paper profile, seed 0) on the first 55,000 training
+images and is judged on the last 5,000 (never on the test set): clean accuracy and
+the share certified against tied flows (the book's float64 certificate) at each
+``--eps``. Settings run as separate processes, ``--jobs`` at a time (a GPU takes
+several: one small network per step leaves it mostly idle); each writes its own
+JSON as it finishes, so a run cut short keeps what finished.
+
+    python benchmarks/cert_sweep.py --jobs 8 --out sweep/
+    python benchmarks/cert_sweep.py --only base chord --jobs 1   # on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: Changes from the paper profile's f_cert, one setting each (train.* keys go to the
+#: training plan, the rest to variants.cert).
+SETTINGS: dict[str, dict] = {
+    "base": {},
+    "chord": {"kink": False},
+    "chord_long": {"kink": False, "train.epochs": 20, "ramp_epochs": 10},
+    "chord_long_e16_k05": {
+        "kink": False,
+        "train.epochs": 20,
+        "ramp_epochs": 10,
+        "eps": 1.6,
+        "kappa": 0.5,
+    },  # fmt: skip
+    "chord_e16": {"kink": False, "eps": 1.6},
+    "e16": {"eps": 1.6},
+    "k05": {"kappa": 0.5},
+    "e16_k05": {"eps": 1.6, "kappa": 0.5},
+}
+
+TRAIN, VALID = 55_000, 5_000
+
+
+def one(name: str, out: Path, eps: list[float], profile: str, train: int, valid: int) -> None:
+    import torch
+
+    from flowbound.data import load_mnist
+    from flowbound.local_bounds import certified
+    from flowbound.models import accuracy, get_model
+    from flowbound.profiles import load_profile
+
+    prof = load_profile(profile)
+    prof["train"]["train_subset"] = train
+    for key, value in SETTINGS[name].items():
+        if key.startswith("train."):
+            prof["train"][key.split(".", 1)[1]] = value
+        else:
+            prof["variants"]["cert"][key] = value
+    start = time.perf_counter()
+    trained = get_model("cert", prof, section=4, progress=False)
+    seconds = time.perf_counter() - start
+    x, y = load_mnist("train")
+    xv, yv = x[train : train + valid], y[train : train + valid]
+    model = trained.model.double()
+    ok = certified(model, xv.double().to(next(model.parameters()).device), yv, eps)
+    result = {
+        "setting": SETTINGS[name],
+        "train_seconds": trained.train_seconds if not trained.from_cache else None,
+        "seconds": seconds,
+        "device": str(next(model.parameters()).device),
+        "valid_accuracy": accuracy(model, xv.double(), yv),
+        "certified": {f"{e:g}": float(v) for e, v in zip(eps, ok.mean(1), strict=True)},
+        "torch": torch.__version__,
+    }
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    print(name, json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--eps", type=float, nargs="+", default=[0.7, 1.0, 1.5])
+    parser.add_argument("--out", default="cert_sweep")
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--train", type=int, default=TRAIN, help="training images (the first)")
+    parser.add_argument("--valid", type=int, default=VALID, help="validation images (the next)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child: train and judge one
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        one(args.one, out, args.eps, args.profile, args.train, args.valid)
+        return
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    waiting, running = list(args.only), []
+    eps = [str(e) for e in args.eps]
+    while waiting or running:
+        while waiting and len(running) < args.jobs:
+            name = waiting.pop(0)
+            cmd = [sys.executable, __file__, "--one", name, "--out", str(out), "--eps", *eps]
+            cmd += ["--profile", args.profile, "--train", str(args.train)]
+            cmd += ["--valid", str(args.valid)]
+            running.append(subprocess.Popen(cmd, env=env))
+        running = [p for p in running if p.poll() is None]
+        time.sleep(2)
+    print("| setting | valid accuracy | " + " | ".join(f"certified {e}" for e in eps)
+          + " | training (s) |")  # fmt: skip
+    print("|---|---:|" + "---:|" * len(eps) + "---:|")
+    for name in args.only:
+        f = out / f"{name}.json"
+        if not f.exists():
+            print(f"| {name} | did not finish |")
+            continue
+        r = json.loads(f.read_text())
+        cells = " | ".join(f"{r['certified'][f'{float(e):g}']:.3f}" for e in eps)
+        sec = r["train_seconds"] or r["seconds"]
+        print(f"| {name} | {r['valid_accuracy']:.4f} | {cells} | {sec:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
