@@ -8,7 +8,7 @@ several: one small network per step leaves it mostly idle); each writes its own
 JSON as it finishes, so a run cut short keeps what finished.
 
     python benchmarks/cert_sweep.py --jobs 8 --out sweep/
-    python benchmarks/cert_sweep.py --only base chord --jobs 1   # on a CPU
+    python benchmarks/cert_sweep.py --only kinked chord --jobs 1   # on a CPU
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 #: Changes from the paper profile's f_cert, one setting each (train.* keys go to the
 #: training plan, the rest to variants.cert).
 SETTINGS: dict[str, dict] = {
-    "base": {},
+    "kinked": {"kink": True},
     "chord": {"kink": False},
     "chord_long": {"kink": False, "train.epochs": 20, "ramp_epochs": 10},
     "chord_long_e16_k05": {
@@ -33,11 +33,11 @@ SETTINGS: dict[str, dict] = {
         "ramp_epochs": 10,
         "eps": 1.6,
         "kappa": 0.5,
-    },  # fmt: skip
+    },
     "chord_e16": {"kink": False, "eps": 1.6},
-    "e16": {"eps": 1.6},
-    "k05": {"kappa": 0.5},
-    "e16_k05": {"eps": 1.6, "kappa": 0.5},
+    "kinked_e16": {"kink": True, "eps": 1.6},
+    "kinked_k05": {"kink": True, "kappa": 0.5},
+    "kinked_e16_k05": {"kink": True, "eps": 1.6, "kappa": 0.5},
 }
 
 TRAIN, VALID = 55_000, 5_000

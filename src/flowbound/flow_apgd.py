@@ -34,7 +34,7 @@ from torch import nn
 
 from .checks import check_device, check_images, check_int, check_labels, check_number
 from .geometry import m_inv_tensor
-from .warp import warp
+from .warp import warp, warp_and_jacobian
 
 __all__ = ["THREATS", "FlowAttackResult", "checkpoints", "flow_apgd"]
 
@@ -122,11 +122,23 @@ def _margin(scores: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) 
 
 
 def _loss_and_grad(prob: _Problem, rows, z, target, grad: bool = True):
+    """Scores, margins and the margins' gradient in z. The warp's own derivative is
+    applied pixel by pixel (:func:`~flowbound.warp.warp_and_jacobian`: what autograd
+    computes through the warp's gathers, without building their graph), then
+    r = M^{-1} z carries it to z (M^{-1} is symmetric)."""
+    with torch.no_grad():
+        r = prob.flows(z)
+        images, jac = warp_and_jacobian(prob.x[rows], r)
     with torch.enable_grad():  # also when called under no_grad
-        z = z.detach().requires_grad_(True)
-        scores = prob.scores(rows, z)
+        images.requires_grad_(grad)
+        scores = prob.model(images)
         loss = _margin(scores, prob.y[rows], target)
-        g = torch.autograd.grad(loss.sum(), z)[0] if grad else None
+        g_img = torch.autograd.grad(loss.sum(), images)[0] if grad else None
+    g = None
+    if grad:
+        g_r = jac * (g_img if prob.parts == 1 else g_img[:, None])
+        n, d = len(z), prob.side * prob.side
+        g = (g_r.reshape(n, prob.parts, d) @ prob.mi).reshape(n, -1)
     return scores.detach(), loss.detach(), g
 
 

@@ -103,7 +103,7 @@ register(
         "cert",
         "trained against the per-digit flow certificate (f_cert, beyond the paper)",
         make_loss="flowbound.cert_training:CertLoss",
-        version=2,  # 2: the certificate keeps the warp's kink in the ellipsoid
+        version=2,  # 2: the surrogate is the certificate with the kink setting (kink)
     )
 )
 # Linear classifiers f(x) = V x (appendix 6.3-6.5, Figures 8 and 11).

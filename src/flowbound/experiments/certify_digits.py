@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ __all__ = [
     "at_eps",
     "bracket_sides",
     "cert_comparison",
+    "cert_search",
     "certified_accuracy",
     "largest_eps",
     "bracket_table",
@@ -339,6 +342,27 @@ def bracket_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             cells = [f"{b[i]:.3f}" for i in shown]
             rows.append([f"`{name}`", threat, *cells, f"{summary[name]['known'][threat]:g}"])
     return header, rows
+
+
+def cert_search() -> tuple[list[str], list[list[str]], dict[str, Any]]:
+    """f_cert's settings search as recorded (``flowbound/records/cert_sweep.json``,
+    written by ``benchmarks/cert_sweep.py``: each setting trained on the first 55,000
+    training images and judged on the last 5,000, never on the test set): a table of
+    the settings and their validation numbers, and the record (``adopted``: the
+    setting the profile uses). Read, not recomputed: the build trains only the adopted
+    recipe."""
+    rec = json.loads(
+        resources.files("flowbound").joinpath("records", "cert_sweep.json").read_text()
+    )
+    eps = list(next(iter(rec["settings"].values()))["certified"])
+    header = ["setting", "changes", "valid accuracy", *[f"certified, eps = {e}" for e in eps]]
+    rows = []
+    for name, r in rec["settings"].items():
+        change = ", ".join(f"{k} {v}" for k, v in r["setting"].items())
+        mark = " (adopted)" if name == rec["adopted"] else ""
+        cells = [f"{r['certified'][e]:.3f}" for e in eps]
+        rows.append([f"`{name}`{mark}", change, f"{r['valid_accuracy']:.4f}", *cells])
+    return header, rows, rec
 
 
 def cert_comparison(
