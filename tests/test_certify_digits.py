@@ -55,5 +55,6 @@ def test_bracket_sides_measures_both_sides_and_reads_one_digit_in_pixels(local_p
     assert np.all(s["cert_now"] >= s["cert_before"] - 1e-12)  # the kink only tightens here
     ex_ = s["example"]
     # Readings table, point 19: a uniform shift costs ||M 1|| = sqrt(4 * 28) per pixel
+    assert ex_["shift_cost"] == pytest.approx(np.sqrt(112))
     assert ex_["uniform_shift"] == pytest.approx(ex_["largest_certified"] / np.sqrt(112))
     assert ex_["one_pixel"] >= ex_["uniform_shift"]

@@ -257,6 +257,8 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
             "digit": s["example_digit"],
             "label": int(load_mnist("test")[1][s["example_digit"]]),
             "largest_certified": largest,
+            "shift_cost": float(flow_norm(uniform)),
+            "lam_max": float(lam.max()),
             "uniform_shift": largest / float(flow_norm(uniform)),
             "one_pixel": largest * float(lam.max()),
             "broken_eps": meta["broken"]["eps"],
