@@ -33,19 +33,7 @@ from flowbound.warp import warp
 
 def _relaxed(net, pb, flow, idx, low, up, y, alpha=None):
     """The margin lower bounds (N, K) for given lower slopes of the unstable neurons."""
-    active, dead = low >= 0, up <= 0
-    unstable = ~(active | dead)
-    width = torch.where(unstable, up - low, torch.ones_like(up))
-    upper_slope = torch.where(unstable, up / width, active.double())
-    upper_icpt = torch.where(unstable, -up * low / width, torch.zeros_like(up))
-    c = net.v[y][:, None, :] - net.v[None]
-    if alpha is None:
-        lower = torch.where(unstable, (up > -low).double(), active.double())[:, None]
-    else:
-        lower = torch.where(unstable[:, None], alpha, active[:, None].double())
-    pos = c >= 0
-    lam = torch.where(pos, lower, upper_slope[:, None]) * c
-    const = (torch.where(pos, 0.0, c) * upper_icpt[:, None]).sum(-1)
+    lam, const = lb.relaxed_output(low, up, net.v[y][:, None, :] - net.v[None], alpha)
     rho = lam @ net.w
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
     out = const + (rho * mid[:, None]).sum(-1) - (rho.abs() * rad[:, None]).sum(-1)

@@ -77,6 +77,7 @@ __all__ = [
     "certified",
     "certified_margins",
     "pixel_bounds",
+    "relaxed_output",
 ]
 
 THREATS = ("tied", "full")
@@ -567,6 +568,30 @@ def _kinks(pb: PixelBounds) -> list[torch.Tensor]:
     return [pb.kink_u] if pb.kink_v is None else [pb.kink_u, pb.kink_v]
 
 
+def relaxed_output(
+    low: torch.Tensor, up: torch.Tensor, c: torch.Tensor, lower: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CROWN for c^T relu(h) with l <= h <= u (each (N, h); c (N, K, h)): the
+    coefficients lam (N, K, h) and constant (N, K) of a linear lower bound
+    lam^T h + const. Stable neurons exactly; an unstable one by the chord above
+    (where c < 0) and the line ``lower`` h below (where c >= 0): ``lower`` (N, K, h) any
+    slopes in [0, 1] (alpha-CROWN), by default 1 where u > -l, else 0."""
+    active, dead = low >= 0, up <= 0
+    unstable = ~(active | dead)
+    width = torch.where(unstable, up - low, torch.ones_like(up))
+    upper_slope = torch.where(unstable, up / width, active.to(up.dtype))
+    upper_icpt = torch.where(unstable, -up * low / width, torch.zeros_like(up))
+    if lower is None:
+        lower_slope = torch.where(unstable, (up > -low).to(up.dtype), active.to(up.dtype))
+        lower = lower_slope[:, None]
+    else:
+        lower = torch.where(unstable[:, None], lower, active[:, None].to(up.dtype))
+    pos = c >= 0
+    lam_ = torch.where(pos, lower, upper_slope[:, None]) * c
+    const = (torch.where(pos, 0.0, c) * upper_icpt[:, None]).sum(-1)
+    return lam_, const
+
+
 def _pre_activation(net: NetView, pb: PixelBounds, flow: _Flow, idx, chunk: int, skip: bool):
     """Bounds (l, u) of h = W g(r; x), each (N, h); with ``skip``, the ellipsoid values
     only for the neurons that the box values leave unstable (:meth:`_Flow.shared`)."""
@@ -649,15 +674,7 @@ def _margins(
         # certificates skip the neurons the box decides; the training surrogate (grad)
         # computes every neuron's value, as it always did
         low, up = _pre_activation(layers, pb, flow, idx, chunk, skip=not grad)
-        active, dead = low >= 0, up <= 0
-        unstable = ~(active | dead)
-        width = torch.where(unstable, up - low, torch.ones_like(up))
-        upper_slope = torch.where(unstable, up / width, active.to(up.dtype))
-        upper_icpt = torch.where(unstable, -up * low / width, torch.zeros_like(up))
-        lower_slope = torch.where(unstable, (up > -low).to(up.dtype), active.to(up.dtype))
-        pos = c >= 0
-        lam_ = torch.where(pos, lower_slope[:, None], upper_slope[:, None]) * c
-        const = (torch.where(pos, 0.0, c) * upper_icpt[:, None]).sum(-1)
+        lam_, const = relaxed_output(low, up, c)
         rho = lam_ @ layers.w  # (N, K, d)
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
     out = const + (rho * mid[:, None]).sum(-1) - (rho.abs() * rad[:, None]).sum(-1)
