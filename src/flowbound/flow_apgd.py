@@ -95,9 +95,6 @@ class _Problem:
         r = (z.view(n, self.parts, s * s) @ self.mi).view(n, self.parts, s, s)
         return r[:, 0] if self.parts == 1 else r
 
-    def scores(self, rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.model(warp(self.x[rows], self.flows(z)))
-
     @torch.no_grad()
     def record(self, rows: torch.Tensor, z: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Keep what the scores at z show; returns which of ``rows`` are fooled."""
