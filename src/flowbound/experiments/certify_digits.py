@@ -52,6 +52,14 @@ _NOT_IN_KEY = ("variants", "report_eps")
 THREATS = ("tied", "full")
 
 
+def _apgd(model, x, y, eps: float, a: dict[str, Any], threat: str = "tied"):
+    """``flow_apgd`` at the profile's attack settings ``a`` (``local.attack``)."""
+    return flow_apgd(
+        model, x, y, eps=eps, threat=threat, steps=a["steps"], restarts=a["restarts"],
+        targets=a["targets"], seed=a["seed"],
+    )  # fmt: skip
+
+
 def _attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: str) -> np.ndarray:
     """(E, A) bool: classified correctly and not broken by ``flow_apgd`` at each eps on
     ``threat``; the classifier of an STN is attacked on the STN's output (what the
@@ -69,17 +77,7 @@ def _attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: str) -> np.
         rows = np.nonzero(~broken)[0]
         if eps > 0 and len(rows):
             idx = torch.from_numpy(rows).to(x.device)
-            res = flow_apgd(
-                net,
-                x[idx],
-                y[idx],
-                eps=eps,
-                threat=threat,
-                steps=a["steps"],
-                restarts=a["restarts"],
-                targets=a["targets"],
-                seed=a["seed"],
-            )
+            res = _apgd(net, x[idx], y[idx], eps, a, threat)
             broken[rows[res.success.cpu().numpy()]] = True
         out[row] = ~broken
         bar.update(1)
@@ -109,9 +107,9 @@ def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
     for kind in kinds:
         bound(kind)  # an unknown name fails here, before any work
     out: dict[str, Any] = {"eps": np.asarray(eps), "kinds": kinds, "images": len(x)}
-    for key in ("accuracy", "attack", "attack_ci", "violations", "seconds", "checked"):
+    for key in ("accuracy", "attack", "attack_ci", "attack_full", "attack_full_ci"):
         out[key] = {}
-    for key in ("attack_full", "attack_full_ci", "certified_attacked", "bracket"):
+    for key in ("certified_attacked", "bracket", "violations", "checked", "seconds"):
         out[key] = {}
     attacked = min(p["attack"]["images"], len(x))
     for name in p["variants"]:
@@ -179,7 +177,8 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
     prof = _profile(profile)
     p, s = prof["local"], prof["local"]["sides"]
     trained = get_model(s["variant"], prof, section=4)
-    n = min(p["attack"]["images"], len(load_mnist("test")[0]))
+    x_test, y_test = load_mnist("test")
+    n = min(p["attack"]["images"], len(x_test))
     grid = [float(e) for e in p["eps"]]
     config = {
         "model": trained.config,
@@ -193,8 +192,7 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         dev = default_device()
         model = frozen(trained.model).to(dev).double()
-        x, y = load_mnist("test")
-        x, y = x[:n].double().to(dev), y[:n].to(dev)
+        x, y = x_test[:n].double().to(dev), y_test[:n].to(dev)
         eps = [float(e) for e in s["eps"]]
         value = {
             f"cert_{k}": torch.from_numpy(
@@ -204,22 +202,15 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
         }
         with torch.no_grad():
             correct = model(x).argmax(1) == y
-        for key, attack in (("pgd", "flow_pgd"), ("apgd", "flow_apgd")):
-            rows = []
-            for e in eps:
-                if attack == "flow_pgd":
-                    res = flow_pgd(
-                        model, x, y, eps=e, steps=s["steps"], restarts=s["restarts"],
-                        lr=s["lr"], seed=s["seed"],
-                    )  # fmt: skip
-                else:
-                    a = p["attack"]
-                    res = flow_apgd(
-                        model, x, y, eps=e, steps=a["steps"], restarts=a["restarts"],
-                        targets=a["targets"], seed=a["seed"],
-                    )  # fmt: skip
-                rows.append((correct & ~res.success).cpu())
-            value[key] = torch.stack(rows)
+        attacks = {
+            "pgd": lambda e: flow_pgd(
+                model, x, y, eps=e, steps=s["steps"], restarts=s["restarts"], lr=s["lr"],
+                seed=s["seed"],
+            ),
+            "apgd": lambda e: _apgd(model, x, y, e, p["attack"]),
+        }  # fmt: skip
+        for key, attack in attacks.items():
+            value[key] = torch.stack([(correct & ~attack(e).success).cpu() for e in eps])
         i = s["example_digit"]
         one = certified(model, x[i : i + 1], y[i : i + 1], grid, modes=p["modes"])[:, 0]
         value["example_certified"] = torch.from_numpy(one)
@@ -227,11 +218,7 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
         for e in grid:
             if e == 0:
                 continue
-            a = p["attack"]
-            res = flow_apgd(
-                model, x[i : i + 1], y[i : i + 1], eps=e, steps=a["steps"],
-                restarts=a["restarts"], targets=a["targets"], seed=a["seed"],
-            )  # fmt: skip
+            res = _apgd(model, x[i : i + 1], y[i : i + 1], e, p["attack"])
             if bool(res.success[0]):
                 broken = {"eps": e, "largest_move": float(res.flows.abs().max())}
                 break
@@ -240,11 +227,11 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
     value, meta = cached_experiment("bracket_sides", VERSIONS, config, compute)
     eps = np.asarray(s["eps"], dtype=np.float64)
     out = {k: np.asarray(v).mean(1) for k, v in value.items() if k != "example_certified"}
-    side = 28
+    side = x_test.shape[-1]
     certified_at = [e for e, ok in zip(grid, value["example_certified"], strict=True) if ok]
     largest = max(certified_at) if certified_at else 0.0
-    lam = np.asarray(aabb_lambda(side))
-    uniform = np.ones((side, side))
+    lam_max = float(np.max(aabb_lambda(side)))
+    shift_cost = float(flow_norm(np.ones((side, side))))  # ||M 1||: a uniform shift by 1 px
     out.update(
         eps=eps,
         images=n,
@@ -255,12 +242,12 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
         attack_side=out["pgd"] - out["apgd"],
         example={
             "digit": s["example_digit"],
-            "label": int(load_mnist("test")[1][s["example_digit"]]),
+            "label": int(y_test[s["example_digit"]]),
             "largest_certified": largest,
-            "shift_cost": float(flow_norm(uniform)),
-            "lam_max": float(lam.max()),
-            "uniform_shift": largest / float(flow_norm(uniform)),
-            "one_pixel": largest * float(lam.max()),
+            "shift_cost": shift_cost,
+            "lam_max": lam_max,
+            "uniform_shift": largest / shift_cost,
+            "one_pixel": largest * lam_max,
             "broken_eps": meta["broken"]["eps"],
             "broken_move": meta["broken"]["largest_move"],
         },
@@ -284,7 +271,7 @@ def known_within(eps: np.ndarray, bracket: np.ndarray, width: float = 0.02) -> f
     return largest_eps(eps, -np.asarray(bracket), -width)
 
 
-def local_summary(d: dict[str, Any], kind: str = "local_tied") -> dict[str, Any]:
+def local_summary(d: dict[str, Any]) -> dict[str, Any]:
     """Per network: the largest eps certifying 50% and 90% under each certificate and
     surviving each attack, the largest bracket on tied flows (attack-robust minus
     certified accuracy on the attacked digits) over the eps where the attack leaves at
