@@ -130,3 +130,29 @@ def test_certified_cascade_on_device(problem, device, threat):
         m.masked_fill(torch.isinf(m), 0).sum().backward()
         grads.append(n_.W.weight.grad.cpu())
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("variant", ["nt", "spe"])
+def test_stacked_training_on_device(device, variant):
+    """Three seeds trained as one stacked model on ``device`` equal the CPU's (float64)."""
+    from flowbound.stacking import Stacked, fit_stacked
+    from flowbound.zoo import VARIANTS
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(300, 10, 10, generator=g, dtype=torch.float64)
+    y = torch.randint(4, (300,), generator=g)
+
+    def trained(dev):
+        loss = VARIANTS.named(variant).stacked_loss_factory()({"lambda": 0.01})  # f_spe: state
+        members = []
+        for seed in (0, 1, 2):
+            torch.manual_seed(seed)
+            members.append(OneHidden(d=100, hidden=24, classes=4).double())
+        net = Stacked(members).to(dev)
+        plan = {"epochs": 2, "batch_size": 30, "lr": 0.01, "progress": False}
+        return fit_stacked(net, loss, x, y, seeds=[0, 1, 2], **plan).cpu()
+
+    ref, out = trained("cpu"), trained(device)
+    for p, q in zip(ref.parameters(), out.parameters(), strict=True):
+        torch.testing.assert_close(q.detach(), p.detach(), rtol=1e-9, atol=1e-10)

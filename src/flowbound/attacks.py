@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .checks import DOMAINS, check_images, check_int, check_labels, check_number
+from .device import chunk_size
 from .geometry import flow_norm, l_diff, m_inv_tensor
 from .lbfgs import lbfgs
 from .progress import bar as progress_bar
@@ -193,7 +194,7 @@ def stadv(
     history: int = 10,
     dtype: torch.dtype = torch.float64,
     domain: str = "unit",
-    chunk: int = 256,
+    chunk: int | None = None,
     progress: bool = False,
 ) -> StAdvResult:
     """Spatially transformed adversarial examples (Xiao et al., 2018), batched.
@@ -218,9 +219,10 @@ def stadv(
     steps : L-BFGS iteration cap per image.
     tied : optimise a tied flow du = dv (the seed paper's setting) instead of (du, dv).
     progress : show a bar over the chunks (:mod:`flowbound.progress`).
-    chunk : images per L-BFGS batch (results do not depend on it; on a 2-core
-        CPU, 1,000 images run about 1.4x faster in chunks of 256 than at once:
-        the L-BFGS history of a smaller batch stays in cache).
+    chunk : images per L-BFGS batch; None: by device (:func:`~flowbound.device.chunk_size`;
+        results do not depend on it; on a 2-core CPU, 1,000 images run about 1.4x
+        faster in chunks of 256 than at once: the L-BFGS history of a smaller batch
+        stays in cache; a GPU takes thousands).
     domain : the pixel domain x must lie in: ``"unit"`` ([0, 1], default) or
         ``"symmetric"`` ([-1, 1]); NaN, inf or pixels outside raise ValueError.
     dtype : precision of the optimisation (a copy of the model runs in it). In
@@ -238,91 +240,94 @@ def stadv(
     kappa = check_number("kappa", kappa, low=0.0)
     steps = check_int("steps", steps)
     history = check_int("history", history)
-    chunk = check_int("chunk", chunk)
-    b, h, w = x.shape
-    if b > chunk:
-        parts = [
-            stadv(
-                model, x[i : i + chunk], y[i : i + chunk], tau=taus[i : i + chunk],
-                steps=steps, targeted=targeted, tied=tied, form=form, border=border,
-                kappa=kappa, history=history, dtype=dtype, domain=domain, chunk=chunk,
-            )
-            for i in progress_bar(
-                range(0, b, chunk), desc=f"stAdv, {b} images", disable=not progress, unit="chunk"
-            )
-        ]  # fmt: skip
-        return StAdvResult(*(torch.cat(field) for field in zip(*parts, strict=True)))
-    if b == 0:
-        empty = torch.zeros(0, dtype=torch.bool, device=x.device)
-        shape = (0, h, w) if tied else (0, 2, h, w)
-        return StAdvResult(
-            x.clone(),
-            x.new_zeros(shape),
-            empty,
-            x.new_zeros(0),
-            torch.zeros(0, dtype=torch.long, device=x.device),
-            empty.clone(),
-        )
+    chunk = chunk_size("stadv", x.device) if chunk is None else check_int("chunk", chunk)
+    _, h, w = x.shape
     comps = 1 if tied else 2
     out_dtype = x.dtype
-    x = x.detach().to(dtype)
-    taus = taus.to(dtype=dtype, device=x.device)
     model = copy.deepcopy(model).to(dtype)
 
-    def as_flow(v: torch.Tensor) -> torch.Tensor:
-        f = v.view(-1, comps, h, w)
-        return f.expand(-1, 2, h, w) if tied else f
+    def one_chunk(x: torch.Tensor, y: torch.Tensor, taus: torch.Tensor) -> StAdvResult:
+        """stAdv on one chunk of images (every setting above applies)."""
+        b = len(x)
+        if b == 0:
+            empty = torch.zeros(0, dtype=torch.bool, device=x.device)
+            shape = (0, h, w) if tied else (0, 2, h, w)
+            return StAdvResult(
+                x.clone(),
+                x.new_zeros(shape),
+                empty,
+                x.new_zeros(0),
+                torch.zeros(0, dtype=torch.long, device=x.device),
+                empty.clone(),
+            )
+        x = x.detach().to(dtype)
+        taus = taus.to(dtype=dtype, device=x.device)
 
-    def objective(v: torch.Tensor, idx: torch.Tensor):
-        # dL_adv/dflow = dL_adv/dg * Dg (Dg diagonal per axis, warp_and_jacobian): autograd
-        # runs through the classifier only; L_flow's gradient is in closed form.
-        flow = as_flow(v)
-        images, jac = warp_and_jacobian(x[idx], flow)
-        images.requires_grad_(True)
-        with torch.enable_grad():
-            scores = model(images)
-            margin = cw_margin(scores, y[idx], targeted=targeted, kappa=kappa)
-            (d_images,) = torch.autograd.grad(margin.sum(), images)
-        smooth, d_smooth = flow_loss_and_grad(flow, form=form, border=border)
-        weight = taus[idx]
-        grad = d_images.unsqueeze(1) * jac + weight.view(-1, 1, 1, 1) * d_smooth
-        grad = grad.sum(1) if tied else grad
-        met = _goal_met(scores.detach(), y[idx], targeted)
-        return margin.detach() + weight * smooth, grad.reshape(len(idx), -1), met
+        def as_flow(v: torch.Tensor) -> torch.Tensor:
+            f = v.view(-1, comps, h, w)
+            return f.expand(-1, 2, h, w) if tied else f
 
-    best_v = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
-    best_f = torch.full((b,), float("inf"), dtype=x.dtype, device=x.device)
-    found = torch.zeros(b, dtype=torch.bool, device=x.device)
+        def objective(v: torch.Tensor, idx: torch.Tensor):
+            # dL_adv/dflow = dL_adv/dg * Dg (Dg diagonal per axis, warp_and_jacobian):
+            # autograd runs through the classifier only; L_flow's gradient is in closed form.
+            flow = as_flow(v)
+            images, jac = warp_and_jacobian(x[idx], flow)
+            images.requires_grad_(True)
+            with torch.enable_grad():
+                scores = model(images)
+                margin = cw_margin(scores, y[idx], targeted=targeted, kappa=kappa)
+                (d_images,) = torch.autograd.grad(margin.sum(), images)
+            smooth, d_smooth = flow_loss_and_grad(flow, form=form, border=border)
+            weight = taus[idx]
+            grad = d_images.unsqueeze(1) * jac + weight.view(-1, 1, 1, 1) * d_smooth
+            grad = grad.sum(1) if tied else grad
+            met = _goal_met(scores.detach(), y[idx], targeted)
+            return margin.detach() + weight * smooth, grad.reshape(len(idx), -1), met
 
-    def keep_best(v: torch.Tensor, f: torch.Tensor, idx: torch.Tensor, met: torch.Tensor) -> None:
-        better = met & (f < best_f[idx])
-        best_v[idx[better]] = v[better]
-        best_f[idx[better]] = f[better]
-        found[idx[met]] = True
+        best_v = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
+        best_f = torch.full((b,), float("inf"), dtype=x.dtype, device=x.device)
+        found = torch.zeros(b, dtype=torch.bool, device=x.device)
 
-    v0 = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
-    everyone = torch.arange(b, device=x.device)
-    f0, _, met0 = objective(v0, everyone)
-    keep_best(v0, f0, everyone, met0)
-    res = lbfgs(objective, v0, max_iter=steps, history=history, callback=keep_best)
-    v = torch.where(found.unsqueeze(1), best_v, res.x)
-    flows = v.view(b, comps, h, w)
-    flows = flows[:, 0] if tied else flows
-    final = res.x.view(b, comps, h, w)
-    final = final[:, 0] if tied else final
-    with torch.no_grad():
-        images = warp(x, flows)
-        success = _goal_met(model(images), y, targeted)
-        success_final = _goal_met(model(warp(x, final)), y, targeted)
-    ld = torch.from_numpy(np.asarray(l_diff(flows, full=not tied))).to(out_dtype)
-    return StAdvResult(
-        images.to(out_dtype),
-        flows.detach().to(out_dtype),
-        success,
-        ld,
-        res.iterations,
-        success_final,
-    )
+        def keep_best(v: torch.Tensor, f: torch.Tensor, idx: torch.Tensor, met: torch.Tensor):
+            better = met & (f < best_f[idx])
+            best_v[idx[better]] = v[better]
+            best_f[idx[better]] = f[better]
+            found[idx[met]] = True
+
+        v0 = torch.zeros(b, comps * h * w, dtype=x.dtype, device=x.device)
+        everyone = torch.arange(b, device=x.device)
+        f0, _, met0 = objective(v0, everyone)
+        keep_best(v0, f0, everyone, met0)
+        res = lbfgs(objective, v0, max_iter=steps, history=history, callback=keep_best)
+        v = torch.where(found.unsqueeze(1), best_v, res.x)
+        flows = v.view(b, comps, h, w)
+        flows = flows[:, 0] if tied else flows
+        final = res.x.view(b, comps, h, w)
+        final = final[:, 0] if tied else final
+        with torch.no_grad():
+            images = warp(x, flows)
+            success = _goal_met(model(images), y, targeted)
+            success_final = _goal_met(model(warp(x, final)), y, targeted)
+        ld = torch.from_numpy(np.asarray(l_diff(flows, full=not tied))).to(out_dtype)
+        return StAdvResult(
+            images.to(out_dtype),
+            flows.detach().to(out_dtype),
+            success,
+            ld,
+            res.iterations,
+            success_final,
+        )
+
+    if len(x) <= chunk:
+        return one_chunk(x, y, taus)
+    parts = [
+        one_chunk(x[i : i + chunk], y[i : i + chunk], taus[i : i + chunk])
+        for i in progress_bar(
+            range(0, len(x), chunk), desc=f"stAdv, {len(x)} images", disable=not progress,
+            unit="chunk",
+        )
+    ]  # fmt: skip
+    return StAdvResult(*(torch.cat(field) for field in zip(*parts, strict=True)))
 
 
 class PGDResult(NamedTuple):

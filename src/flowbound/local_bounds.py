@@ -66,6 +66,7 @@ import torch
 from torch import nn
 
 from .checks import check_device, check_images, check_int, check_labels, check_number
+from .device import chunk_size
 from .geometry import aabb_lambda, mtm_eigh
 from .nets import NetView, classifier_input, classifier_of, view, weights
 from .progress import bar as progress_bar
@@ -697,7 +698,7 @@ def certified(
     *,
     threat: str = "tied",
     modes: int | None = 200,
-    batch: int = 500,
+    batch: int | None = None,
     progress: bool = False,
     device: str | torch.device | None = None,
     kink: bool = True,
@@ -707,14 +708,19 @@ def certified(
     An image not certified at some eps is not tried at larger ones (the threat
     sets grow with eps, so this only ever reports fewer certificates). Every
     argument is checked before any work, as in :func:`certified_margins`
-    (``batch`` an int >= 1). ``kink=False`` leaves the kink term at its box value
+    (``batch`` an int >= 1, digits per call; None: by device,
+    :func:`~flowbound.device.chunk_size`). ``kink=False`` leaves the kink term at its box value
     (the first level of the cascade alone: the relaxation before the kink was kept
     in the ellipsoid, for comparison)."""
     eps_list = [check_number("eps", e, low=0.0) for e in np.atleast_1d(eps)]
-    batch = check_int("batch", batch)
+    if batch is not None:
+        batch = check_int("batch", batch)
     if not isinstance(kink, bool):
         raise TypeError(f"kink must be True or False, got {kink!r}")
     net, x, y, modes, device = _checked(model, x, y, threat, modes, device)
+    where = device if device is not None else x.device
+    batch = chunk_size("certificate", where) if batch is None else batch
+    inner = chunk_size("certificate_inner", where)
     order = np.argsort(eps_list, kind="stable")
     p = next(model.parameters())
     with torch.no_grad():  # in the model's own dtype and device, whatever the images'
@@ -734,7 +740,7 @@ def certified(
             for s in range(0, len(idx), batch):
                 part = torch.from_numpy(idx[s : s + batch])
                 checked = _Checked(net, x[part], y[part], modes, device)
-                m = _margins(model, checked, e, threat, 32, False, terms)
+                m = _margins(model, checked, e, threat, inner, False, terms)
                 out[row, idx[s : s + batch]] = (m > 0).all(1).cpu().numpy()
         alive = out[row].copy()
         bar.update(1)

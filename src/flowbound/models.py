@@ -9,6 +9,7 @@ Used in: every chapter that trains or evaluates a network.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -17,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import cached
+from .cache import cached, load_cached, store
 from .data import load_mnist
 from .device import default_device
 from .profiles import load_profile, validate_profile
 from .progress import bar as progress_bar
 from .progress import finished, stage
+from .stacking import Stacked, fit_stacked, stacks_training
 from .zoo import VARIANTS, LossFn, Variant, register
 
 __all__ = [
@@ -49,6 +51,10 @@ TRAIN_CODE_VERSION = 1
 #: A trained variant whose test accuracy is below this (twice chance on ten
 #: classes) did not learn: an error, never a cached network.
 MIN_TRAINED_ACCURACY = 0.2
+
+
+#: What a cached network's record must hold.
+_NEED = ("test_accuracy", "train_seconds")
 
 
 class TrainingError(RuntimeError):
@@ -242,26 +248,36 @@ def fit(
     bar = progress_bar(total=steps, desc=desc, disable=not progress, unit="batch")
     model.train()
     hook = getattr(loss, "on_epoch_start", None)
+    per_epoch = (len(x) + batch_size - 1) // batch_size
     for epoch in range(epochs):
         if hook is not None:
             model.eval()
             hook(model, epoch, x, y)
             model.train()
         order = torch.randperm(len(x), generator=gen)
-        for k in range(0, len(x), batch_size):
+        # the loss is summed and checked on the device, read once per epoch: no host
+        # sync per step (a GPU's steps queue up)
+        total = torch.zeros((), device=dev)
+        first_bad = torch.full((), -1, device=dev, dtype=torch.long)
+        for step, k in enumerate(range(0, len(x), batch_size)):
             idx = order[k : k + batch_size]
             value = loss(model, x[idx].to(dev), y[idx].to(dev))
-            if not bool(torch.isfinite(value)):
-                bar.close()
-                raise TrainingError(
-                    f"{desc}: the loss became {value.item()} at epoch {epoch + 1}, batch "
-                    f"{k // batch_size + 1}; lower the learning rate (train.lr) and rerun"
-                )
+            v = value.detach()
+            fresh = ~torch.isfinite(v) & (first_bad < 0)
+            first_bad = torch.where(fresh, torch.full_like(first_bad, step), first_bad)
+            total = total + v.to(total.dtype)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.4f}", refresh=False)
+        bad = int(first_bad)  # the one sync of the epoch
+        if bad >= 0:
+            bar.close()
+            raise TrainingError(
+                f"{desc}: the loss became inf or nan at epoch {epoch + 1}, batch {bad + 1}; "
+                f"lower the learning rate (train.lr) and rerun"
+            )
+        bar.set_postfix(epoch=epoch + 1, loss=f"{float(total) / per_epoch:.4f}", refresh=False)
     bar.close()
     model.eval()
     return model
@@ -286,6 +302,113 @@ def _model_config(v: Variant, hidden: int, profile: dict[str, Any]) -> dict[str,
         config["train"] = train
         config["settings"] = _settings(v, profile)
     return config
+
+
+def _label(v: Variant, seeds: list[int], hidden: int, prof: dict[str, Any]) -> str:
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    return f"training {v.name} ({which}, hidden {hidden}, {prof['name']} profile)"
+
+
+def _trained_meta(model: nn.Module, v: Variant, prof: dict[str, Any], seconds: float):
+    """(state, meta) of a freshly trained network; refuses one that learned nothing."""
+    xt, yt = _subset(*load_mnist("test"), prof["eval"]["test_subset"])
+    acc = accuracy(model, xt, yt)
+    if v.make_loss is not None and acc < MIN_TRAINED_ACCURACY:
+        raise TrainingError(
+            f"{v.name} ({prof['name']}) reached a test accuracy of {acc:.3f}, about chance: "
+            f"training did not learn, so nothing was cached; check the profile's train "
+            f"settings (epochs, batch_size, lr)"
+        )
+    meta = {"test_accuracy": acc, "train_seconds": seconds, "device": str(default_device())}
+    return {k: t.detach().cpu() for k, t in model.state_dict().items()}, meta
+
+
+def _train_one(v: Variant, hidden: int, prof: dict[str, Any], progress: bool):
+    """Train (or build, f_rd) the profile's network of ``v``: (state, meta)."""
+    train = prof["train"]
+    label = _label(v, [train["seed"]], hidden, prof)
+    stage(f"{label} ...")
+    settings = _settings(v, prof)
+    model = _build(v.arch, hidden, train["seed"], settings).to(default_device())
+    start = time.perf_counter()
+    if v.make_loss is not None:
+        x, y = _subset(*load_mnist("train"), train["train_subset"])
+        fit(
+            model,
+            v.loss_factory()(settings),
+            x,
+            y,
+            epochs=train["epochs"],
+            batch_size=train["batch_size"],
+            lr=train["lr"],
+            seed=train["seed"],
+            desc=f"{v.name} ({prof['name']})",
+            progress=progress,
+        )
+    seconds = time.perf_counter() - start
+    state, meta = _trained_meta(model, v, prof, seconds)
+    finished(label, seconds, f"test accuracy {meta['test_accuracy']:.4f}")
+    return state, meta
+
+
+def _with_seed(prof: dict[str, Any], seed: int) -> dict[str, Any]:
+    out = copy.deepcopy(prof)
+    out["train"]["seed"] = int(seed)
+    return out
+
+
+def stack_seeds(prof: dict[str, Any]) -> list[int]:
+    """The seeds a variant's networks are trained with in ``prof``: ``train.seed`` and
+    ``possibility.seeds`` (trained together where a variant stacks)."""
+    extra = prof.get("possibility", {}).get("seeds", [])
+    return sorted({int(prof["train"]["seed"]), *(int(s) for s in extra)})
+
+
+def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool):
+    """Train the profile's network of ``v`` together with the other seeds of
+    :func:`stack_seeds` not yet in the cache (:mod:`flowbound.stacking`); store those,
+    return this one's (state, meta). Each member's meta records the stack's size and
+    its share of the time."""
+    train, settings = prof["train"], _settings(v, prof)
+    own = int(train["seed"])
+    seeds = [own] + [
+        s
+        for s in stack_seeds(prof)
+        if s != own
+        and load_cached("models", _model_config(v, hidden, _with_seed(prof, s)), required=_NEED)
+        is None
+    ]
+    label = _label(v, seeds, hidden, prof)
+    stage(f"{label}, stacked ...")
+    members = [_build(v.arch, hidden, s, settings).to(default_device()) for s in seeds]
+    net = Stacked(members)
+    x, y = _subset(*load_mnist("train"), train["train_subset"])
+    start = time.perf_counter()
+    fit_stacked(
+        net,
+        v.stacked_loss_factory()(settings),
+        x,
+        y,
+        seeds=seeds,
+        epochs=train["epochs"],
+        batch_size=train["batch_size"],
+        lr=train["lr"],
+        desc=f"{v.name} x {len(seeds)} ({prof['name']})",
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    net.write_back(members)
+    out = []
+    for seed, model in zip(seeds, members, strict=True):
+        model.eval()
+        state, meta = _trained_meta(model, v, prof, seconds / len(seeds))
+        meta["stacked"] = len(seeds)
+        out.append((state, meta))
+        if seed != own:
+            store("models", _model_config(v, hidden, _with_seed(prof, seed)), state, meta)
+    accs = ", ".join(f"{m['test_accuracy']:.4f}" for _, m in out)
+    finished(label, seconds, f"test accuracy {accs}")
+    return out[0]
 
 
 def get_model(
@@ -320,48 +443,11 @@ def get_model(
 
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         fresh.append(True)
-        label = (
-            f"training {v.name} (seed {prof['train']['seed']}, hidden {hidden}, "
-            f"{prof['name']} profile)"
-        )
-        stage(f"{label} ...")
-        train = prof["train"]
-        settings = _settings(v, prof)
-        model = _build(v.arch, hidden, train["seed"], settings).to(default_device())
-        start = time.perf_counter()
-        if v.make_loss is not None:
-            x, y = _subset(*load_mnist("train"), train["train_subset"])
-            fit(
-                model,
-                v.loss_factory()(settings),
-                x,
-                y,
-                epochs=train["epochs"],
-                batch_size=train["batch_size"],
-                lr=train["lr"],
-                seed=train["seed"],
-                desc=f"{v.name} ({prof['name']})",
-                progress=progress,
-            )
-        seconds = time.perf_counter() - start
-        xt, yt = _subset(*load_mnist("test"), prof["eval"]["test_subset"])
-        acc = accuracy(model, xt, yt)
-        if v.make_loss is not None and acc < MIN_TRAINED_ACCURACY:
-            raise TrainingError(
-                f"{v.name} ({prof['name']}) reached a test accuracy of {acc:.3f}, about chance: "
-                f"training did not learn, so nothing was cached; check the profile's train "
-                f"settings (epochs, batch_size, lr)"
-            )
-        meta = {
-            "test_accuracy": acc,
-            "train_seconds": seconds,
-            "device": str(default_device()),
-        }
-        state = {k: t.detach().cpu() for k, t in model.state_dict().items()}
-        finished(label, seconds, f"test accuracy {acc:.4f}")
-        return state, meta
+        if v.make_stacked_loss is not None and stacks_training(default_device()):
+            return _train_stack(v, hidden, prof, progress)
+        return _train_one(v, hidden, prof, progress)
 
-    state, meta = cached("models", config, compute, required=("test_accuracy", "train_seconds"))
+    state, meta = cached("models", config, compute, required=_NEED)
     model = _build(v.arch, hidden, 0, _settings(v, prof))
     model.load_state_dict(state)
     model.eval()

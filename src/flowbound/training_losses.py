@@ -12,6 +12,10 @@ Each factory takes the variant's profile settings and returns
 - ``at_pgd``: Madry et al.'s PGD adversarial training (the f_at of Sections 3-4)
 - ``lin_fro``: hinge + lambda ||V||_F for a linear network
 
+The deterministic objectives also come stacked (``*_stacked``): the same loss for M
+networks at once (:class:`flowbound.stacking.Stacked`, scores (M, B, K)), returning
+each member's loss (M,), for training the seeds of a variant together on a GPU.
+
 The hinge loss is the multi-class hinge of Weston and Watkins as in
 ``torch.nn.functional.multi_margin_loss``: (1/K) sum_{j != y} max(0, 1 - z_y + z_j).
 The paper writes ||v||_2 for the second layer of a binary network; with ten
@@ -36,9 +40,14 @@ __all__ = [
     "at_pgd",
     "fro",
     "hinge",
+    "fro_stacked",
+    "hinge_stacked",
     "lin_fro",
+    "lin_fro_stacked",
     "nt",
+    "nt_stacked",
     "spe",
+    "spe_stacked",
     "spectral_norm_estimate",
     "stn",
 ]
@@ -159,3 +168,68 @@ def lin_fro(settings: dict[str, Any]):
 def nt(settings: dict[str, Any]):
     """Plain cross-entropy (f_nt)."""
     return cross_entropy
+
+
+# --- stacked forms: M networks at once, scores (M, B, K); each returns (M,) ----------
+
+
+def _per_member(per_image: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return per_image.view(y.shape).mean(1)
+
+
+def hinge_stacked(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`hinge` of each member: (M, B, K) scores, (M, B) labels -> (M,)."""
+    per = F.multi_margin_loss(scores.flatten(0, 1), y.flatten(), margin=1.0, reduction="none")
+    return _per_member(per, y)
+
+
+def _cross_entropy_stacked(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _per_member(F.cross_entropy(scores.flatten(0, 1), y.flatten(), reduction="none"), y)
+
+
+def _norms(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1)
+
+
+def nt_stacked(settings: dict[str, Any]):
+    """:func:`nt` for a stacked model."""
+    return lambda net, x, y: _cross_entropy_stacked(net(x), y)
+
+
+def fro_stacked(settings: dict[str, Any]):
+    """:func:`fro` for a stacked model."""
+    lam = settings["lambda"]
+    return lambda net, x, y: hinge_stacked(net(x), y) + lam * (_norms(net.W) + _norms(net.V))
+
+
+def spectral_norms_stacked(
+    w: torch.Tensor, state: dict[str, torch.Tensor], key: str
+) -> torch.Tensor:
+    """:func:`spectral_norm_estimate` (one iteration) of every w[m]: (M, a, b) -> (M,);
+    each member starts from the vector a network trained alone starts from."""
+    with torch.no_grad():
+        v = state.get(key)
+        if v is None:
+            v0 = torch.randn(w.shape[2], generator=torch.Generator().manual_seed(0)).to(w)
+            v = v0.expand(w.shape[0], -1).clone()
+        u = F.normalize(torch.bmm(w, v[:, :, None])[..., 0], dim=1)
+        v = F.normalize(torch.bmm(w.transpose(1, 2), u[:, :, None])[..., 0], dim=1)
+        state[key] = v
+    return (u * torch.bmm(w, v[:, :, None])[..., 0]).sum(1)
+
+
+def spe_stacked(settings: dict[str, Any]):
+    """:func:`spe` for a stacked model (one power-iteration state per member)."""
+    lam, state = settings["lambda"], {}
+
+    def loss(net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        reg = spectral_norms_stacked(net.W, state, "W") + spectral_norms_stacked(net.V, state, "V")
+        return hinge_stacked(net(x), y) + lam * reg
+
+    return loss
+
+
+def lin_fro_stacked(settings: dict[str, Any]):
+    """:func:`lin_fro` for a stacked model."""
+    lam = settings["lambda"]
+    return lambda net, x, y: hinge_stacked(net(x), y) + lam * _norms(net.V)

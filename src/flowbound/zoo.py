@@ -36,7 +36,10 @@ class Variant:
     ``profile["variants"][name]``, also part of the cache key); None means
     the network is used as initialised (f_rd). A loss object may have an
     ``on_epoch_start(model, epoch, x, y)`` method (the stAdv pool of f_at).
-    Bump ``version`` when the variant's code changes.
+    Bump ``version`` when the variant's code changes. ``make_stacked_loss`` (same
+    forms) gives the objective for M networks of this variant at once
+    (:mod:`flowbound.stacking`), only for deterministic objectives; None: the
+    variant trains one network at a time.
     """
 
     name: str
@@ -44,13 +47,22 @@ class Variant:
     arch: str = "one_hidden"
     make_loss: str | Callable[[dict[str, Any]], LossFn] | None = None
     version: int = 1
+    make_stacked_loss: str | Callable[[dict[str, Any]], LossFn] | None = None
 
     def loss_factory(self) -> Callable[[dict[str, Any]], LossFn] | None:
         """``make_loss`` as a callable (a ``"module:factory"`` string is imported now)."""
-        if self.make_loss is None or callable(self.make_loss):
-            return self.make_loss
-        module, _, attr = self.make_loss.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _imported(self.make_loss)
+
+    def stacked_loss_factory(self) -> Callable[[dict[str, Any]], LossFn] | None:
+        """``make_stacked_loss`` as a callable (None: the variant does not stack)."""
+        return _imported(self.make_stacked_loss)
+
+
+def _imported(factory):
+    if factory is None or callable(factory):
+        return factory
+    module, _, attr = factory.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 #: The registry of training variants, by name.
@@ -65,9 +77,16 @@ def register(variant: Variant) -> Variant:
 _LOSSES = "flowbound.training_losses"
 
 register(Variant("rd", "randomly initialised, not trained (f_rd, Section 3.2)"))
-register(Variant("nt", "normally trained with cross-entropy (f_nt)", make_loss=f"{_LOSSES}:nt"))
-register(Variant("fro", "hinge + Frobenius-norm regulariser (f_fro)", make_loss=f"{_LOSSES}:fro"))
-register(Variant("spe", "hinge + spectral-norm regulariser (f_spe)", make_loss=f"{_LOSSES}:spe"))
+
+
+def _losses(name: str) -> dict[str, str]:
+    """A deterministic objective of :mod:`flowbound.training_losses`, alone and stacked."""
+    return {"make_loss": f"{_LOSSES}:{name}", "make_stacked_loss": f"{_LOSSES}:{name}_stacked"}
+
+
+register(Variant("nt", "normally trained with cross-entropy (f_nt)", **_losses("nt")))
+register(Variant("fro", "hinge + Frobenius-norm regulariser (f_fro)", **_losses("fro")))
+register(Variant("spe", "hinge + spectral-norm regulariser (f_spe)", **_losses("spe")))
 register(
     Variant(
         "stn",
@@ -108,9 +127,5 @@ register(
 )
 # Linear classifiers f(x) = V x (appendix 6.3-6.5, Figures 8 and 11).
 register(Variant("lin_rd", "linear, randomly initialised", arch="linear"))
-register(Variant("lin_nt", "linear, cross-entropy", arch="linear", make_loss=f"{_LOSSES}:nt"))
-register(
-    Variant(
-        "lin_fro", "linear, hinge + lambda ||V||_F", arch="linear", make_loss=f"{_LOSSES}:lin_fro"
-    )
-)
+register(Variant("lin_nt", "linear, cross-entropy", arch="linear", **_losses("nt")))
+register(Variant("lin_fro", "linear, hinge + lambda ||V||_F", arch="linear", **_losses("lin_fro")))

@@ -1,0 +1,154 @@
+"""Several networks of one variant trained as one stacked model (a GPU's training path).
+
+A one-hidden-layer network on batches of 128 is bound on a GPU by the cost of each
+step (Python, kernel launches), not by arithmetic, so the seeds of a variant train
+together: W (M, h, d) and V (M, K, h) hold M members, each step runs one batched
+product per layer for all of them, and each member reads its own batches (the data
+order its seed gives, exactly as :func:`flowbound.models.fit` draws it). The loss is
+the sum of the members' losses, so each member's gradient is its own, and Adam acts
+element by element: a member's weights are those it would get trained alone, up to
+the rounding of batched products (tested). On a 2-core CPU the batched products are
+slower than separate ones (measured in ``benchmarks/RESULTS.md``), so stacking is the
+default on CUDA only (:func:`stacks_training`).
+
+Only variants with a deterministic objective stack (``Variant.make_stacked_loss``):
+f_nt, f_fro, f_spe and the linear ones. f_at's stAdv pool, f_at_pgd's random starts,
+f_sdp's duals and f_cert's certificate train one by one.
+
+Used in: :func:`flowbound.models.get_model` (on a cache miss).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .checks import check_int
+from .progress import bar as progress_bar
+
+__all__ = ["Stacked", "fit_stacked", "stacks_training"]
+
+StackedLossFn = Callable[["Stacked", torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def stacks_training(device: torch.device) -> bool:
+    """Whether :func:`~flowbound.models.get_model` trains the seeds of a variant
+    together: ``$FLOWBOUND_STACK`` (``1`` or ``0``) when set, else on CUDA only."""
+    flag = os.environ.get("FLOWBOUND_STACK")
+    if flag is None or flag == "":
+        return device.type == "cuda"
+    if flag not in ("0", "1"):
+        raise ValueError(f"FLOWBOUND_STACK must be 0 or 1, got {flag!r}")
+    return flag == "1"
+
+
+class Stacked(nn.Module):
+    """M networks f_m(x) = V_m relu(W_m x) (or V_m x) as stacked parameters.
+
+    Built from M modules of one project architecture with equal shapes
+    (``models.OneHidden`` or ``models.Linear``); :meth:`write_back` copies the trained
+    weights into them."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        from .models import Linear, OneHidden
+
+        if len(members) == 0:
+            raise ValueError("members must hold at least one network")
+        kinds = {type(m) for m in members}
+        if len(kinds) != 1 or next(iter(kinds)) not in (OneHidden, Linear):
+            names = ", ".join(sorted(k.__name__ for k in kinds))
+            raise TypeError(f"members must all be OneHidden or all Linear networks, got {names}")
+        shapes = {tuple(p.shape for p in m.parameters()) for m in members}
+        if len(shapes) != 1:
+            raise ValueError(f"members must have equal shapes, got {sorted(shapes)}")
+        with torch.no_grad():
+            v = torch.stack([m.V.weight for m in members]).clone()
+            w = None if kinds == {Linear} else torch.stack([m.W.weight for m in members]).clone()
+        self.W = None if w is None else nn.Parameter(w)
+        self.V = nn.Parameter(v)
+
+    @property
+    def members(self) -> int:
+        return self.V.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (M, B, K) for images (M, B, H, W) or vectors (M, B, d): member m on x[m]."""
+        z = x.flatten(2)
+        if self.W is not None:
+            z = torch.relu(torch.bmm(z, self.W.transpose(1, 2)))
+        return torch.bmm(z, self.V.transpose(1, 2))
+
+    @torch.no_grad()
+    def write_back(self, members: Sequence[nn.Module]) -> None:
+        """Copy member m's weights into ``members[m]``."""
+        if len(members) != self.members:
+            raise ValueError(f"expected {self.members} members, got {len(members)}")
+        for m, net in enumerate(members):
+            if self.W is not None:
+                net.W.weight.copy_(self.W[m])
+            net.V.weight.copy_(self.V[m])
+
+
+def fit_stacked(
+    net: Stacked,
+    loss: StackedLossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seeds: Sequence[int],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    desc: str = "train (stacked)",
+    progress: bool = True,
+) -> Stacked:
+    """:func:`flowbound.models.fit` for every member at once: member m draws its batches
+    from ``torch.Generator().manual_seed(seeds[m])`` as ``fit`` does, ``loss`` returns
+    the sum of the members' losses (each their batch mean), one Adam over the stacked
+    parameters. The loss is checked once per epoch on the device (no host sync per step);
+    a NaN or inf raises :class:`~flowbound.models.TrainingError` naming the member, epoch
+    and batch where it first appeared."""
+    from .models import TrainingError
+
+    seeds = [check_int("seeds", s, low=0) for s in seeds]
+    if len(seeds) != net.members:
+        raise ValueError(f"seeds must give one seed per member ({net.members}), got {len(seeds)}")
+    dev = net.V.device
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    per_epoch = (len(x) + batch_size - 1) // batch_size
+    bar = progress_bar(total=epochs * per_epoch, desc=desc, disable=not progress, unit="batch")
+    x_dev, y_dev = x.to(dev), y.to(dev)  # resident: one copy per step would sync
+    for epoch in range(epochs):
+        order = torch.stack([torch.randperm(len(x), generator=g) for g in gens]).to(dev)
+        total = torch.zeros(net.members, device=dev, dtype=net.V.dtype)
+        first_bad = torch.full((net.members,), -1, device=dev, dtype=torch.long)
+        for step, k in enumerate(range(0, len(x), batch_size)):
+            idx = order[:, k : k + batch_size]  # (M, b)
+            value = loss(net, x_dev[idx], y_dev[idx])  # (M,): each member's loss
+            v = value.detach()
+            fresh = ~torch.isfinite(v) & (first_bad < 0)
+            first_bad = torch.where(fresh, torch.full_like(first_bad, step), first_bad)
+            total = total + v
+            opt.zero_grad(set_to_none=True)
+            value.sum().backward()
+            opt.step()
+            bar.update(1)
+        summary = torch.cat([total, first_bad.to(total.dtype)]).cpu()  # one sync per epoch
+        bad = summary[net.members :].long()
+        if bool((bad >= 0).any()):
+            bar.close()
+            m = int(torch.nonzero(bad >= 0)[0])
+            raise TrainingError(
+                f"{desc}: the loss of member {m} (seed {seeds[m]}) became inf or nan at epoch "
+                f"{epoch + 1}, batch {int(bad[m]) + 1}; lower the learning rate (train.lr) "
+                f"and rerun"
+            )
+        mean = summary[: net.members] / per_epoch
+        bar.set_postfix(epoch=epoch + 1, loss="/".join(f"{v:.4f}" for v in mean), refresh=False)
+    bar.close()
+    return net

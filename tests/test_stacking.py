@@ -1,0 +1,143 @@
+"""Stacked training: a member trained in a stack is the network trained alone."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from flowbound import cache
+from flowbound.data import load_mnist
+from flowbound.models import Linear, OneHidden, STNClassifier, TrainingError, fit, get_model
+from flowbound.stacking import Stacked, fit_stacked, stacks_training
+from flowbound.zoo import VARIANTS
+
+STACKED = [v.name for v in VARIANTS.values() if v.make_stacked_loss is not None]
+PLAN = {"epochs": 2, "batch_size": 50, "lr": 0.01}
+
+
+def _data(n=600):
+    x, y = load_mnist("train")
+    return x[:n].double(), y[:n]
+
+
+def _net(variant: str, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    arch = VARIANTS.named(variant).arch
+    return (Linear() if arch == "linear" else OneHidden(784, 24, 10)).double()
+
+
+def _settings(variant: str) -> dict:
+    return {"lambda": 0.01} if variant in ("fro", "spe", "lin_fro") else {}
+
+
+def _alone(variant: str, seed: int, x, y) -> torch.nn.Module:
+    v = VARIANTS.named(variant)
+    net = _net(variant, seed)
+    fit(net, v.loss_factory()(_settings(variant)), x, y, seed=seed, progress=False, **PLAN)
+    return net
+
+
+def _stacked(variant: str, seeds: list[int], x, y) -> list[torch.nn.Module]:
+    v = VARIANTS.named(variant)
+    members = [_net(variant, s) for s in seeds]
+    net = Stacked(members)
+    loss = v.stacked_loss_factory()(_settings(variant))
+    fit_stacked(net, loss, x, y, seeds=seeds, progress=False, **PLAN)
+    net.write_back(members)
+    return members
+
+
+def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    return max(float((p - q).detach().abs().max()) for p, q in pairs)
+
+
+def test_every_deterministic_objective_stacks():
+    assert {"nt", "fro", "spe", "lin_nt", "lin_fro"} <= set(STACKED)
+    # the objectives that draw random numbers or keep per-network state in a solver do not
+    assert not {"at", "at_pgd", "sdp", "cert", "stn"} & set(STACKED)
+
+
+@pytest.mark.parametrize("variant", STACKED)
+def test_a_member_equals_the_network_trained_alone(variant, mnist_dir):
+    x, y = _data()
+    members = _stacked(variant, [0, 1, 2], x, y)
+    for seed, member in zip([0, 1, 2], members, strict=True):
+        alone = _alone(variant, seed, x, y)
+        moved = _max_diff(alone, _net(variant, seed))  # how far training took the weights
+        assert moved > 1e-2
+        assert _max_diff(member, alone) < 1e-9 * max(moved, 1.0)  # rounding only
+
+
+def test_a_member_does_not_depend_on_its_companions(mnist_dir):
+    x, y = _data()
+    first = _stacked("spe", [3, 5], x, y)[0]
+    again = _stacked("spe", [3], x, y)[0]
+    swapped = _stacked("spe", [7, 3, 5], x, y)[1]
+    assert _max_diff(first, again) < 1e-12
+    assert _max_diff(first, swapped) < 1e-12
+
+
+def test_a_diverging_member_is_named(mnist_dir):
+    x, y = _data(200)
+    members = [_net("nt", s) for s in (0, 1)]
+    with torch.no_grad():
+        members[1].V.weight.fill_(float("nan"))
+    net = Stacked(members)
+    loss = VARIANTS.named("nt").stacked_loss_factory()({})
+    with pytest.raises(TrainingError, match=r"member 1 \(seed 4\).*epoch 1, batch 1"):
+        fit_stacked(net, loss, x, y, seeds=[9, 4], progress=False, **PLAN)
+
+
+def test_stacked_refuses_what_it_cannot_stack():
+    with pytest.raises(TypeError, match="OneHidden or all Linear"):
+        Stacked([STNClassifier(8, 4)])
+    with pytest.raises(TypeError, match="OneHidden or all Linear"):
+        Stacked([OneHidden(784, 8), Linear()])
+    with pytest.raises(ValueError, match="equal shapes"):
+        Stacked([OneHidden(784, 8), OneHidden(784, 9)])
+    with pytest.raises(ValueError, match="at least one"):
+        Stacked([])
+    net = Stacked([OneHidden(784, 8)])
+    with pytest.raises(ValueError, match="one seed per member"):
+        fit_stacked(net, lambda *a: None, torch.zeros(2, 784), torch.zeros(2), seeds=[1, 2],
+                    epochs=1, batch_size=1, lr=0.1)  # fmt: skip
+
+
+def test_stacking_is_on_for_cuda_only_unless_told(monkeypatch):
+    monkeypatch.delenv("FLOWBOUND_STACK", raising=False)
+    assert not stacks_training(torch.device("cpu"))
+    assert stacks_training(torch.device("cuda"))
+    monkeypatch.setenv("FLOWBOUND_STACK", "1")
+    assert stacks_training(torch.device("cpu"))
+    monkeypatch.setenv("FLOWBOUND_STACK", "0")
+    assert not stacks_training(torch.device("cuda"))
+    monkeypatch.setenv("FLOWBOUND_STACK", "yes")
+    with pytest.raises(ValueError, match="FLOWBOUND_STACK must be 0 or 1"):
+        stacks_training(torch.device("cpu"))
+
+
+def test_get_model_trains_the_seeds_together_and_caches_each(tiny, mnist_dir, monkeypatch):
+    tiny["possibility"]["seeds"] = [0, 1, 2]
+    monkeypatch.setenv("FLOWBOUND_STACK", "1")
+    first = get_model("fro", tiny, section=4, progress=False)
+    assert not first.from_cache
+    assert len(list((cache.cache_dir() / "models").glob("*.pt"))) == 3  # one file per seed
+    by_seed = {}
+    for seed in (1, 2):
+        p = copy.deepcopy(tiny)
+        p["train"]["seed"] = seed
+        by_seed[seed] = get_model("fro", p, section=4, progress=False)
+        assert by_seed[seed].from_cache  # trained with seed 0
+    # trained alone (the CPU path) they are the same networks, to rounding
+    monkeypatch.setenv("FLOWBOUND_STACK", "0")
+    monkeypatch.setenv("FLOWBOUND_CACHE", str(cache.cache_dir().parent / "alone"))
+    for seed, stacked in [(0, first), *by_seed.items()]:
+        p = copy.deepcopy(tiny)
+        p["train"]["seed"] = seed
+        alone = get_model("fro", p, section=4, progress=False)
+        assert not alone.from_cache
+        assert _max_diff(alone.model, stacked.model) < 1e-4  # float32 rounding
+        assert abs(alone.test_accuracy - stacked.test_accuracy) <= 0.01
