@@ -23,8 +23,8 @@ import torch
 
 from flowbound import experiments as ex
 from flowbound.device import default_device
-from flowbound.plots import table_rows
 from flowbound.profiles import load_profile
+from flowbound.tables import table_rows
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -286,3 +287,86 @@ def test_every_attack_treats_images_independently(setup):
         if k == 0:  # the same random start
             assert bool(alone.success[0]) == bool(batch.success[0])
         assert float(alone.budget[0]) <= 0.5 + 1e-9
+
+
+# --- every registered attack (flowbound.attack_registry.ATTACKS) ------------------------
+
+#: The budget each generic check gives an attack, by what its budget bounds.
+_BUDGET = {"pixels": 0.1, "tied": 0.5, "full": 0.5, "penalty": 0.005}
+
+
+def check_attack_contract(a, net, x, y) -> None:
+    """What every attack promises (CONTRIBUTING, "An attack"): success is what a forward
+    pass says, images stay finite in [0, 1] and within the budget of its threat set,
+    flows (if any) give the images, an empty batch gives empty results, and an attack
+    that claims batch independence gives the first images of a batch the same results
+    when they are attacked without the rest."""
+    from flowbound.attack_registry import AttackResult
+    from flowbound.geometry import flow_norm, l_diff
+
+    budget = _BUDGET[a.threat]
+    res = a.run(net, x, y, budget, 0)
+    assert isinstance(res, AttackResult)
+    assert res.images.shape == x.shape and res.success.shape == y.shape
+    with torch.no_grad():
+        fooled = net(res.images).argmax(1) != y
+    assert torch.equal(res.success.cpu(), fooled.cpu()), f"{a.name}: success is not the model's"
+    assert bool(torch.isfinite(res.images).all())
+    assert float(res.images.min()) >= 0 and float(res.images.max()) <= 1
+    slack = 1 + 1e-6
+    if a.threat == "pixels":
+        assert float((res.images - x).abs().max()) <= budget * slack
+    elif a.threat == "tied":
+        assert np.all(flow_norm(res.flows) <= budget * slack)
+    elif a.threat == "full":
+        assert np.all(l_diff(res.flows, full=True) <= np.sqrt(2) * budget * slack)
+    if res.flows is not None:
+        torch.testing.assert_close(warp(x, res.flows), res.images, rtol=0, atol=1e-9)
+    empty = a.run(net, x[:0], y[:0], budget, 0)
+    assert empty.images.shape == (0, *x.shape[1:]) and empty.success.shape == (0,)
+    if a.batch_independent:  # random draws may depend on an image's place, not on the others
+        for m in (1, len(x) - 2):
+            part = a.run(net, x[:m], y[:m], budget, 0)
+            assert torch.equal(part.success, res.success[:m]), f"{a.name}: first {m} images"
+            torch.testing.assert_close(part.images, res.images[:m], rtol=0, atol=1e-6)
+
+
+def _registered_attacks():
+    from flowbound.attack_registry import ATTACKS
+
+    return list(ATTACKS)
+
+
+@pytest.mark.parametrize("name", _registered_attacks())
+def test_every_registered_attack_keeps_its_contract(setup, name):
+    from flowbound.attack_registry import attack
+
+    check_attack_contract(attack(name), *setup)
+
+
+def test_a_registered_toy_attack_is_checked_by_the_contract(setup, monkeypatch):
+    """CONTRIBUTING, 'an attack': a uniform shift of the image by the whole budget,
+    registered with its flags, passes the generic checks; one that lies about success
+    does not."""
+    from flowbound.attack_registry import ATTACKS, Attack, AttackResult
+    from flowbound.geometry import flow_norm
+
+    def shift(model, x, y, budget, seed):
+        unit = torch.ones(x.shape[1:], dtype=x.dtype)
+        flows = (budget / float(flow_norm(unit)) * unit).expand(len(x), -1, -1).clone()
+        images = warp(x, flows)
+        with torch.no_grad():
+            success = model(images).argmax(1) != y
+        return AttackResult(images, success, flows, {})
+
+    toy = Attack("toy_shift", "uniform shift", shift, "tied", batch_independent=True)
+    monkeypatch.setitem(ATTACKS, "toy_shift", toy)
+    assert "toy_shift" in ATTACKS
+    check_attack_contract(toy, *setup)
+
+    def liar(model, x, y, budget, seed):
+        res = shift(model, x, y, budget, seed)
+        return AttackResult(res.images, torch.ones_like(res.success), res.flows, {})
+
+    with pytest.raises(AssertionError, match="success is not the model's"):
+        check_attack_contract(Attack("liar", "liar", liar, "tied", True), *setup)

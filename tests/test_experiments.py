@@ -6,8 +6,10 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 
 from flowbound.experiments.possibility import ranks_over_seeds
+from flowbound.models import OneHidden
 
 
 def test_ranks_over_seeds_share_ties_and_give_the_seed_range():
@@ -45,6 +47,52 @@ def test_a_registered_toy_bound_reaches_the_figure5_data(tiny, mnist_dir, monkey
     expected = [1 - (m > e).all(1).mean() for e in prof["possibility"]["eps"]]
     np.testing.assert_allclose(res["losses"]["nt"]["toy"], expected)
     assert res["mean_delta"]["nt"]["toy"] == 1.0
+
+
+def test_a_registered_toy_bound_reaches_figures_5_and_12_and_the_soundness_checks(
+    tiny, mnist_dir, monkeypatch
+):
+    """CONTRIBUTING, 'a bound', followed to the letter: a sound global bound (twice the
+    sound spectral Delta), one registration and its name in the profile's kinds reach
+    Figure 5's and Figure 12's data and figures and every soundness check, no other edit."""
+    import test_certify as tc
+
+    from flowbound import plots
+    from flowbound.certify import BOUNDS, Bound, bound, sound_bounds
+    from flowbound.experiments import certified_accuracy, zero_one_losses
+
+    def doubled(net, pairs, side, tol):  # sound: above the sound spectral Delta
+        return 2 * bound("spectral").decrease(net, pairs, side, tol)
+
+    monkeypatch.setitem(BOUNDS, "toy", Bound("toy", "toy (2 x spectral)", doubled, "-."))
+    assert "toy" in sound_bounds("one_hidden")  # what the soundness tests iterate over
+    prof = copy.deepcopy(tiny)
+    prof["possibility"].update(variants=["nt"], kinds=["spectral", "toy"], test_images=100)
+    prof["local"].update(variants=["nt"], kinds=["spectral", "toy"], images=40, eps=[0.0, 0.05])
+    prof["local"]["attack"].update(images=10, steps=5, targets=1)
+    fig5 = zero_one_losses(prof)
+    spectral, toy = fig5["losses"]["nt"]["spectral"], fig5["losses"]["nt"]["toy"]
+    assert np.all(toy >= spectral)  # a looser bound certifies less
+    assert fig5["mean_delta"]["nt"]["toy"] == pytest.approx(
+        2 * fig5["mean_delta"]["nt"]["spectral"]
+    )
+    fig12 = certified_accuracy(prof)
+    assert np.all(fig12["accuracy"]["nt"]["toy"] <= fig12["accuracy"]["nt"]["spectral"])
+    assert fig12["violations"]["nt"]["toy"] == 0
+    assert "toy (2 x spectral)" in {t.get_text() for t in
+                                    plots.plot_figure12(fig12).legends[0].get_texts()}  # fmt: skip
+    assert "toy (2 x spectral)" in [ax.get_title() for ax in plots.plot_zero_one(fig5).axes]
+    tc.check_certified_inputs_cannot_be_flipped(_tiny_problem(), "toy")
+    tc.check_refuses_bad_input(_tiny_problem(), "toy")
+
+
+def _tiny_problem():
+    torch.manual_seed(0)
+    net = OneHidden(d=9, hidden=8, classes=3).double()
+    x = torch.rand(200, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    return net, x, y
 
 
 def test_figure5_and_the_mean_decrease_share_one_computation_of_delta(tiny, mnist_dir, monkeypatch):

@@ -28,7 +28,7 @@ def test_verdicts(value, higher, expected):
 
 
 def test_table_rows_escape_pipes_and_refuse_ragged_rows():
-    from flowbound.plots import table_rows
+    from flowbound.tables import table_rows
 
     text = table_rows(["claim", "n"], [["budget ||M r|| <= eps", 1], [r"$\|x\|$", 2]])
     lines = text.splitlines()

@@ -25,7 +25,6 @@ from .progress import Relay
 
 __all__ = [
     "FigureNumberError",
-    "build_figure",
     "build_figures",
     "EXECUTED",
     "BookError",
@@ -324,8 +323,3 @@ def build_figures(numbers: list[int], profile: str, *, root: str | Path = ".") -
         print(f"figure {number}: {png}", flush=True)
         pngs.append(png)
     return pngs
-
-
-def build_figure(number: int, profile: str, *, root: str | Path = ".") -> Path:
-    """Regenerate the paper's Figure ``number`` (see :func:`build_figures`)."""
-    return build_figures([number], profile, root=root)[0]

@@ -20,7 +20,9 @@ Delta is the bound on the decrease:
   keep the ellipsoid (:mod:`flowbound.local_bounds`), for tied and full flows.
 
 Every Delta is linear in eps, so it is computed once at eps = 1. A new bound is
-one :func:`register_bound` call and its name in the profile's ``kinds``.
+one :func:`register_bound` call and its name in the profile's ``kinds``: Figures 5
+and 12 draw it (label and style from here), and the soundness tests check every
+registered bound with ``sound=True`` (CONTRIBUTING.md, "Adding a bound").
 
 Used in: Possibility results (Figures 5, 11).
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -41,6 +44,7 @@ from .bounds import (
     sdp_matrix,
     spectral_bound,
 )
+from .checks import check_images, check_labels, check_number
 from .geometry import aabb_lambda
 from .local_bounds import certified as local_certified
 from .nets import NetView, binary_weights, classifier_input, unordered_pairs, view
@@ -56,6 +60,7 @@ __all__ = [
     "decrease_bounds",
     "margins",
     "register_bound",
+    "sound_bounds",
 ]
 
 #: Pairwise decrease bounds at eps = 1 (B,) from a network view, unordered pairs,
@@ -63,10 +68,21 @@ __all__ = [
 DecreaseFn = Callable[[NetView, list[tuple[int, int]], int, float], np.ndarray]
 
 
-#: Input-dependent certificates: (model, x, y, eps list, **options) -> (E, N) bool, True
-#: where the image is classified correctly and certified at that eps. Options are the
-#: certificate's own settings (the per-digit ones take ``modes``, from ``local.modes``).
-CertifyFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, list[float]], np.ndarray]
+class CertifyFn(Protocol):
+    """An input-dependent certificate: (E, N) bool, True where the image is classified
+    correctly and certified at that eps. ``modes`` is the number of eigenvectors of
+    M^T M the per-digit certificates keep (the profile's ``local.modes``; a certificate
+    without such a setting ignores it)."""
+
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        eps: list[float],
+        *,
+        modes: int | None = 200,
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -79,8 +95,11 @@ class Bound:
     instead. ``applies_to`` names the networks it accepts (``"one_hidden"``,
     ``"linear"``); ``threat`` the flows it covers (``"tied"``: ||M r|| <= eps,
     Sections 2-4; ``"full"``: (du, dv) with l_diff <= sqrt(2) eps), the threat set
-    of the attack its soundness is checked against; ``label`` and ``style`` (a
-    matplotlib line style) are how figures show it.
+    of the attack its soundness is checked against; ``sound`` whether it is a bound
+    at all (False for the appendix's formulas as printed, shown for comparison: the
+    soundness tests check every bound with ``sound=True``); ``label``, ``style`` and
+    ``marker`` (matplotlib's) are how figures show it, ``short`` how prose names it in
+    a list ("Frobenius, spectral, SDP"; the name by default).
     """
 
     name: str
@@ -90,6 +109,13 @@ class Bound:
     applies_to: tuple[str, ...] = ("one_hidden",)
     certify: CertifyFn | None = None
     threat: str = "tied"
+    sound: bool = True
+    marker: str | None = "^"
+    short: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.short:
+            object.__setattr__(self, "short", self.name)
 
     @property
     def local(self) -> bool:
@@ -109,6 +135,14 @@ def register_bound(b: Bound) -> Bound:
 def bound(name: str) -> Bound:
     """The registered bound ``name``, or an error listing the registered ones."""
     return BOUNDS.named(name)
+
+
+def sound_bounds(arch: str | None = None) -> list[str]:
+    """The registered bounds with ``sound=True`` (those that applies to ``arch``, when
+    given), in registration order: what the soundness tests check."""
+    return [
+        name for name, b in BOUNDS.items() if b.sound and (arch is None or arch in b.applies_to)
+    ]
 
 
 def _sdp(net: NetView, pairs, side: int, tol: float) -> np.ndarray:
@@ -140,22 +174,43 @@ def _local(threat: str) -> CertifyFn:
     return certify
 
 
-register_bound(Bound("sdp", "SDP (Section 4.1)", _sdp, "-"))
-register_bound(Bound("spectral", "spectral (sound)", _norm(spectral_bound, "sound"), "--"))
-register_bound(Bound("frobenius", "Frobenius (sound)", _norm(frobenius_bound, "sound"), ":"))
+register_bound(Bound("sdp", "SDP (Section 4.1)", _sdp, ":", marker=None, short="SDP"))
 register_bound(
-    Bound("spectral_printed", "spectral (as printed)", _norm(spectral_bound, "printed"), "-.")
+    Bound("spectral", "spectral (sound)", _norm(spectral_bound, "sound"), "-.", marker=None)
 )
 register_bound(
-    Bound("frobenius_printed", "Frobenius (as printed)", _norm(frobenius_bound, "printed"), "-.")
+    Bound(
+        "frobenius",
+        "Frobenius (sound)",
+        _norm(frobenius_bound, "sound"),
+        ":",
+        marker="x",
+        short="Frobenius",
+    )
 )
-register_bound(Bound("linear", "linear (Eq. 16)", _linear, "-", applies_to=("linear",)))
-for _threat, _style in (("tied", "-"), ("full", "--")):
+for _name, _label, _formula in (
+    ("spectral", "spectral", spectral_bound),
+    ("frobenius", "Frobenius", frobenius_bound),
+):
+    register_bound(
+        Bound(
+            f"{_name}_printed",
+            f"{_label} (as printed)",
+            _norm(_formula, "printed"),
+            "-.",
+            sound=False,  # Readings table, point 12: not a bound on the decrease
+        )
+    )
+register_bound(
+    Bound("linear", "linear (Eq. 16)", _linear, "-", applies_to=("linear",), marker=None)
+)
+for _threat, _style, _marker in (("tied", "-", "o"), ("full", "--", "s")):
     register_bound(
         Bound(
             f"local_{_threat}",
             f"per digit, {_threat} flows",
             style=_style,
+            marker=_marker,
             applies_to=("one_hidden", "linear"),
             certify=_local(_threat),
             threat=_threat,
@@ -204,14 +259,19 @@ def certified_digits(
     side: int = 28,
     delta: np.ndarray | None = None,
     tol: float = 1e-4,
+    modes: int | None = 200,
 ) -> np.ndarray:
     """(E, N) bool: each digit classified correctly and certified by ``kind`` at each
     eps. ``delta`` reuses a global bound's pairwise Delta from :func:`decrease_bounds`
-    (computed here otherwise); an input-dependent certificate is run per image."""
+    (computed here otherwise); an input-dependent certificate is run per image, with
+    ``modes`` (:class:`CertifyFn`). Images must lie in [0, 1] (every bound here is
+    sound for that domain), eps be finite and >= 0."""
     b = bound(kind)
-    eps = np.atleast_1d(np.asarray(eps, dtype=np.float64))
+    check_images("x", x, domain="unit")
+    check_labels("y", y, len(x))
+    eps = np.asarray([check_number("eps", e, low=0.0) for e in np.atleast_1d(eps)])
     if b.local:
-        return np.asarray(b.certify(model, x, y, [float(e) for e in eps]), dtype=bool)
+        return np.asarray(b.certify(model, x, y, [float(e) for e in eps], modes=modes), dtype=bool)
     if delta is None:
         delta = decrease_bounds(model, kind, side=side, tol=tol)
     m = margins(model, x, y)

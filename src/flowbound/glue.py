@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["glue_all"]
+__all__ = ["count_word", "glue_all"]
+
+_WORDS = "zero one two three four five six seven eight nine ten eleven twelve".split()
 
 
 def glue_all(values: dict[str, Any]) -> None:
@@ -14,3 +16,8 @@ def glue_all(values: dict[str, Any]) -> None:
 
     for name, value in values.items():
         glue(name, value, display=False)
+
+
+def count_word(n: int) -> str:
+    """``n`` as prose writes a small count: "three" (digits from 13 on)."""
+    return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)

@@ -9,7 +9,6 @@ display only where a chapter shows or glues them.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,6 @@ __all__ = [
     "plot_midpoint_convergence",
     "plot_warp_demo",
     "save_figure",
-    "table_cell",
-    "table_evaluation",
-    "table_rows",
-    "table_midpoint",
 ]
 
 
@@ -140,17 +135,6 @@ def plot_midpoint_convergence(d: dict[str, Any]) -> Figure:
     return fig
 
 
-def table_midpoint(d: dict[str, Any]) -> str:
-    """Markdown table of the midpoint errors (the data of plot_midpoint_convergence)."""
-    lines = [
-        "| n | mean error, exact Jacobian | mean error, Dg as printed |",
-        "|---:|---:|---:|",
-    ]
-    for n, t, p in zip(d["n"], d["abs_err_true"], d["abs_err_paper"], strict=True):
-        lines.append(f"| {int(n)} | {t:.2e} | {p:.2e} |")
-    return "\n".join(lines)
-
-
 def plot_figure1(d: dict[str, Any]) -> Figure:
     """Figure 1: (a) benign, (b) PGD, (c) stAdv adversarial input, (d) the stAdv flow."""
     fig = Figure(figsize=(10, 2.9))
@@ -161,39 +145,6 @@ def plot_figure1(d: dict[str, Any]) -> Figure:
     _quiver(axes[3], d["flow"][0], d["flow"][1], "(d) flow (du, dv), arrows x4")
     fig.tight_layout()
     return fig
-
-
-def table_evaluation(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of clean accuracy and stAdv results per variant, with
-    95% Wilson intervals, under both success definitions."""
-    header = [
-        "variant",
-        "hidden",
-        "seed",
-        "clean accuracy",
-        "median logit margin",
-        "stAdv success, any iterate",
-        "stAdv success, last iterate",
-        "accuracy under stAdv, any / last iterate",
-        "mean l_diff of successes",
-        "training time (s)",
-    ]
-    body = [
-        [
-            f"`{r['variant']}`",
-            r["hidden"],
-            r["seed"],
-            f"{r['clean_accuracy']:.4f}",
-            f"{r['median_margin']:.2f}",
-            r["stadv_success"].text(),
-            r["stadv_success_final"].text(),
-            f"{r['stadv_accuracy'].value:.3f} / {r['stadv_accuracy_final'].value:.3f}",
-            f"{r['mean_l_diff']:.2f}",
-            f"{r['train_seconds']:.1f}",
-        ]
-        for r in rows
-    ]
-    return table_rows(header, body)
 
 
 #: How each reading of Dg is named in figures and tables.
@@ -301,27 +252,6 @@ def plot_convergence(curves: list[dict[str, Any]]) -> Figure:
     return fig
 
 
-def table_cell(value: Any) -> str:
-    """One Markdown table cell: bare pipes escaped (a "|", as in ||M r||, would
-    split the cell; an already escaped one, as in TeX's \\|, is kept) and line
-    breaks folded into spaces."""
-    return re.sub(r"(?<!\\)\|", r"\\|", " ".join(str(value).split("\n")))
-
-
-def table_rows(header: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table from a header and rows of already formatted cells.
-
-    Every cell goes through :func:`table_cell`; a row with another number of
-    cells than the header is an error, not a broken table.
-    """
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(f"a row has {len(row)} cells, the header {len(header)}: {row}")
-    lines = ["| " + " | ".join(map(table_cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(table_cell, row)) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 #: One colour per network across Figures 5, 6, 12 and the budget attack.
 _NETWORK_ORDER = ("nt", "rd", "fro", "spe", "stn", "at", "at_pgd", "sdp", "cert")
 
@@ -343,21 +273,13 @@ def plot_zero_one(d: dict[str, Any]) -> Figure:
         for name, by_kind in d["losses"].items():
             if kind in by_kind:
                 ax.plot(d["eps"], by_kind[kind], "-", color=network_color(name), label=name)
-        ax.set_title(BOUNDS[kind].label if kind in BOUNDS else kind, fontsize=9)
+        ax.set_title(BOUNDS.named(kind).label, fontsize=9)
         ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("certified 0/1 adversarial loss")
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
-
-
-_FIG12_STYLE = {
-    "sdp": dict(ls=":", marker=None),
-    "spectral": dict(ls="-.", marker=None),
-    "local_tied": dict(ls="-", marker="o"),
-    "local_full": dict(ls="--", marker="s"),
-}
 
 
 def plot_figure12(d: dict[str, Any]) -> Figure:
@@ -390,9 +312,8 @@ def plot_figure12(d: dict[str, Any]) -> Figure:
             label="survives flow_apgd, full",
         )  # fmt: skip
         for kind, acc in d["accuracy"][name].items():
-            style = _FIG12_STYLE.get(kind, dict(ls="-", marker="^"))
-            label = BOUNDS[kind].label if kind in BOUNDS else kind
-            ax.plot(eps, acc, color=colour, ms=3, label=label, **style)
+            b = BOUNDS.named(kind)  # label, line style and marker from the registry
+            ax.plot(eps, acc, color=colour, ms=3, label=b.label, ls=b.style, marker=b.marker)
         ax.set_title(f"f_{name}", fontsize=9, color=colour)
         ax.set_ylim(-0.02, 1.02)
     for ax in axes[len(names) :]:

@@ -148,6 +148,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "possibility.beyond_variants": _list(_name, min_len=0),
     "possibility.linear_variants": _list(_name),
     "possibility.kinds": _list(_name),  # checked against certify.BOUNDS where used
+    "possibility.linear_kinds": _list(_name),  # Figure 11's bounds for the linear networks
     "possibility.test_images": _optional(POS),
     "possibility.tol": RATE,
     "possibility.fig7_pixels": _list(PIXEL, min_len=2),

@@ -130,7 +130,7 @@ def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
                 delta = None
                 if not bound(kind).local:
                     delta = decrease_of(trained, kind, prof["possibility"]["tol"])
-                ok = certified_digits(model, xd, y_dev, eps, kind, delta=delta)
+                ok = certified_digits(model, xd, y_dev, eps, kind, delta=delta, modes=p["modes"])
                 value[f"certified_{kind}"] = torch.from_numpy(ok)
                 value[kind] = torch.from_numpy(ok.mean(1).astype(np.float64))
                 seconds[kind] = time.perf_counter() - start
