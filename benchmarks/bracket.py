@@ -41,7 +41,7 @@ def main() -> None:
     start = time.perf_counter()
     d = ex.certified_accuracy(prof)
     total = time.perf_counter() - start
-    for net, sec in d["seconds"].items():
+    for net, sec in d.seconds.items():
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in sec.items())
         print(f"f_{net}: {parts}")
     print(f"total {total:.1f} s (including training or loading the networks)")
@@ -49,22 +49,22 @@ def main() -> None:
     print(table_rows(header, rows))
     header, rows = ex.local_table(d)
     print(table_rows(header, rows))
-    broken = {n: v for n, v in d["violations"].items()}
-    print(f"certified cases broken: {broken} of {d['checked']}")
+    broken = {n: v for n, v in d.violations.items()}
+    print(f"certified cases broken: {broken} of {d.checked}")
     if args.json:
         out = {
             "device": str(dev),
-            "seconds": d["seconds"],
+            "seconds": d.seconds,
             "total": total,
-            "eps": d["eps"].tolist(),
-            "bracket": {n: {t: b.tolist() for t, b in v.items()} for n, v in d["bracket"].items()},
-            "attack": {n: v.tolist() for n, v in d["attack"].items()},
-            "attack_full": {n: v.tolist() for n, v in d["attack_full"].items()},
+            "eps": d.eps.tolist(),
+            "bracket": {n: {t: b.tolist() for t, b in v.items()} for n, v in d.bracket.items()},
+            "attack": {n: v.tolist() for n, v in d.attack.items()},
+            "attack_full": {n: v.tolist() for n, v in d.attack_full.items()},
             "accuracy": {
-                n: {k: v.tolist() for k, v in acc.items()} for n, acc in d["accuracy"].items()
+                n: {k: v.tolist() for k, v in acc.items()} for n, acc in d.accuracy.items()
             },
-            "violations": d["violations"],
-            "checked": d["checked"],
+            "violations": d.violations,
+            "checked": d.checked,
         }
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -21,17 +21,17 @@ def local_profile(tiny, mnist_dir):
 
 def test_certified_accuracy_brackets_both_threat_sets_on_the_attacked_digits(local_profile):
     d = ex.certified_accuracy(local_profile)
-    assert d["images"] == 40 and d["attack_images"] == 20
+    assert d.images == 40 and d.attack_images == 20
     for threat, key in (("tied", "attack"), ("full", "attack_full")):
-        attack = d[key]["nt"]
+        attack = getattr(d, key)["nt"]
         assert attack.shape == (4,) and np.all(np.diff(attack) <= 0)  # nested threat sets
-        cert = d["certified_attacked"]["nt"][threat]
-        np.testing.assert_allclose(d["bracket"]["nt"][threat], attack - cert)
-        assert np.all(d["bracket"]["nt"][threat] >= 0)  # attack >= certificate, per digit
-    assert np.all(d["attack_full"]["nt"] <= d["attack"]["nt"])  # full flows contain tied
-    assert d["bracket"]["nt"]["tied"][0] == 0.0  # eps = 0: both are clean accuracy
-    assert sum(d["violations"]["nt"].values()) == 0
-    assert d["checked"]["nt"]["local_full"] > 0  # full-flow certificates were attacked
+        cert = d.certified_attacked["nt"][threat]
+        np.testing.assert_allclose(d.bracket["nt"][threat], attack - cert)
+        assert np.all(d.bracket["nt"][threat] >= 0)  # attack >= certificate, per digit
+    assert np.all(d.attack_full["nt"] <= d.attack["nt"])  # full flows contain tied
+    assert d.bracket["nt"]["tied"][0] == 0.0  # eps = 0: both are clean accuracy
+    assert sum(d.violations["nt"].values()) == 0
+    assert d.checked["nt"]["local_full"] > 0  # full-flow certificates were attacked
     header, rows = ex.bracket_table(d)
     assert len(rows) == 2 and len(header) == 2 + 3 + 1
     summary = ex.local_summary(d)["nt"]

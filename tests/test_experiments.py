@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowbound.experiments.possibility import ranks_over_seeds
+from flowbound.experiments.possibility import StAdvVsTau, ranks_over_seeds
 from flowbound.models import OneHidden
 
 
@@ -18,7 +18,7 @@ def test_ranks_over_seeds_share_ties_and_give_the_seed_range():
         "b": np.array([[1.0, 0.1], [1.0, 0.4]]),
         "sdp": np.array([[1.0, 0.0], [1.0, 0.0]]),
     }
-    ranks = ranks_over_seeds({"seed_runs": {"success": runs}})
+    ranks = ranks_over_seeds(StAdvVsTau(taus=np.array([0.1, 0.2]), seed_runs={"success": runs}))
     np.testing.assert_array_equal(ranks["sdp"], [[1, 1], [1, 1], [1, 1]])
     # tau 1: everyone tied at 1.0; tau 2: a and b tie on the mean (0.25), seeds differ
     np.testing.assert_array_equal(ranks["a"], [[1, 2], [1, 2], [1, 3]])
@@ -39,14 +39,14 @@ def test_a_registered_toy_bound_reaches_the_figure5_data(tiny, mnist_dir, monkey
     prof = copy.deepcopy(tiny)
     prof["possibility"].update(variants=["nt"], kinds=["spectral", "toy"], test_images=200)
     res = zero_one_losses(prof)
-    assert set(res["losses"]["nt"]) == {"spectral", "toy"}
+    assert set(res.losses["nt"]) == {"spectral", "toy"}
     model = get_model("nt", prof, section=4, progress=False).model.cpu()
     x, y = load_mnist("test")
     m = margins(model, x[:200], y[:200])
     m[np.arange(200), y[:200].numpy()] = np.inf
     expected = [1 - (m > e).all(1).mean() for e in prof["possibility"]["eps"]]
-    np.testing.assert_allclose(res["losses"]["nt"]["toy"], expected)
-    assert res["mean_delta"]["nt"]["toy"] == 1.0
+    np.testing.assert_allclose(res.losses["nt"]["toy"], expected)
+    assert res.mean_delta["nt"]["toy"] == 1.0
 
 
 def test_a_registered_toy_bound_reaches_figures_5_and_12_and_the_soundness_checks(
@@ -71,14 +71,12 @@ def test_a_registered_toy_bound_reaches_figures_5_and_12_and_the_soundness_check
     prof["local"].update(variants=["nt"], kinds=["spectral", "toy"], images=40, eps=[0.0, 0.05])
     prof["local"]["attack"].update(images=10, steps=5, targets=1)
     fig5 = zero_one_losses(prof)
-    spectral, toy = fig5["losses"]["nt"]["spectral"], fig5["losses"]["nt"]["toy"]
+    spectral, toy = fig5.losses["nt"]["spectral"], fig5.losses["nt"]["toy"]
     assert np.all(toy >= spectral)  # a looser bound certifies less
-    assert fig5["mean_delta"]["nt"]["toy"] == pytest.approx(
-        2 * fig5["mean_delta"]["nt"]["spectral"]
-    )
+    assert fig5.mean_delta["nt"]["toy"] == pytest.approx(2 * fig5.mean_delta["nt"]["spectral"])
     fig12 = certified_accuracy(prof)
-    assert np.all(fig12["accuracy"]["nt"]["toy"] <= fig12["accuracy"]["nt"]["spectral"])
-    assert fig12["violations"]["nt"]["toy"] == 0
+    assert np.all(fig12.accuracy["nt"]["toy"] <= fig12.accuracy["nt"]["spectral"])
+    assert fig12.violations["nt"]["toy"] == 0
     assert "toy (2 x spectral)" in {t.get_text() for t in
                                     plots.plot_figure12(fig12).legends[0].get_texts()}  # fmt: skip
     assert "toy (2 x spectral)" in [ax.get_title() for ax in plots.plot_zero_one(fig5).axes]
@@ -111,7 +109,7 @@ def test_figure5_and_the_mean_decrease_share_one_computation_of_delta(tiny, mnis
     prof = copy.deepcopy(tiny)
     prof["possibility"].update(variants=["nt"], kinds=["toy"], test_images=50)
     res = zero_one_losses(prof)
-    assert mean_decrease_bounds(prof)["nt"]["toy"] == res["mean_delta"]["nt"]["toy"] == 2.0
+    assert mean_decrease_bounds(prof)["nt"]["toy"] == res.mean_delta["nt"]["toy"] == 2.0
     assert calls == [prof["possibility"]["tol"]]
 
 
@@ -201,9 +199,9 @@ def test_section4_names_and_the_beyond_summary_from_hand_made_results():
     assert section4_names(p, beyond=False) == ["nt", "sdp"]
     assert section4_names(p, beyond=True) == ["nt", "sdp", "cert"]
     taus = np.array([0.001, 0.05])
-    f6 = {
-        "taus": taus,
-        "seed_runs": {
+    f6 = StAdvVsTau(
+        taus=taus,
+        seed_runs={
             "success_final": {
                 "cert": np.array([[0.9, 0.1], [0.8, 0.3]]),
                 "sdp": np.array([[1.0, 0.5], [1.0, 0.7]]),
@@ -213,7 +211,7 @@ def test_section4_names_and_the_beyond_summary_from_hand_made_results():
                 "sdp": np.array([[1.0, 0.6], [1.0, 0.8]]),
             },
         },
-    }
+    )
     budget = {
         "eps": np.array([1.0, 2.0]),
         "success": {"cert": np.array([0.1, 0.3]), "sdp": np.array([0.5, 0.9])},

@@ -59,10 +59,12 @@ def _files(node: object) -> list[str]:
 
 
 def toc_chapters(root: Path) -> list[str]:
-    """Names of the executed chapters, in ``_toc.yml`` order."""
+    """Names of the executed chapters, in ``_toc.yml`` order, and the landing page last
+    when it is executed too (its findings read what the chapters computed)."""
     toc = yaml.safe_load((root / "_toc.yml").read_text())
     prefix = EXECUTED.as_posix() + "/"
-    return [f[len(prefix) :] for f in _files(toc) if f.startswith(prefix)]
+    files = [*_files(toc), str(toc.get("root", ""))]
+    return [f[len(prefix) :] for f in files if f.startswith(prefix)]
 
 
 def ensure_mathjax(root: Path) -> Path:

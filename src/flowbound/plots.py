@@ -263,16 +263,16 @@ def network_color(name: str) -> str:
     return f"C{sum(map(ord, name)) % 10}"  # a variant added later: stable across figures
 
 
-def plot_zero_one(d: dict[str, Any]) -> Figure:
+def plot_zero_one(d: Any) -> Figure:
     """Figures 5 and 11: certified 0/1 adversarial loss against eps, one panel per
     bound (small multiples), one colour per network."""
-    kinds = list(dict.fromkeys(k for by_kind in d["losses"].values() for k in by_kind))
+    kinds = list(dict.fromkeys(k for by_kind in d.losses.values() for k in by_kind))
     fig = Figure(figsize=(3.4 * len(kinds) + 1.6, 3.3))
     axes = np.atleast_1d(fig.subplots(1, len(kinds), sharey=True))
     for ax, kind in zip(axes, kinds, strict=True):
-        for name, by_kind in d["losses"].items():
+        for name, by_kind in d.losses.items():
             if kind in by_kind:
-                ax.plot(d["eps"], by_kind[kind], "-", color=network_color(name), label=name)
+                ax.plot(d.eps, by_kind[kind], "-", color=network_color(name), label=name)
         ax.set_title(BOUNDS.named(kind).label, fontsize=9)
         ax.set_xlabel(r"$\epsilon$ (bound on $\|Mr\|$)")
         ax.set_ylim(-0.02, 1.02)
@@ -282,36 +282,36 @@ def plot_zero_one(d: dict[str, Any]) -> Figure:
     return fig
 
 
-def plot_figure12(d: dict[str, Any]) -> Figure:
+def plot_figure12(d: Any) -> Figure:
     """Figure 12: certified accuracy against eps, one panel per network (its colour),
     one line per certificate, the accuracy that survives flow_apgd on tied flows (grey,
     95% Wilson band) and on full flows (dashed), an upper bound on the truth, and the
     tied-flow bracket shaded: attack >= truth >= certificate on the attacked digits."""
-    names = list(d["accuracy"])
+    names = list(d.accuracy)
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
     fig = Figure(figsize=(2.9 * cols + 1.8, 2.6 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True)).ravel()
-    eps = d["eps"]
+    eps = d.eps
     for ax, name in zip(axes, names, strict=False):
         colour = network_color(name)
-        lo, hi = d["attack_ci"][name].T
+        lo, hi = d.attack_ci[name].T
         ax.fill_between(
             eps,
-            d["certified_attacked"][name]["tied"],
-            d["attack"][name],
+            d.certified_attacked[name]["tied"],
+            d.attack[name],
             color=colour,
             alpha=0.18,
             lw=0,
             label="bracket, tied flows (attacked digits)",
         )
         ax.fill_between(eps, lo, hi, color="k", alpha=0.12, lw=0)
-        ax.plot(eps, d["attack"][name], color="k", lw=1.0, label="survives flow_apgd, tied")
+        ax.plot(eps, d.attack[name], color="k", lw=1.0, label="survives flow_apgd, tied")
         ax.plot(
-            eps, d["attack_full"][name], color="k", lw=1.0, ls="--",
+            eps, d.attack_full[name], color="k", lw=1.0, ls="--",
             label="survives flow_apgd, full",
         )  # fmt: skip
-        for kind, acc in d["accuracy"][name].items():
+        for kind, acc in d.accuracy[name].items():
             b = BOUNDS.named(kind)  # label, line style and marker from the registry
             ax.plot(eps, acc, color=colour, ms=3, label=b.label, ls=b.style, marker=b.marker)
         ax.set_title(f"f_{name}", fontsize=9, color=colour)
@@ -360,33 +360,33 @@ def plot_aabb(d: dict[str, Any]) -> Figure:
     return fig
 
 
-def plot_figure6(d: dict[str, Any]) -> Figure:
+def plot_figure6(d: Any) -> Figure:
     """Figure 6: (a) stAdv success rate and (b) accuracy under stAdv against tau;
     the last point of (b), at "inf", is the clean accuracy. Solid: an image
     counts as fooled when any iterate fools it (shaded: 95% Wilson interval);
     dashed: only when the last iterate does; dotted: the same as solid with the
-    flow loss's symmetric border, for the networks in ``d["symmetric"]``;
-    vertical bars: the range over training seeds (``d["seed_runs"]``), any iterate."""
+    flow loss's symmetric border, for the networks in ``d.symmetric``;
+    vertical bars: the range over training seeds (``d.seed_runs``), any iterate."""
     fig = Figure(figsize=(10.0, 3.9))
     ax_a, ax_b = fig.subplots(1, 2)
-    taus = d["taus"]
+    taus = d.taus
     pos = np.arange(len(taus) + 1)
-    for k, name in enumerate(d["success"]):
+    for k, name in enumerate(d.success):
         c = network_color(name)
         for ax, key, x in ((ax_a, "success", pos[:-1]), (ax_b, "accuracy", pos[:-1])):
-            ax.plot(x, d[key][name], "o-", color=c, ms=3, label=name)
-            lo, hi = d[key + "_ci"][name].T
+            ax.plot(x, d.rates(key)[name], "o-", color=c, ms=3, label=name)
+            lo, hi = d.intervals(key)[name].T
             ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
-            ax.plot(x, d[key + "_final"][name], "--", color=c, lw=1)
-            runs = d.get("seed_runs", {}).get(key, {}).get(name)
+            ax.plot(x, d.rates(key + "_final")[name], "--", color=c, lw=1)
+            runs = d.seed_runs.get(key, {}).get(name)
             if runs is not None and len(runs) > 1:  # min-max over training seeds
-                off = 0.06 * (k - len(d["success"]) / 2)
+                off = 0.06 * (k - len(d.success) / 2)
                 ax.vlines(x + off, runs.min(0), runs.max(0), color=c, lw=1.2, alpha=0.8)
-            if name in d["symmetric"]:
-                sym = d["symmetric"][name][key]
+            if name in d.symmetric:
+                sym = d.symmetric[name][key]
                 ax.plot(x, sym, ":", color=c, lw=1.5, label=f"{name}, symmetric border")
-        ax_b.plot(pos[-2:], [d["accuracy"][name][-1], d["clean"][name]], ":", color=c, lw=0.8)
-        ax_b.plot(pos[-1], d["clean"][name], "o", color=c, ms=3)
+        ax_b.plot(pos[-2:], [d.accuracy[name][-1], d.clean[name]], ":", color=c, lw=0.8)
+        ax_b.plot(pos[-1], d.clean[name], "o", color=c, ms=3)
     labels = [f"{t:g}" for t in taus]
     ax_a.set_xticks(pos[:-1], labels)
     ax_b.set_xticks(pos, [*labels, "inf"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -27,7 +28,13 @@ from .intro import stadv_evaluation, stadv_rates
 from .possibility import decrease_of
 
 __all__ = [
+    "CertifiedAccuracy",
     "at_eps",
+    "cert_comparison_summary",
+    "cert_comparison_table",
+    "cert_search_summary",
+    "figure12_summary",
+    "sides_summary",
     "bracket_sides",
     "cert_comparison",
     "cert_search",
@@ -50,6 +57,44 @@ _NOT_IN_KEY = ("variants", "report_eps")
 #: The threat sets Figure 12 attacks, each with the certificates that cover it
 #: (``Bound.threat``).
 THREATS = ("tied", "full")
+
+
+@dataclass(frozen=True)
+class CertifiedAccuracy:
+    """Figure 12's data (:func:`certified_accuracy`), per network name.
+
+    ``eps`` (E,) the grid; ``kinds`` the certificates; ``images`` digits certified,
+    ``attack_images`` the first of them attacked. ``accuracy[network][certificate]``
+    (E,) certified accuracy; ``attack[network]`` / ``attack_full[network]`` (E,) the
+    accuracy that survives flow_apgd on tied / full flows, ``attack_ci`` /
+    ``attack_full_ci`` (E, 2) their 95% intervals; ``certified_attacked[network][threat]``
+    and ``bracket[network][threat]`` (E,) the tightest certificate of a threat set on the
+    attacked digits and the attack-robust minus certified accuracy there;
+    ``violations[network][certificate]`` certified (digit, eps) cases the attack on the
+    certificate's threat set broke (must be 0) among ``checked``; ``seconds`` per part."""
+
+    eps: np.ndarray
+    kinds: list[str]
+    images: int
+    attack_images: int
+    accuracy: dict[str, dict[str, np.ndarray]]
+    attack: dict[str, np.ndarray]
+    attack_ci: dict[str, np.ndarray]
+    attack_full: dict[str, np.ndarray]
+    attack_full_ci: dict[str, np.ndarray]
+    certified_attacked: dict[str, dict[str, np.ndarray]]
+    bracket: dict[str, dict[str, np.ndarray]]
+    violations: dict[str, dict[str, int]]
+    checked: dict[str, dict[str, int]]
+    seconds: dict[str, dict[str, float]]
+
+    def only(self, names: tuple[str, ...] | list[str]) -> CertifiedAccuracy:
+        """The same data for the networks ``names`` only (in that order)."""
+        per_network = (
+            "accuracy", "attack", "attack_ci", "attack_full", "attack_full_ci",
+            "certified_attacked", "bracket", "violations", "checked", "seconds",
+        )  # fmt: skip
+        return replace(self, **{f: {n: getattr(self, f)[n] for n in names} for f in per_network})
 
 
 def _apgd(model, x, y, eps: float, a: dict[str, Any], threat: str = "tied"):
@@ -85,7 +130,7 @@ def _attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: str) -> np.
     return out
 
 
-def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
+def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
     """Figure 12: certified accuracy against eps, per Section-4 network and certificate
     (the profile's ``local.kinds``: global ones read Figure 5's way, per-digit ones per
     image), and the accuracy that survives ``flow_apgd`` on tied and on full flows on
@@ -162,7 +207,7 @@ def certified_accuracy(profile: str | dict[str, Any]) -> dict[str, Any]:
         out["checked"][name] = {k: int(value[f"certified_{k}"][:, :n].sum()) for k in kinds}
         out["seconds"][name] = meta["seconds"]
     out["attack_images"] = attacked
-    return out
+    return CertifiedAccuracy(**out)
 
 
 def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
@@ -271,44 +316,44 @@ def known_within(eps: np.ndarray, bracket: np.ndarray, width: float = 0.02) -> f
     return largest_eps(eps, -np.asarray(bracket), -width)
 
 
-def local_summary(d: dict[str, Any]) -> dict[str, Any]:
+def local_summary(d: CertifiedAccuracy) -> dict[str, Any]:
     """Per network: the largest eps certifying 50% and 90% under each certificate and
     surviving each attack, the largest bracket on tied flows (attack-robust minus
     certified accuracy on the attacked digits) over the eps where the attack leaves at
     least half of them, with its eps, and per threat set the largest eps up to which
     the bracket is within 2 points (``known``)."""
     rows = {}
-    for name, acc in d["accuracy"].items():
-        attack = {"attack": d["attack"][name], "attack_full": d["attack_full"][name]}
-        gap = d["bracket"][name]["tied"]
+    for name, acc in d.accuracy.items():
+        attack = {"attack": d.attack[name], "attack_full": d.attack_full[name]}
+        gap = d.bracket[name]["tied"]
         where = attack["attack"] >= 0.5
         worst = int(np.argmax(np.where(where, gap, -np.inf))) if where.any() else 0
         curves = acc | attack
         rows[name] = {
-            "eps50": {k: largest_eps(d["eps"], a, 0.5) for k, a in curves.items()},
-            "eps90": {k: largest_eps(d["eps"], a, 0.9) for k, a in curves.items()},
+            "eps50": {k: largest_eps(d.eps, a, 0.5) for k, a in curves.items()},
+            "eps90": {k: largest_eps(d.eps, a, 0.9) for k, a in curves.items()},
             "max_gap": float(gap[worst]) if where.any() else float("nan"),
-            "max_gap_eps": float(d["eps"][worst]),
-            "known": {t: known_within(d["eps"], b) for t, b in d["bracket"][name].items()},
+            "max_gap_eps": float(d.eps[worst]),
+            "known": {t: known_within(d.eps, b) for t, b in d.bracket[name].items()},
         }
     return rows
 
 
-def at_eps(d: dict[str, Any], curve: np.ndarray, eps: float) -> float:
+def at_eps(d: CertifiedAccuracy, curve: np.ndarray, eps: float) -> float:
     """The value of a curve of :func:`certified_accuracy` at a grid eps (an error off it)."""
-    hit = np.nonzero(np.isclose(d["eps"], eps))[0]
+    hit = np.nonzero(np.isclose(d.eps, eps))[0]
     if not len(hit):
-        raise ValueError(f"eps = {eps} is not on the grid {d['eps'].tolist()}")
+        raise ValueError(f"eps = {eps} is not on the grid {d.eps.tolist()}")
     return float(np.asarray(curve)[hit[0]])
 
 
-def local_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def local_table(d: CertifiedAccuracy) -> tuple[list[str], list[list[str]]]:
     """Figure 12's table: per network the largest eps certifying 50% / 90% of the test
     digits under each certificate, the same for the attack on each threat set, and the
     largest tied-flow bracket."""
     summary = local_summary(d)
-    kinds = [*d["kinds"], "attack", "attack_full"]
-    labels = [*d["kinds"], "attack (tied)", "attack (full)"]
+    kinds = [*d.kinds, "attack", "attack_full"]
+    labels = [*d.kinds, "attack (tied)", "attack (full)"]
     header = ["network", *[f"{k}: 50% / 90%" for k in labels], "largest bracket (at eps)"]
     rows = []
     for name, s in summary.items():
@@ -318,15 +363,15 @@ def local_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def bracket_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def bracket_table(d: CertifiedAccuracy) -> tuple[list[str], list[list[str]]]:
     """The bracket per network and threat set at every eps > 0 of the grid: attack-robust
     minus certified accuracy on the attacked digits, and the largest eps up to which it
     stays within 2 points."""
     summary = local_summary(d)
-    shown = [i for i, e in enumerate(d["eps"]) if e > 0]
-    header = ["network", "flows", *[f"{d['eps'][i]:g}" for i in shown], "within 0.02 up to"]
+    shown = [i for i, e in enumerate(d.eps) if e > 0]
+    header = ["network", "flows", *[f"{d.eps[i]:g}" for i in shown], "within 0.02 up to"]
     rows = []
-    for name, brackets in d["bracket"].items():
+    for name, brackets in d.bracket.items():
         for threat, b in brackets.items():
             cells = [f"{b[i]:.3f}" for i in shown]
             rows.append([f"`{name}`", threat, *cells, f"{summary[name]['known'][threat]:g}"])
@@ -356,7 +401,7 @@ def cert_search() -> tuple[list[str], list[list[str]], dict[str, Any]]:
 
 def cert_comparison(
     profile: str | dict[str, Any],
-    d: dict[str, Any],
+    d: CertifiedAccuracy,
     names: tuple[str, ...] = ("nt", "sdp", "cert"),
 ):
     """f_cert against f_nt and f_sdp: clean accuracy, training seconds, certified accuracy
@@ -365,7 +410,7 @@ def cert_comparison(
     classified digits, 95% intervals)."""
     prof = _profile(profile)
     q, p = prof["intro"], prof["possibility"]
-    out: dict[str, Any] = {"eps": d["eps"], "tau": p["claim_tau"], "rows": {}}
+    out: dict[str, Any] = {"eps": d.eps, "tau": p["claim_tau"], "rows": {}}
     for name in names:
         trained = get_model(name, prof, section=4)
         rates = stadv_rates(
@@ -376,8 +421,167 @@ def cert_comparison(
         out["rows"][name] = {
             "accuracy": trained.test_accuracy,
             "train_seconds": trained.train_seconds,
-            "certified": d["accuracy"][name]["local_tied"] if name in d["accuracy"] else None,
+            "certified": d.accuracy[name]["local_tied"] if name in d.accuracy else None,
             "stadv": rates["success"],
             "stadv_final": rates["success_final"],
         }
     return out
+
+
+# --- what the Certifying chapter glues: one dict per section, names as in its prose ---
+
+
+def figure12_summary(profile: str | dict[str, Any], d: CertifiedAccuracy) -> dict[str, Any]:
+    """Figure 12's numbers the chapter cites (``d`` from :func:`certified_accuracy`):
+    sizes and settings, f_nt's certified and attack-robust accuracy at eps 0.1, 0.2,
+    0.4 and 0.7 on both threat sets and under the SDP at 0.05 and 0.1, the eps where
+    the attacks leave half, the largest bracket, the soundness count and, per network,
+    up to which eps the truth is known within 2 points (``known``)."""
+    p = _profile(profile)["local"]
+    summary = local_summary(d)
+    nt = d.accuracy["nt"]
+    out: dict[str, Any] = {
+        "profile": profile if isinstance(profile, str) else _profile(profile)["name"],
+        "n_images": d.images,
+        "n_attack": d.attack_images,
+        "eps_max": float(d.eps[-1]),
+        "nt_attack_last": float(d.attack["nt"][-1]),
+        "modes": p["modes"],
+    }
+    for key in ("steps", "restarts", "targets"):
+        out[f"attack_{key}"] = p["attack"][key]
+    for e in (0.1, 0.2, 0.4, 0.7):
+        key = f"{e:g}".replace(".", "")
+        out[f"nt_tied_{key}"] = at_eps(d, nt["local_tied"], e)
+        out[f"nt_full_{key}"] = at_eps(d, nt["local_full"], e)
+        out[f"nt_attack_{key}"] = at_eps(d, d.attack["nt"], e)
+        out[f"nt_attack_full_{key}"] = at_eps(d, d.attack_full["nt"], e)
+    out |= {
+        "nt_sdp_005": at_eps(d, nt["sdp"], 0.05),
+        "nt_sdp_01": at_eps(d, nt["sdp"], 0.1),
+        "nt_half_attack": summary["nt"]["eps50"]["attack"],
+        "nt_half_attack_full": summary["nt"]["eps50"]["attack_full"],
+        "nt_gap": summary["nt"]["max_gap"],
+        "nt_gap_eps": summary["nt"]["max_gap_eps"],
+        "violations": sum(sum(v.values()) for v in d.violations.values()),
+        "checked": sum(sum(v.values()) for v in d.checked.values()),
+        "known": "; ".join(
+            f"f_{name}: up to eps = {s['known']['tied']:g} for tied flows and "
+            f"{s['known']['full']:g} for full flows"
+            for name, s in summary.items()
+        ),
+    }
+    return out
+
+
+def sides_summary(
+    profile: str | dict[str, Any], d: CertifiedAccuracy, sides: dict[str, Any]
+) -> dict[str, Any]:
+    """The "which side was loose" paragraph (``sides`` from :func:`bracket_sides`): the
+    brackets before and now and what each side closed, per eps, which side was loose,
+    and the example digit read in pixels (Readings table, point 19)."""
+    s = _profile(profile)["local"]["sides"]
+
+    def at(values) -> str:
+        return ", ".join(f"{v:.3f} at {e:g}" for e, v in zip(sides["eps"], values, strict=True))
+
+    closed = (sides["certificate_side"].sum(), sides["attack_side"].sum())
+    e_ = sides["example"]
+    broken = (
+        f"The attack first breaks it at eps = {e_['broken_eps']:g}, with a flow whose largest "
+        f"displacement is {e_['broken_move']:.2f} px."
+        if not np.isnan(e_["broken_eps"])  # broken somewhere on the grid
+        else f"The attack breaks it nowhere on the grid (up to eps = {d.eps[-1]:g})."
+    )
+    return {
+        "sides_n": sides["images"],
+        "sides_net": f"f_{sides['variant']}",
+        "sides_steps": s["steps"],
+        "sides_restarts": s["restarts"],
+        "sides_before": at(sides["bracket_before"]),
+        "sides_now": at(sides["bracket_now"]),
+        "sides_cert": at(sides["certificate_side"]),
+        "sides_attack": at(sides["attack_side"]),
+        "loose_side": "the certificate" if closed[0] > closed[1] else "the attack",
+        "ex_digit": e_["digit"],
+        "ex_label": e_["label"],
+        "ex_eps": e_["largest_certified"],
+        "ex_shift": e_["uniform_shift"],
+        "ex_pixel": e_["one_pixel"],
+        "ex_broken": broken,
+        "shift_cost": e_["shift_cost"],
+        "lam_max": e_["lam_max"],
+    }
+
+
+def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -> dict[str, Any]:
+    """What the chapter cites of f_cert's settings search (``search`` from
+    :func:`cert_search`): the machine, the chord and kinked settings' validation numbers,
+    and whether the profile's f_cert is the adopted setting."""
+    out: dict[str, Any] = {"search_machine": search["machine"]}
+    for key in ("chord", "kinked"):
+        r = search["settings"][key]
+        out[f"{key}_1"] = r["certified"]["1"]
+        out[f"{key}_15"] = r["certified"]["1.5"]
+        out[f"{key}_acc"] = r["valid_accuracy"]
+    adopted = search["settings"][search["adopted"]]["setting"]
+    settings = _profile(profile)["variants"]["cert"]
+    same = all(settings.get(k) == v for k, v in adopted.items() if not k.startswith("train."))
+    out["adopted_text"] = (
+        f"the adopted setting ({search['adopted']})"
+        if same
+        else f"not the adopted setting ({search['adopted']}): this profile changes it"
+    )
+    return out
+
+
+#: The eps at which the chapter compares f_cert with f_nt and f_sdp (those on the grid).
+_CERT_EPS = (0.2, 0.4, 0.7, 1.0, 1.5)
+
+
+def cert_comparison_summary(
+    profile: str | dict[str, Any], d: CertifiedAccuracy, cmp: dict[str, Any]
+) -> dict[str, Any]:
+    """f_cert's recipe and results as the chapter cites them (``cmp`` from
+    :func:`cert_comparison`): its training settings, clean accuracy, training time,
+    certified accuracy at the eps of :data:`_CERT_EPS` on the grid, and the largest eps
+    certifying half."""
+    prof = _profile(profile)
+    settings = prof["variants"]["cert"]
+    cert = cmp["rows"]["cert"]
+    out: dict[str, Any] = {
+        "cert_ramp": settings["ramp_epochs"],
+        "cert_n_seeds": len(prof["possibility"]["seeds"]),
+        "cert_eps": settings["eps"],
+        "cert_kappa": settings["kappa"],
+        "cert_batch": settings["cert_batch"],
+        "cert_modes": settings["modes"],
+        "cert_relaxation": "the kink in the ellipsoid (the certificate itself)"
+        if settings["kink"]
+        else "one chord per pixel (the first level of the certificate's cascade)",
+        "cmp_tau": cmp["tau"],
+        "cert_acc": cert["accuracy"],
+        "cert_train_s": cert["train_seconds"],
+    }
+    for e in (e for e in _CERT_EPS if e in cmp["eps"].tolist()):
+        out[f"cert_at_{e:g}".replace(".", "")] = at_eps(d, cert["certified"], e)
+    out["cert_half"] = largest_eps(d.eps, cert["certified"], 0.5)
+    return out
+
+
+def cert_comparison_table(
+    d: CertifiedAccuracy, cmp: dict[str, Any]
+) -> tuple[list[str], list[list[str]]]:
+    """f_cert beside f_nt and f_sdp: clean accuracy, training seconds, certified accuracy
+    at the eps of :data:`_CERT_EPS` on the grid, stAdv's success (any / last iterate)."""
+    shown = [e for e in _CERT_EPS if e in cmp["eps"].tolist()]
+    rows = [
+        [f"`{name}`", f"{r['accuracy']:.4f}", f"{r['train_seconds']:.0f}",
+         *[f"{at_eps(d, r['certified'], e):.3f}" for e in shown],
+         r["stadv"].text(), r["stadv_final"].text()]
+        for name, r in cmp["rows"].items()
+    ]  # fmt: skip
+    header = ["network", "clean accuracy", "training (s)",
+              *[f"certified, eps = {e:g}" for e in shown],
+              f"stAdv success, tau = {cmp['tau']:g} (any iterate)", "(last iterate)"]  # fmt: skip
+    return header, rows

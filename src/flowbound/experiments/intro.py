@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..attacks import pgd, stadv
+from ..attacks import flow_loss, pgd, stadv
 from ..data import load_mnist
 from ..models import TrainedModel, get_model
 from ..stats import Interval, rate_interval
@@ -16,8 +16,11 @@ from ._common import profile_dict as _profile
 
 __all__ = [
     "STADV_SUCCESS_NAMES",
+    "evaluation_summary",
     "evaluation_table",
     "figure1",
+    "figure1_summary",
+    "training_settings_summary",
     "stadv_evaluation",
     "stadv_rates",
 ]
@@ -191,3 +194,65 @@ def evaluation_table(profile: str | dict[str, Any], *, section: int = 4) -> list
             }
         )
     return rows
+
+
+# --- what the Introduction glues: one dict per section, names as in its prose ---
+
+#: The training settings the Introduction cites, as (variant, key) of ``variants``.
+_CITED_SETTINGS = (
+    ("fro", "lambda"), ("spe", "lambda"), ("stn", "stn_hidden"), ("at", "lambda_r"),
+    ("at", "tau"), ("at", "pool_every"), ("at", "pool_size"), ("at_pgd", "eps"),
+    ("at_pgd", "steps"), ("at_pgd", "alpha"),
+)  # fmt: skip
+
+
+def training_settings_summary(profile: str | dict[str, Any]) -> dict[str, Any]:
+    """The profile's name and the variants' training settings the prose cites
+    (``<variant>_<key>``)."""
+    prof = _profile(profile)
+    out: dict[str, Any] = {"profile": profile if isinstance(profile, str) else prof["name"]}
+    for name, key in _CITED_SETTINGS:
+        out[f"{name}_{key}"] = prof["variants"][name][key]
+    return out
+
+
+def figure1_summary(f1: dict[str, Any]) -> dict[str, Any]:
+    """Figure 1's digit and attacks (``f1`` from :func:`figure1`) as the prose cites them
+    (``f1_<key>``), and the ratio of stAdv's L_flow to l_diff for its flow."""
+    out = {
+        f"f1_{key}": f1[key]
+        for key in ("index", "label", "pred_benign", "pred_pgd", "pred_stadv", "linf_pgd",
+                    "linf_stadv", "l_diff", "pgd_eps", "stadv_tau")
+    }  # fmt: skip
+    flow = torch.from_numpy(f1["flow"]).double().unsqueeze(0)
+    ratio = flow_loss(flow, form="stadv", delta=0.0) / flow_loss(flow, form="paper", delta=0.0)
+    out["lflow_over_ldiff"] = float(ratio)
+    return out
+
+
+def evaluation_summary(
+    profile: str | dict[str, Any], rows: list[dict[str, Any]], f1: dict[str, Any]
+) -> dict[str, Any]:
+    """The evaluation table's numbers per variant in percent (``rows`` from
+    :func:`evaluation_table`), its sizes, the zero-flow threshold, the cost of a
+    uniform half-pixel shift under both border rules, and the success definition the
+    claims use."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        v = r["variant"]
+        out[f"acc_{v}"] = 100 * r["clean_accuracy"]
+        out[f"succ_{v}"] = 100 * r["stadv_success"].value
+        out[f"succ_final_{v}"] = 100 * r["stadv_success_final"].value
+        out[f"margin_{v}"] = r["median_margin"]
+        out[f"zero_flow_{v}"] = 100 * r["zero_flow"].value
+    out |= {
+        "eval_images": rows[0]["images"],
+        "eval_tau": f1["stadv_tau"],
+        "zero_flow_ldiff": ZERO_FLOW_L_DIFF,
+    }
+    shift = torch.full((1, 2, 28, 28), 0.5, dtype=torch.float64)
+    for border in ("zero", "symmetric"):
+        out[f"shift_cost_{border}"] = float(flow_loss(shift, border=border))
+    claim = _profile(profile)["possibility"]["claim_success"]
+    out["claim_definition"] = STADV_SUCCESS_NAMES[claim]
+    return out

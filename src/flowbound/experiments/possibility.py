@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,9 @@ from ._common import profile_dict as _profile
 from .intro import stadv_evaluation, stadv_rates
 
 __all__ = [
+    "RATES",
+    "StAdvVsTau",
+    "ZeroOneLosses",
     "aabb_illustration",
     "attack_vs_certificate",
     "budget_attack",
@@ -40,6 +44,59 @@ __all__ = [
     "zero_one_summary",
     "zero_one_table",
 ]
+
+
+@dataclass(frozen=True)
+class ZeroOneLosses:
+    """Figures 5 and 11's data (:func:`zero_one_losses`): the grid ``eps`` (E,),
+    ``losses[network][bound]`` (E,) the certified 0/1 adversarial loss, and
+    ``mean_delta[network][bound]`` the mean pairwise decrease bound at eps = 1 (None for
+    a per-image certificate, which has none)."""
+
+    eps: np.ndarray
+    losses: dict[str, dict[str, np.ndarray]]
+    mean_delta: dict[str, dict[str, float | None]]
+
+
+#: Figure 6's rates per network and tau: stAdv success among correctly classified images
+#: and accuracy under stAdv, counting any iterate or only the last.
+RATES = ("success", "success_final", "accuracy", "accuracy_final")
+
+
+@dataclass(frozen=True)
+class StAdvVsTau:
+    """Figure 6's data (:func:`stadv_vs_tau`): the ``taus`` (T,); per rate of
+    :data:`RATES` a dict network -> (T,) rates (``success``, ...) and -> (T, 2) 95%
+    intervals (``success_ci``, ...); ``clean`` accuracy per network; ``symmetric``
+    network -> rate -> (T,) with the flow loss's symmetric border; ``seed_runs`` rate ->
+    network -> (seeds, T) over the training ``seeds``. :meth:`rates` and
+    :meth:`intervals` read a rate by name (a profile's ``claim_success``)."""
+
+    taus: np.ndarray
+    success: dict[str, np.ndarray] = field(default_factory=dict)
+    success_final: dict[str, np.ndarray] = field(default_factory=dict)
+    accuracy: dict[str, np.ndarray] = field(default_factory=dict)
+    accuracy_final: dict[str, np.ndarray] = field(default_factory=dict)
+    success_ci: dict[str, np.ndarray] = field(default_factory=dict)
+    success_final_ci: dict[str, np.ndarray] = field(default_factory=dict)
+    accuracy_ci: dict[str, np.ndarray] = field(default_factory=dict)
+    accuracy_final_ci: dict[str, np.ndarray] = field(default_factory=dict)
+    clean: dict[str, float] = field(default_factory=dict)
+    symmetric: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    seed_runs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def rates(self, name: str) -> dict[str, np.ndarray]:
+        """The rate ``name`` (one of :data:`RATES`) per network, (T,) each."""
+        if name not in RATES:
+            raise ValueError(f"unknown rate {name!r}; choose one of {', '.join(RATES)}")
+        return getattr(self, name)
+
+    def intervals(self, name: str) -> dict[str, np.ndarray]:
+        """The 95% intervals (T, 2) of the rate ``name`` per network."""
+        self.rates(name)  # an unknown name fails here
+        return getattr(self, f"{name}_ci")
+
 
 #: Each experiment's code version (in its cache key): bump one when its results change.
 VERSIONS = {
@@ -73,14 +130,12 @@ def section4_names(p: dict[str, Any], beyond: bool) -> list[str]:
 
 def zero_one_losses(
     profile: str | dict[str, Any], *, linear: bool = False, beyond: bool = False
-) -> dict[str, Any]:
+) -> ZeroOneLosses:
     """Certified 0/1 adversarial loss against eps per variant and bound (Figures 5, 11).
 
     One-hidden-layer variants (Section 4 width; with ``beyond`` also the networks
     beyond the paper, :func:`section4_names`) under ``kinds``; with ``linear``
-    the linear variants under ``linear_kinds`` (the linear bound, appendix 6.5). Returns
-    {variant: {kind: loss array over eps}} plus ``eps`` and the mean pairwise
-    decrease bound at eps = 1 per (variant, kind).
+    the linear variants under ``linear_kinds`` (the linear bound, appendix 6.5).
     """
     prof = _profile(profile)
     p = prof["possibility"]
@@ -116,22 +171,22 @@ def zero_one_losses(
         value, meta = cached_experiment("zero_one", VERSIONS, config, compute, as_numpy=False)
         out["losses"][name] = {k: v.numpy() for k, v in value.items()}
         out["mean_delta"][name] = meta
-    return out
+    return ZeroOneLosses(**out)
 
 
-def zero_one_table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def zero_one_table(res: ZeroOneLosses) -> tuple[list[str], list[list[str]]]:
     """Figure 5's table: per network the loss at eps = 0, the first eps at which each
     bound's loss reaches 1, and each global bound's mean pairwise Delta at eps = 1."""
-    eps = res["eps"]
-    kinds = list(next(iter(res["losses"].values())))
+    eps = res.eps
+    kinds = list(next(iter(res.losses.values())))
     global_kinds = [k for k in kinds if not bound(k).local]
     rows = []
-    for name, by_kind in res["losses"].items():
+    for name, by_kind in res.losses.items():
         cells = [f"`{name}`", f"{by_kind[kinds[0]][0]:.3f}"]
         for kind in kinds:
             full = np.nonzero(by_kind[kind] >= 1.0)[0]
             cells.append(f"{eps[full[0]]:.3f}" if len(full) else f"> {eps[-1]:g}")
-        cells += [f"{res['mean_delta'][name][k]:.3g}" for k in global_kinds]
+        cells += [f"{res.mean_delta[name][k]:.3g}" for k in global_kinds]
         rows.append(cells)
     header = [
         "network",
@@ -142,18 +197,18 @@ def zero_one_table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def zero_one_summary(res: dict[str, Any]) -> dict[str, Any]:
+def zero_one_summary(res: ZeroOneLosses) -> dict[str, Any]:
     """What Figure 5's prose cites: the last eps, whether every curve reaches a loss of 1,
     how many global bounds the table compares (``n_global``, a word: the columns the
     prose names) and on how many networks the SDP has the smallest mean Delta of them;
     ``panels`` names the bounds of Figure 5's panels in order."""
-    losses = res["losses"]
+    losses = res.losses
     all_one = all(by_kind[k][-1] >= 1.0 for by_kind in losses.values() for k in by_kind)
-    delta = res["mean_delta"]
+    delta = res.mean_delta
     global_kinds = [k for k in next(iter(losses.values())) if not bound(k).local]
     others = [k for k in global_kinds if k != "sdp"]
     return {
-        "eps_last": float(res["eps"][-1]),
+        "eps_last": float(res.eps[-1]),
         "all_one": "every network reaches a loss of 1 under every bound"
         if all_one
         else "not every network reaches a loss of 1 under every bound",
@@ -239,7 +294,7 @@ def aabb_illustration(profile: str | dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stadv_vs_tau(profile: str | dict[str, Any], *, beyond: bool = False) -> dict[str, Any]:
+def stadv_vs_tau(profile: str | dict[str, Any], *, beyond: bool = False) -> StAdvVsTau:
     """Figure 6: stAdv success rate (among correctly classified images) and accuracy
     under stAdv against tau, per variant, on the first ``eval_images`` test images
     (tau = infinity: no attack, the clean accuracy), under both success
@@ -254,7 +309,7 @@ def stadv_vs_tau(profile: str | dict[str, Any], *, beyond: bool = False) -> dict
     prof = _profile(profile)
     p, q = prof["possibility"], prof["intro"]
     out: dict[str, Any] = {"taus": np.asarray(p["taus"]), "clean": {}, "symmetric": {}}
-    keys = ("success", "success_final", "accuracy", "accuracy_final")
+    keys = RATES
     for key in keys:
         out[key], out[key + "_ci"] = {}, {}
 
@@ -296,14 +351,14 @@ def stadv_vs_tau(profile: str | dict[str, Any], *, beyond: bool = False) -> dict
                 out["seed_runs"][key].setdefault(name, []).append(by[key][:, 0])
     for key in keys:
         out["seed_runs"][key] = {n: np.array(v) for n, v in out["seed_runs"][key].items()}
-    return out
+    return StAdvVsTau(**out)
 
 
-def ranks_over_seeds(f6: dict[str, Any], key: str = "success") -> dict[str, np.ndarray]:
+def ranks_over_seeds(f6: StAdvVsTau, key: str = "success") -> dict[str, np.ndarray]:
     """Per variant, its rank (1 = lowest ``key``; tied rates share the better
     rank) at every tau of Figure 6 by the seed-mean rate, and the smallest and
     largest rank over the single seeds: an array (3, taus)."""
-    runs = f6["seed_runs"][key]  # {variant: (seeds, taus)}
+    runs = f6.seed_runs[key]  # {variant: (seeds, taus)}
     names = list(runs)
     stack = np.stack([runs[n] for n in names])  # (variants, seeds, taus)
 
@@ -446,7 +501,7 @@ _ALTERNATIVES = ("spectral", "frobenius")
 
 
 def sdp_tightness_claim(
-    res: dict[str, Any], comparison: dict[str, Any], eps_small: float = 0.01
+    res: ZeroOneLosses, comparison: dict[str, Any], eps_small: float = 0.01
 ) -> dict[str, Any]:
     """Section 4.2's "the SDP bound is slightly tighter under f_sdp".
 
@@ -460,9 +515,9 @@ def sdp_tightness_claim(
     """
     md = comparison["mean_delta"]
     seeds = comparison["seeds"]
-    eps = np.asarray(res["eps"])
+    eps = np.asarray(res.eps)
     k = int(np.argmin(np.abs(eps - eps_small)))
-    cert = {n: 1 - min(float(by[kind][k]) for kind in by) for n, by in res["losses"].items()}
+    cert = {n: 1 - min(float(by[kind][k]) for kind in by) for n, by in res.losses.items()}
     others = {n: c for n, c in cert.items() if n != "sdp"}
     names = list(md[seeds[0]])
     ratio = {n: np.array([md[s][n]["sdp"] / md[s][n]["spectral"] for s in seeds]) for n in names}
@@ -505,7 +560,7 @@ def _difference_over_seeds(per_seed: list[dict[str, Interval]], target: str) -> 
 
 
 def sdp_robustness_claim(
-    f6: dict[str, Any], comparison: dict[str, Any], *, tau: float, definition: str
+    f6: StAdvVsTau, comparison: dict[str, Any], *, tau: float, definition: str
 ) -> dict[str, Any]:
     """Section 4.2's "about 0.1 lower attack success and 0.08 higher adversarial
     accuracy for f_sdp" at ``tau``, under the stAdv success ``definition``
@@ -525,7 +580,9 @@ def sdp_robustness_claim(
     succ = {n: float(np.mean([r[n][definition].value for r in per_seed])) for n in per_seed[0]}
     acc = {n: float(np.mean([r[n][acc_key].value for r in per_seed])) for n in per_seed[0]}
     others = [n for n in succ if n != "sdp"]
-    small = {key: {n: float(v[0]) for n, v in f6[key].items()} for key in (definition, acc_key)}
+    small = {
+        key: {n: float(v[0]) for n, v in f6.rates(key).items()} for key in (definition, acc_key)
+    }
     out = {
         "tau": float(tau),
         "definition": definition,
@@ -543,7 +600,7 @@ def sdp_robustness_claim(
         "rank_success": 1 + sum(succ[n] < succ["sdp"] for n in others),
         "rank_accuracy": 1 + sum(acc[n] > acc["sdp"] for n in others),
         "count": len(succ),
-        "tau_small": float(f6["taus"][0]),
+        "tau_small": float(f6.taus[0]),
         "success_small": small[definition]["sdp"],
         "success_small_diff": float(
             small[definition]["sdp"] - np.mean([small[definition][n] for n in others])
@@ -566,7 +623,7 @@ def sdp_robustness_claim(
 
 
 def section4_beyond_summary(
-    f6: dict[str, Any],
+    f6: StAdvVsTau,
     budget: dict[str, Any],
     *,
     tau: float,
@@ -580,12 +637,12 @@ def section4_beyond_summary(
     seeds) and at the smallest tau (any iterate, seed mean); from :func:`budget_attack`
     (``beyond=True``, one seed) the budgeted attack's success per eps with its interval.
     """
-    taus = [float(t) for t in f6["taus"]]
+    taus = [float(t) for t in f6.taus]
     k = taus.index(float(tau))
     out: dict[str, dict[str, Any]] = {}
     for name in [*names, against]:
-        runs = np.asarray(f6["seed_runs"][definition][name])[:, k]
-        small = np.asarray(f6["seed_runs"]["success"][name])[:, 0]
+        runs = np.asarray(f6.seed_runs[definition][name])[:, k]
+        small = np.asarray(f6.seed_runs["success"][name])[:, 0]
         out[name] = {
             "success": float(runs.mean()),
             "success_range": (float(runs.min()), float(runs.max())),

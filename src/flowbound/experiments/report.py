@@ -3,7 +3,10 @@
 Every number comes from the cached experiments the chapters draw their
 figures from; the verdict rules are written next to each claim below.
 
-Used in: Reproduction report, Conclusion.
+:func:`findings` is what the book found, in the numbers the Conclusion and the
+landing page cite.
+
+Used in: Reproduction report, Conclusion, the landing page.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from .impossibility import (
     LowerBoundSummary,
     convergence_curves,
     convergence_summary,
+    growth_beyond,
+    growth_shape,
     lower_bound_summary,
+    lower_bounds,
     pairs_of,
 )
 from .intro import STADV_SUCCESS_NAMES
@@ -35,7 +41,7 @@ from .possibility import (
     zero_one_losses,
 )
 
-__all__ = ["UNDETERMINED", "claims", "verdict_by_threshold"]
+__all__ = ["UNDETERMINED", "claims", "findings", "verdict_by_threshold"]
 
 #: How a verdict on a difference with an interval is decided (stats.verdict_with_interval).
 _INTERVAL_RULE = (
@@ -177,10 +183,10 @@ def _section3(profile: dict[str, Any]) -> list[dict[str, str]]:
 def _section4(profile: dict[str, Any]) -> list[dict[str, str]]:
     p = profile["possibility"]
     res = zero_one_losses(profile)
-    eps = np.asarray(res["eps"])
+    eps = np.asarray(res.eps)
     k = int(np.argmin(np.abs(eps - 0.1)))
     images = p["test_images"] or 10_000
-    loss = {n: min(float(by[kind][k]) for kind in by) for n, by in res["losses"].items()}
+    loss = {n: min(float(by[kind][k]) for kind in by) for n, by in res.losses.items()}
     lowest = min(loss, key=loss.get)
     low_ci = wilson_interval(round(loss[lowest] * images), images)
     reached = sum(v >= 0.99 for v in loss.values())
@@ -280,16 +286,16 @@ def _section4(profile: dict[str, Any]) -> list[dict[str, str]]:
 def _beyond_local(profile: dict[str, Any]) -> list[dict[str, str]]:
     """Certified accuracy per digit (tied flows) against the paper's SDP at the paper's eps."""
     d = certified_accuracy(profile)
-    n = d["images"]
+    n = d.images
     parts = []
-    for name in [v for v in ("nt", "sdp") if v in d["accuracy"]]:
-        acc = d["accuracy"][name]
+    for name in [v for v in ("nt", "sdp") if v in d.accuracy]:
+        acc = d.accuracy[name]
         for e in profile["local"]["report_eps"]:
             local = wilson_interval(round(at_eps(d, acc["local_tied"], e) * n), n)
             glob = at_eps(d, acc["sdp"], e) if "sdp" in acc else float("nan")
             parts.append(f"f_{name} at eps = {e:g}: {local.text()} (the SDP: {glob:.3f})")
-    broken = sum(sum(v.values()) for v in d["violations"].values())
-    checked = sum(sum(v.values()) for v in d["checked"].values())
+    broken = sum(sum(v.values()) for v in d.violations.values())
+    checked = sum(sum(v.values()) for v in d.checked.values())
     summary = local_summary(d)
     pinned = "; ".join(
         f"f_{name} up to eps = {summary[name]['known']['tied']:g} (tied) and "
@@ -304,7 +310,7 @@ def _beyond_local(profile: dict[str, Any]) -> list[dict[str, str]]:
             f"certified accuracy, tied flows, {n} test digits, 95% interval: "
             + "; ".join(parts)
             + f"; the truth (between flow_apgd and the certificates, first "
-            f"{d['attack_images']} digits) within 2 points: {pinned}"
+            f"{d.attack_images} digits) within 2 points: {pinned}"
             + f"; certified cases broken by flow_apgd on their own threat set: "
             f"{broken} of {checked}",
             "beyond the paper",
@@ -353,3 +359,53 @@ def claims(profile: str | dict[str, Any]) -> dict[str, Any]:
     prof = _profile(profile)
     rows = _section3(prof) + _section4(prof) + _beyond_local(prof) + _beyond_cert(prof)
     return {"rows": rows, "sdp_accuracy": get_model("sdp", prof, section=4).test_accuracy}
+
+
+def findings(profile: str | dict[str, Any]) -> dict[str, Any]:
+    """What the book found, as the values the Conclusion and the landing page glue:
+    f_nt's largest lower bound on the grid (``lb_last`` at ``eps_last``) and its growth
+    shape, the ceiling and the curve far beyond the grid; Algorithm 1's gain over
+    Theorem 1 with the printed and the exact Jacobian; what f_sdp certifies at a small
+    eps and whether the SDP is the tightest of the paper's bounds (``tight_text``);
+    the per-digit certificate on f_nt at eps 0.1 and 0.2 against the global SDP (and
+    the largest grid eps where the SDP certifies anything), f_cert at eps 1, and how
+    far f_nt's tied-flow bracket stays within 2 points. All from cached experiments."""
+    nt = {jac: lower_bounds(profile, "nt", jac) for jac in ("paper", "true")}
+    out: dict[str, Any] = {
+        "lb_last": float(nt["true"]["exact"].max(1)[-1]),
+        "eps_last": float(nt["true"]["eps"][-1]),
+        "nt_shape": growth_shape(nt["true"]["eps"], nt["true"]["exact"].max(1))["shape"],
+    }
+    far = growth_beyond(profile, "nt")
+    out |= {
+        "far_eps": float(far["eps"][-1]),
+        "far_value": float(far["best"][-1]),
+        "far_shape": far["shape"],
+        "nt_ceiling": far["ceiling"],
+    }
+    for jac, d in nt.items():
+        theorem = d["thm_exact"].max(1)[-1]
+        out[f"alg_gain_{jac}"] = (
+            float(d["exact"].max(1)[-1] / theorem) if theorem > 0 else float("nan")
+        )
+    tight = sdp_tightness_claim(zero_one_losses(profile), objective_comparison(profile))
+    out |= {"sdp_cert": tight["certified"]["sdp"], "eps_small": tight["eps_small"]}
+    out["tight_text"] = (
+        f"the SDP is the tightest of the {tight['n_compared']} bounds under f_sdp"
+        if tight["tighter"]
+        else "a spectral bound that keeps the ellipsoid is tighter, even for the network "
+        "trained against the SDP"
+    )
+    local = certified_accuracy(profile)
+    acc = local.accuracy
+    sdp_nt = np.asarray(acc["nt"]["sdp"])
+    some = np.nonzero(sdp_nt > 0)[0]
+    out |= {
+        "local_nt_01": at_eps(local, acc["nt"]["local_tied"], 0.1),
+        "local_nt_02": at_eps(local, acc["nt"]["local_tied"], 0.2),
+        "local_nt_sdp_01": at_eps(local, acc["nt"]["sdp"], 0.1),
+        "nt_sdp_last": float(local.eps[some[-1]]) if len(some) else 0.0,
+        "local_cert_1": at_eps(local, acc["cert"]["local_tied"], 1.0),
+        "local_nt_known": local_summary(local)["nt"]["known"]["tied"],
+    }
+    return out
