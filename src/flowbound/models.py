@@ -249,19 +249,20 @@ def fit(
     model.train()
     hook = getattr(loss, "on_epoch_start", None)
     per_epoch = (len(x) + batch_size - 1) // batch_size
+    x_dev, y_dev = x.to(dev), y.to(dev)  # resident: no copy from the host per step
     for epoch in range(epochs):
         if hook is not None:
             model.eval()
             hook(model, epoch, x, y)
             model.train()
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(len(x), generator=gen).to(dev)
         # the loss is summed and checked on the device, read once per epoch: no host
         # sync per step (a GPU's steps queue up)
         total = torch.zeros((), device=dev)
         first_bad = torch.full((), -1, device=dev, dtype=torch.long)
         for step, k in enumerate(range(0, len(x), batch_size)):
             idx = order[k : k + batch_size]
-            value = loss(model, x[idx].to(dev), y[idx].to(dev))
+            value = loss(model, x_dev[idx], y_dev[idx])
             v = value.detach()
             fresh = ~torch.isfinite(v) & (first_bad < 0)
             first_bad = torch.where(fresh, torch.full_like(first_bad, step), first_bad)
