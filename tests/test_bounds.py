@@ -20,6 +20,7 @@ from flowbound.bounds import (
     sdp_matrix,
     spectral_bound,
 )
+from flowbound.certify import BOUNDS, decrease_bounds, sound_bounds
 from flowbound.geometry import aabb_lambda, mtm_eigh
 from flowbound.impossibility import gradient_search
 from flowbound.models import OneHidden
@@ -134,6 +135,30 @@ def test_naive_bounds_printed_and_sound():
     assert spectral_bound(w, v, 0.3, domain="symmetric", side=4) == pytest.approx(
         2 * 0.3 * s2 * np.linalg.norm(v) * m_inv
     )
+
+
+#: Every registered sound bound with a pairwise Delta for one-hidden-layer networks: a
+#: bound added with ``register_bound`` is checked here with no edit.
+GLOBAL_SOUND = [k for k in sound_bounds("one_hidden") if not BOUNDS[k].local]
+
+
+@pytest.mark.parametrize("kind", GLOBAL_SOUND)
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.1, 3.0))
+def test_no_attack_beats_a_registered_sound_bound(kind, seed, eps):
+    """Gradient search over [0, 1] images and ||M r|| <= eps never lowers f_0 - f_1 (or
+    f_1 - f_0) by more than the registered bound's eps * Delta (= 2 sup l_adv)."""
+    torch.manual_seed(seed)
+    net = OneHidden(d=9, hidden=6, classes=2).double()
+    delta = decrease_bounds(net, kind, side=3, tol=1e-6)[0, 1]
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(4, 3, 3, generator=g, dtype=torch.float64)
+    r0 = torch.randn(4, 3, 3, generator=g, dtype=torch.float64) * 0.1
+    for pair in ((0, 1), (1, 0)):
+        found = gradient_search(
+            net, [pair] * 4, eps, x0, r0, steps=60, lr=0.1, side=3, x_range=(0.0, 1.0)
+        )
+        assert 2 * float(found.exact.max()) <= eps * delta + 1e-9
 
 
 @settings(max_examples=15, deadline=None)
