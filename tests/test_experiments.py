@@ -55,6 +55,7 @@ def test_a_registered_toy_bound_reaches_figures_5_and_12_and_the_soundness_check
     """CONTRIBUTING, 'a bound', followed to the letter: a sound global bound (twice the
     sound spectral Delta), one registration and its name in the profile's kinds reach
     Figure 5's and Figure 12's data and figures and every soundness check, no other edit."""
+    import test_bounds as tb
     import test_certify as tc
 
     from flowbound import plots
@@ -81,6 +82,7 @@ def test_a_registered_toy_bound_reaches_figures_5_and_12_and_the_soundness_check
                                     plots.plot_figure12(fig12).legends[0].get_texts()}  # fmt: skip
     assert "toy (2 x spectral)" in [ax.get_title() for ax in plots.plot_zero_one(fig5).axes]
     tc.check_certified_inputs_cannot_be_flipped(_tiny_problem(), "toy")
+    tb.check_no_gradient_search_beats("toy", seed=3, eps=1.0)
     tc.check_refuses_bad_input(_tiny_problem(), "toy")
 
 
