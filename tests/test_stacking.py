@@ -29,6 +29,8 @@ def _net(variant: str, seed: int) -> torch.nn.Module:
 
 
 def _settings(variant: str) -> dict:
+    if variant == "at_pgd":
+        return {"eps": 0.1, "alpha": 0.02, "steps": 3}
     return {"lambda": 0.01} if variant in ("fro", "spe", "lin_fro") else {}
 
 
@@ -54,10 +56,10 @@ def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max(float((p - q).detach().abs().max()) for p, q in pairs)
 
 
-def test_every_deterministic_objective_stacks():
-    assert {"nt", "fro", "spe", "lin_nt", "lin_fro"} <= set(STACKED)
-    # the objectives that draw random numbers or keep per-network state in a solver do not
-    assert not {"at", "at_pgd", "sdp", "cert", "stn"} & set(STACKED)
+def test_which_objectives_stack():
+    assert {"nt", "fro", "spe", "lin_nt", "lin_fro", "at_pgd"} <= set(STACKED)
+    # a stAdv pool, SDP duals, the per-digit certificate or an STN do not (yet)
+    assert not {"at", "sdp", "cert", "stn"} & set(STACKED)
 
 
 @pytest.mark.parametrize("variant", STACKED)

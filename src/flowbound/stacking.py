@@ -11,9 +11,11 @@ the rounding of batched products (tested). On a 2-core CPU the batched products 
 slower than separate ones (measured in ``benchmarks/RESULTS.md``), so stacking is the
 default on CUDA only (:func:`stacks_training`).
 
-Only variants with a deterministic objective stack (``Variant.make_stacked_loss``):
-f_nt, f_fro, f_spe and the linear ones. f_at's stAdv pool, f_at_pgd's random starts,
-f_sdp's duals and f_cert's certificate train one by one.
+Variants stack where their objective has a stacked form (``Variant.make_stacked_loss``):
+f_nt, f_fro, f_spe, the linear ones, and f_at_pgd (each member's PGD starts drawn from
+its own generator, seeded as ``fit`` seeds the global one; a loss with
+``on_stack_start(seeds)`` gets the members' seeds). f_at's stAdv pool, f_sdp's duals
+and f_cert's certificate train one by one.
 
 Used in: :func:`flowbound.models.get_model` (on a cache miss).
 """
@@ -118,6 +120,9 @@ def fit_stacked(
     if len(seeds) != net.members:
         raise ValueError(f"seeds must give one seed per member ({net.members}), got {len(seeds)}")
     dev = net.V.device
+    start = getattr(loss, "on_stack_start", None)
+    if start is not None:  # a loss that draws random numbers seeds one generator per member
+        start(seeds)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     per_epoch = (len(x) + batch_size - 1) // batch_size

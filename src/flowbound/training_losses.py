@@ -12,7 +12,8 @@ Each factory takes the variant's profile settings and returns
 - ``at_pgd``: Madry et al.'s PGD adversarial training (the f_at of Sections 3-4)
 - ``lin_fro``: hinge + lambda ||V||_F for a linear network
 
-The deterministic objectives also come stacked (``*_stacked``): the same loss for M
+The objectives of f_nt, f_fro, f_spe, f_at_pgd and the linear networks also come stacked
+(``*_stacked``): the same loss for M
 networks at once (:class:`flowbound.stacking.Stacked`, scores (M, B, K)), returning
 each member's loss (M,), for training the seeds of a variant together on a GPU.
 
@@ -38,6 +39,7 @@ from .progress import bar as progress_bar
 __all__ = [
     "StAdvPoolLoss",
     "at_pgd",
+    "at_pgd_stacked",
     "fro",
     "hinge",
     "fro_stacked",
@@ -233,3 +235,53 @@ def lin_fro_stacked(settings: dict[str, Any]):
     """:func:`lin_fro` for a stacked model."""
     lam = settings["lambda"]
     return lambda net, x, y: hinge_stacked(net(x), y) + lam * _norms(net.V)
+
+
+def pgd_stacked(
+    net, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int, seeds
+) -> torch.Tensor:
+    """:func:`flowbound.attacks.pgd` on [0, 1] images for every member at once: x (M, B,
+    H, W), member m's random start drawn from ``seeds[m]`` exactly as ``pgd`` draws it,
+    each member's gradient its own (the loss is a sum over members)."""
+    x = x.detach()
+    noise = [
+        (torch.rand(x.shape[1:], generator=torch.Generator().manual_seed(s), dtype=x.dtype) * 2 - 1)
+        * eps
+        for s in seeds
+    ]
+    adv = (x + torch.stack(noise).to(x.device)).clamp(0.0, 1.0)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        with torch.enable_grad():
+            scores = net(adv)
+            loss = F.cross_entropy(scores.flatten(0, 1), y.flatten(), reduction="sum")
+            (grad,) = torch.autograd.grad(loss, adv)
+        adv = adv.detach() + alpha * grad.sign()
+        adv = torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp(0.0, 1.0)
+    return adv.detach()
+
+
+class _AtPgdStacked:
+    """:func:`at_pgd` for a stacked model: each member draws its PGD seeds from its own
+    generator, seeded as ``fit`` seeds the global one for a network trained alone."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.s = settings
+        self.gens: list[torch.Generator] | None = None
+
+    def on_stack_start(self, seeds) -> None:
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.gens is None:
+            raise RuntimeError("at_pgd_stacked needs fit_stacked's seeds (on_stack_start)")
+        seeds = [int(torch.randint(1 << 30, (1,), generator=g)) for g in self.gens]
+        adv = pgd_stacked(
+            net, x, y, eps=self.s["eps"], alpha=self.s["alpha"], steps=self.s["steps"], seeds=seeds
+        )
+        return _cross_entropy_stacked(net(adv), y)
+
+
+def at_pgd_stacked(settings: dict[str, Any]):
+    """:func:`at_pgd` for a stacked model."""
+    return _AtPgdStacked(settings)

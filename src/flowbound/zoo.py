@@ -38,7 +38,8 @@ class Variant:
     ``on_epoch_start(model, epoch, x, y)`` method (the stAdv pool of f_at).
     Bump ``version`` when the variant's code changes. ``make_stacked_loss`` (same
     forms) gives the objective for M networks of this variant at once
-    (:mod:`flowbound.stacking`), only for deterministic objectives; None: the
+    (:mod:`flowbound.stacking`; an objective that draws random numbers draws them per
+    member, see ``training_losses.at_pgd_stacked``); None: the
     variant trains one network at a time.
     """
 
@@ -80,7 +81,7 @@ register(Variant("rd", "randomly initialised, not trained (f_rd, Section 3.2)"))
 
 
 def _losses(name: str) -> dict[str, str]:
-    """A deterministic objective of :mod:`flowbound.training_losses`, alone and stacked."""
+    """An objective of :mod:`flowbound.training_losses` with a stacked form, alone and stacked."""
     return {"make_loss": f"{_LOSSES}:{name}", "make_stacked_loss": f"{_LOSSES}:{name}_stacked"}
 
 
@@ -107,7 +108,7 @@ register(
     Variant(
         "at_pgd",
         "PGD adversarial training (Madry et al.; the f_at of Sections 3-4)",
-        make_loss=f"{_LOSSES}:at_pgd",
+        **_losses("at_pgd"),
     )
 )
 register(
