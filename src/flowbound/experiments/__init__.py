@@ -59,6 +59,7 @@ from .intro import (
 )
 from .possibility import (
     RATES,
+    ObjectiveComparison,
     StAdvVsTau,
     ZeroOneLosses,
     aabb_illustration,
@@ -86,6 +87,7 @@ from .possibility_glue import (
 from .report import claims, findings
 
 __all__ = [
+    "ObjectiveComparison",
     "RATES",
     "StAdvVsTau",
     "ZeroOneLosses",

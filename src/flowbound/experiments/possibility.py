@@ -24,6 +24,7 @@ from ._common import profile_dict as _profile
 from .intro import stadv_evaluation, stadv_rates
 
 __all__ = [
+    "ObjectiveComparison",
     "RATES",
     "StAdvVsTau",
     "ZeroOneLosses",
@@ -56,6 +57,28 @@ class ZeroOneLosses:
     eps: np.ndarray
     losses: dict[str, dict[str, np.ndarray]]
     mean_delta: dict[str, dict[str, float | None]]
+
+
+@dataclass(frozen=True)
+class ObjectiveComparison:
+    """The claims that compare training objectives, per training seed
+    (:func:`objective_comparison`): ``stadv[seed][network]`` the stAdv rates at the
+    claim tau, ``budget[seed]`` the budgeted attack's result, ``mean_delta[seed]
+    [network][bound]`` the mean pairwise decrease bound at eps = 1; :meth:`delta` reads
+    the last by keyword, so a network and a bound of the same name (f_sdp and the SDP
+    bound) cannot be swapped."""
+
+    seeds: list[int]
+    stadv: dict[int, dict[str, dict[str, Interval]]]
+    budget: dict[int, dict[str, Any]]
+    mean_delta: dict[int, dict[str, dict[str, float | None]]]
+
+    def delta(self, seed: int, *, network: str, bound: str) -> float:
+        """Mean pairwise decrease bound at eps = 1 of ``network`` under ``bound``."""
+        return self.mean_delta[seed][network][bound]
+
+    def networks(self) -> list[str]:
+        return list(self.mean_delta[self.seeds[0]])
 
 
 #: Figure 6's rates per network and tau: stAdv success among correctly classified images
@@ -373,7 +396,7 @@ def ranks_over_seeds(f6: StAdvVsTau, key: str = "success") -> dict[str, np.ndarr
     }
 
 
-def objective_comparison(profile: str | dict[str, Any]) -> dict[str, Any]:
+def objective_comparison(profile: str | dict[str, Any]) -> ObjectiveComparison:
     """The numbers behind the claims that compare training objectives, per seed.
 
     For each training seed in ``possibility.seeds`` (the profile with
@@ -381,9 +404,7 @@ def objective_comparison(profile: str | dict[str, Any]) -> dict[str, Any]:
     (:func:`~flowbound.experiments.intro.stadv_rates`, both success
     definitions), the budgeted attack's per-image outcomes
     (:func:`budget_attack`), and the mean pairwise decrease bound at eps = 1
-    per bound kind (:func:`mean_decrease_bounds`). Returns
-    {"seeds", "stadv": {seed: {variant: rates}}, "budget": {seed: result},
-    "mean_delta": {seed: {variant: {kind: mean}}}}.
+    per bound kind (:func:`mean_decrease_bounds`).
     """
     prof = _profile(profile)
     p, q = prof["possibility"], prof["intro"]
@@ -403,7 +424,7 @@ def objective_comparison(profile: str | dict[str, Any]) -> dict[str, Any]:
         }
         out["budget"][seed] = budget_attack(sp)
         out["mean_delta"][seed] = mean_decrease_bounds(sp)
-    return out
+    return ObjectiveComparison(**out)
 
 
 def mean_decrease_bounds(profile: str | dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -501,7 +522,7 @@ _ALTERNATIVES = ("spectral", "frobenius")
 
 
 def sdp_tightness_claim(
-    res: ZeroOneLosses, comparison: dict[str, Any], eps_small: float = 0.01
+    res: ZeroOneLosses, comparison: ObjectiveComparison, eps_small: float = 0.01
 ) -> dict[str, Any]:
     """Section 4.2's "the SDP bound is slightly tighter under f_sdp".
 
@@ -513,26 +534,32 @@ def sdp_tightness_claim(
     0): the certified fractions (best bound per network) at the grid eps
     nearest ``eps_small``.
     """
-    md = comparison["mean_delta"]
-    seeds = comparison["seeds"]
+    seeds = comparison.seeds
+
+    def delta(s: int, network: str, bound: str) -> float:
+        return comparison.delta(s, network=network, bound=bound)
+
     eps = np.asarray(res.eps)
     k = int(np.argmin(np.abs(eps - eps_small)))
     cert = {n: 1 - min(float(by[kind][k]) for kind in by) for n, by in res.losses.items()}
     others = {n: c for n, c in cert.items() if n != "sdp"}
-    names = list(md[seeds[0]])
-    ratio = {n: np.array([md[s][n]["sdp"] / md[s][n]["spectral"] for s in seeds]) for n in names}
-    own = {
-        kind: float(np.mean([md[s]["sdp"][kind] for s in seeds])) for kind in md[seeds[0]]["sdp"]
+    ratio = {
+        n: np.array([delta(s, n, "sdp") / delta(s, n, "spectral") for s in seeds])
+        for n in comparison.networks()
     }
+    bounds = comparison.mean_delta[seeds[0]]["sdp"]  # the bounds computed for f_sdp
+    own = {b: float(np.mean([delta(s, "sdp", b) for s in seeds])) for b in bounds}
     return {
         "seeds": seeds,
         "own": own,
         "tighter": all(
-            md[s]["sdp"]["sdp"] < min(md[s]["sdp"][k] for k in _ALTERNATIVES) for s in seeds
+            delta(s, "sdp", "sdp") < min(delta(s, "sdp", b) for b in _ALTERNATIVES) for s in seeds
         ),
         "n_compared": count_word(1 + len(_ALTERNATIVES)),
-        "shrink_vs_nt": float(np.mean([md[s]["nt"]["sdp"] / md[s]["sdp"]["sdp"] for s in seeds])),
-        "nt_sdp": float(np.mean([md[s]["nt"]["sdp"] for s in seeds])),
+        "shrink_vs_nt": float(
+            np.mean([delta(s, "nt", "sdp") / delta(s, "sdp", "sdp") for s in seeds])
+        ),
+        "nt_sdp": float(np.mean([delta(s, "nt", "sdp") for s in seeds])),
         "eps_small": float(eps[k]),
         "certified": cert,
         "best_other": max(others, key=others.get),
@@ -560,7 +587,7 @@ def _difference_over_seeds(per_seed: list[dict[str, Interval]], target: str) -> 
 
 
 def sdp_robustness_claim(
-    f6: StAdvVsTau, comparison: dict[str, Any], *, tau: float, definition: str
+    f6: StAdvVsTau, comparison: ObjectiveComparison, *, tau: float, definition: str
 ) -> dict[str, Any]:
     """Section 4.2's "about 0.1 lower attack success and 0.08 higher adversarial
     accuracy for f_sdp" at ``tau``, under the stAdv success ``definition``
@@ -575,8 +602,8 @@ def sdp_robustness_claim(
     if definition not in ("success", "success_final"):
         raise ValueError(f"definition must be 'success' or 'success_final', got {definition!r}")
     acc_key = definition.replace("success", "accuracy")
-    seeds = comparison["seeds"]
-    per_seed = [comparison["stadv"][s] for s in seeds]
+    seeds = comparison.seeds
+    per_seed = [comparison.stadv[s] for s in seeds]
     succ = {n: float(np.mean([r[n][definition].value for r in per_seed])) for n in per_seed[0]}
     acc = {n: float(np.mean([r[n][acc_key].value for r in per_seed])) for n in per_seed[0]}
     others = [n for n in succ if n != "sdp"]
@@ -610,7 +637,7 @@ def sdp_robustness_claim(
             small[acc_key]["sdp"] - np.mean([small[acc_key][n] for n in others])
         ),
     }
-    budgets = [comparison["budget"][s] for s in seeds]
+    budgets = [comparison.budget[s] for s in seeds]
     out["budget_eps"] = [float(e) for e in budgets[0]["eps"]]
     out["budget_diff"] = [
         _difference_over_seeds(

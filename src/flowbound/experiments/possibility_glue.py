@@ -18,7 +18,7 @@ from ..geometry import aabb_lambda, m_inv_norm
 from ..models import get_model
 from ._common import profile_dict as _profile
 from .intro import STADV_SUCCESS_NAMES
-from .possibility import StAdvVsTau, ranks_over_seeds
+from .possibility import ObjectiveComparison, StAdvVsTau, ranks_over_seeds
 
 __all__ = [
     "beyond_cert_summary",
@@ -48,7 +48,7 @@ def possibility_setup_summary(profile: str | dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def tightness_summary(claim: dict[str, Any], comparison: dict[str, Any]) -> dict[str, Any]:
+def tightness_summary(claim: dict[str, Any], comparison: ObjectiveComparison) -> dict[str, Any]:
     """Section 4.2's second claim (``claim`` from :func:`.possibility.sdp_tightness_claim`
     over ``comparison``'s seeds) and the box's geometry that explains it: ||lambda||_2 and
     ||M^{-1}||_2 at 28 x 28."""
@@ -57,7 +57,7 @@ def tightness_summary(claim: dict[str, Any], comparison: dict[str, Any]) -> dict
     return {
         "lam_norm": float(np.linalg.norm(aabb_lambda(28))),
         "minv_norm": m_inv_norm(28),
-        "n_seeds": len(comparison["seeds"]),
+        "n_seeds": len(comparison.seeds),
         "sdp_ratio_span": f"{lo:.2f} to {hi:.2f}",
         "sdp_own_sdp": claim["own"]["sdp"],
         "sdp_own_spec": claim["own"]["spectral"],

@@ -191,7 +191,7 @@ def _section4(profile: dict[str, Any]) -> list[dict[str, str]]:
     low_ci = wilson_interval(round(loss[lowest] * images), images)
     reached = sum(v >= 0.99 for v in loss.values())
     comparison = objective_comparison(profile)
-    seeds = comparison["seeds"]
+    seeds = comparison.seeds
     tight = sdp_tightness_claim(res, comparison)
     own, ratio, span = tight["own"], tight["sdp_over_spectral"], tight["sdp_over_spectral_range"]
     if tight["tighter"]:
