@@ -12,10 +12,11 @@ slower than separate ones (measured in ``benchmarks/RESULTS.md``), so stacking i
 default on CUDA only (:func:`stacks_training`).
 
 Variants stack where their objective has a stacked form (``Variant.make_stacked_loss``):
-f_nt, f_fro, f_spe, the linear ones, and f_at_pgd (each member's PGD starts drawn from
+f_nt, f_fro, f_spe, the linear ones, f_at_pgd (each member's PGD starts drawn from
 its own generator, seeded as ``fit`` seeds the global one; a loss with
-``on_stack_start(seeds)`` gets the members' seeds). f_at's stAdv pool, f_sdp's duals
-and f_cert's certificate train one by one.
+``on_stack_start(seeds)`` gets the members' seeds) and f_at (one stAdv pool per member,
+refreshed by ``on_epoch_start`` as ``fit`` refreshes it). f_sdp's duals, f_cert's
+certificate and the STN train one by one.
 
 Used in: :func:`flowbound.models.get_model` (on a cache miss).
 """
@@ -85,14 +86,33 @@ class Stacked(nn.Module):
         return torch.bmm(z, self.V.transpose(1, 2))
 
     @torch.no_grad()
+    def member(self, m: int) -> nn.Module:
+        """A copy of member ``m`` as an ordinary network (``OneHidden`` or ``Linear``), in
+        the stack's dtype and on its device, with gradients off (f_at's stAdv pool)."""
+        from .models import Linear, OneHidden
+
+        k, h = self.V.shape[1:]
+        net = Linear(h, k) if self.W is None else OneHidden(self.W.shape[2], h, k)
+        net = net.to(self.V.device, self.V.dtype)
+        self.write_back_one(m, net)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net.eval()
+
+    @torch.no_grad()
+    def write_back_one(self, m: int, net: nn.Module) -> None:
+        """Copy member ``m``'s weights into ``net``."""
+        if self.W is not None:
+            net.W.weight.copy_(self.W[m])
+        net.V.weight.copy_(self.V[m])
+
+    @torch.no_grad()
     def write_back(self, members: Sequence[nn.Module]) -> None:
         """Copy member m's weights into ``members[m]``."""
         if len(members) != self.members:
             raise ValueError(f"expected {self.members} members, got {len(members)}")
         for m, net in enumerate(members):
-            if self.W is not None:
-                net.W.weight.copy_(self.W[m])
-            net.V.weight.copy_(self.V[m])
+            self.write_back_one(m, net)
 
 
 def fit_stacked(
@@ -109,7 +129,9 @@ def fit_stacked(
     progress: bool = True,
 ) -> Stacked:
     """:func:`flowbound.models.fit` for every member at once: member m draws its batches
-    from ``torch.Generator().manual_seed(seeds[m])`` as ``fit`` does, ``loss`` returns
+    from ``torch.Generator().manual_seed(seeds[m])`` as ``fit`` does (a loss's
+    ``on_stack_start(seeds)`` and ``on_epoch_start(net, epoch, x, y)`` are called as
+    ``fit`` calls its hooks), ``loss`` returns
     the sum of the members' losses (each their batch mean), one Adam over the stacked
     parameters. The loss is checked once per epoch on the device (no host sync per step);
     a NaN or inf raises :class:`~flowbound.models.TrainingError` naming the member, epoch
@@ -128,7 +150,10 @@ def fit_stacked(
     per_epoch = (len(x) + batch_size - 1) // batch_size
     bar = progress_bar(total=epochs * per_epoch, desc=desc, disable=not progress, unit="batch")
     x_dev, y_dev = x.to(dev), y.to(dev)  # resident: one copy per step would sync
+    hook = getattr(loss, "on_epoch_start", None)  # as in fit (f_at's stAdv pools)
     for epoch in range(epochs):
+        if hook is not None:
+            hook(net, epoch, x, y)
         order = torch.stack([torch.randperm(len(x), generator=g) for g in gens]).to(dev)
         total = torch.zeros(net.members, device=dev, dtype=net.V.dtype)
         first_bad = torch.full((net.members,), -1, device=dev, dtype=torch.long)

@@ -12,7 +12,7 @@ Each factory takes the variant's profile settings and returns
 - ``at_pgd``: Madry et al.'s PGD adversarial training (the f_at of Sections 3-4)
 - ``lin_fro``: hinge + lambda ||V||_F for a linear network
 
-The objectives of f_nt, f_fro, f_spe, f_at_pgd and the linear networks also come stacked
+The objectives of f_nt, f_fro, f_spe, f_at, f_at_pgd and the linear networks also come stacked
 (``*_stacked``): the same loss for M
 networks at once (:class:`flowbound.stacking.Stacked`, scores (M, B, K)), returning
 each member's loss (M,), for training the seeds of a variant together on a GPU.
@@ -40,6 +40,7 @@ __all__ = [
     "StAdvPoolLoss",
     "at_pgd",
     "at_pgd_stacked",
+    "at_stacked",
     "fro",
     "hinge",
     "fro_stacked",
@@ -285,3 +286,38 @@ class _AtPgdStacked:
 def at_pgd_stacked(settings: dict[str, Any]):
     """:func:`at_pgd` for a stacked model."""
     return _AtPgdStacked(settings)
+
+
+class _StAdvPoolStacked:
+    """:class:`StAdvPoolLoss` for a stacked model: one pool (and one generator, seeded as
+    for a network trained alone) per member, refreshed from that member's weights."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.s = settings
+        self.pools: list[StAdvPoolLoss] | None = None
+
+    def on_stack_start(self, seeds) -> None:
+        self.pools = [StAdvPoolLoss(self.s) for _ in seeds]
+
+    def on_epoch_start(self, net, epoch: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.pools is None:
+            raise RuntimeError("at_stacked needs fit_stacked's seeds (on_stack_start)")
+        for m, pool in enumerate(self.pools):
+            pool.on_epoch_start(net.member(m), epoch, x, y)
+
+    def __call__(self, net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        advs, labels = [], []
+        for pool in self.pools:
+            k = torch.randint(len(pool.pool_x), (x.shape[1],), generator=pool.gen)
+            advs.append(pool.pool_x[k])
+            labels.append(pool.pool_y[k])
+        adv = torch.stack(advs).to(x.device)
+        adv_y = torch.stack(labels).to(x.device)
+        return _cross_entropy_stacked(net(x), y) + self.s["lambda_r"] * _cross_entropy_stacked(
+            net(adv), adv_y
+        )
+
+
+def at_stacked(settings: dict[str, Any]):
+    """:class:`StAdvPoolLoss` (f_at) for a stacked model."""
+    return _StAdvPoolStacked(settings)

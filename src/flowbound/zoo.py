@@ -101,6 +101,7 @@ register(
         "at",
         "cross-entropy + stAdv adversarial training from a pool (f_at, appendix 6.8)",
         make_loss=f"{_LOSSES}:StAdvPoolLoss",
+        make_stacked_loss=f"{_LOSSES}:at_stacked",
         version=2,  # 2: stAdv optimises in float64
     )
 )
