@@ -133,7 +133,7 @@ def test_certified_cascade_on_device(problem, device, threat):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("variant", ["nt", "spe", "at_pgd", "at"])
+@pytest.mark.parametrize("variant", ["nt", "spe", "at_pgd", "at", "sdp"])
 def test_stacked_training_on_device(device, variant):
     """Three seeds trained as one stacked model on ``device`` equal the CPU's (float64)."""
     from flowbound.stacking import Stacked, fit_stacked
@@ -145,7 +145,8 @@ def test_stacked_training_on_device(device, variant):
 
     def trained(dev):
         settings = {"lambda": 0.01, "eps": 0.1, "alpha": 0.02, "steps": 3, "lambda_r": 0.3,
-                    "tau": 0.05, "pool_every": 1, "pool_size": 30, "pool_steps": 3}  # fmt: skip
+                    "tau": 0.05, "pool_every": 1, "pool_size": 30, "pool_steps": 3,
+                    "lanczos_steps": 4, "refresh_tol": 1e-3}  # fmt: skip
         loss = VARIANTS.named(variant).stacked_loss_factory()(settings)  # stateful: one per run
         members = []
         for seed in (0, 1, 2):

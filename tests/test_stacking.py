@@ -29,6 +29,8 @@ def _net(variant: str, seed: int) -> torch.nn.Module:
 
 
 def _settings(variant: str) -> dict:
+    if variant == "sdp":
+        return {"lambda": 0.05, "eps": 0.1, "lanczos_steps": 4, "refresh_tol": 1e-3, "seed": 0}
     if variant == "at":
         return {"lambda_r": 0.3, "tau": 0.05, "pool_every": 1, "pool_size": 40,
                 "pool_steps": 4, "pool_batch": 1000, "seed": 0}  # fmt: skip
@@ -37,19 +39,28 @@ def _settings(variant: str) -> dict:
     return {"lambda": 0.01} if variant in ("fro", "spe", "lin_fro") else {}
 
 
+def _plan(variant: str) -> dict:
+    # f_sdp's epoch-start refresh runs the mixing method to a tolerance: at epoch 2 the
+    # weights already differ by rounding (1e-13) between the two paths, and where the
+    # solver stops amplifies that to about 1e-6. Its one-epoch run (a refresh from equal
+    # weights) is compared here; its later refreshes by the companion test, exactly.
+    return {**PLAN, "epochs": 1} if variant == "sdp" else PLAN
+
+
 def _alone(variant: str, seed: int, x, y) -> torch.nn.Module:
     v = VARIANTS.named(variant)
     net = _net(variant, seed)
-    fit(net, v.loss_factory()(_settings(variant)), x, y, seed=seed, progress=False, **PLAN)
+    loss = v.loss_factory()(_settings(variant))
+    fit(net, loss, x, y, seed=seed, progress=False, **_plan(variant))
     return net
 
 
-def _stacked(variant: str, seeds: list[int], x, y) -> list[torch.nn.Module]:
+def _stacked(variant: str, seeds: list[int], x, y, plan: dict | None = None) -> list:
     v = VARIANTS.named(variant)
     members = [_net(variant, s) for s in seeds]
     net = Stacked(members)
     loss = v.stacked_loss_factory()(_settings(variant))
-    fit_stacked(net, loss, x, y, seeds=seeds, progress=False, **PLAN)
+    fit_stacked(net, loss, x, y, seeds=seeds, progress=False, **(plan or _plan(variant)))
     net.write_back(members)
     return members
 
@@ -60,9 +71,9 @@ def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
 
 
 def test_which_objectives_stack():
-    assert {"nt", "fro", "spe", "lin_nt", "lin_fro", "at_pgd", "at"} <= set(STACKED)
-    # SDP duals, the per-digit certificate or an STN do not (yet)
-    assert not {"sdp", "cert", "stn"} & set(STACKED)
+    assert {"nt", "fro", "spe", "lin_nt", "lin_fro", "at_pgd", "at", "sdp"} <= set(STACKED)
+    # the per-digit certificate (data-dependent shapes) and an STN do not
+    assert not {"cert", "stn"} & set(STACKED)
 
 
 @pytest.mark.parametrize("variant", STACKED)
@@ -76,11 +87,12 @@ def test_a_member_equals_the_network_trained_alone(variant, mnist_dir):
         assert _max_diff(member, alone) < 1e-9 * max(moved, 1.0)  # rounding only
 
 
-def test_a_member_does_not_depend_on_its_companions(mnist_dir):
+@pytest.mark.parametrize("variant", ["spe", "at", "sdp"])
+def test_a_member_does_not_depend_on_its_companions(variant, mnist_dir):
     x, y = _data()
-    first = _stacked("spe", [3, 5], x, y)[0]
-    again = _stacked("spe", [3], x, y)[0]
-    swapped = _stacked("spe", [7, 3, 5], x, y)[1]
+    first = _stacked(variant, [3, 5], x, y, PLAN)[0]
+    again = _stacked(variant, [3], x, y, PLAN)[0]
+    swapped = _stacked(variant, [7, 3, 5], x, y, PLAN)[1]
     assert _max_diff(first, again) < 1e-12
     assert _max_diff(first, swapped) < 1e-12
 

@@ -18,9 +18,9 @@ from .bounds import sdp_bound, sdp_matrix
 from .eigs import top_eigenpairs
 from .geometry import aabb_lambda
 from .nets import binary_weights, unordered_pairs, weights
-from .training_losses import hinge
+from .training_losses import hinge, hinge_stacked
 
-__all__ = ["SDPDualLoss", "dual_sdp_bounds"]
+__all__ = ["SDPDualLoss", "dual_sdp_bounds", "sdp_stacked"]
 
 
 def dual_sdp_bounds(
@@ -123,3 +123,106 @@ class SDPDualLoss:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         reg = self.s["eps"] * self.bounds(model).mean()
         return hinge(model(x), y) + self.s["lambda"] * reg
+
+
+class _SDPDualStacked:
+    """:class:`SDPDualLoss` for a stacked model (:mod:`flowbound.stacking`): the duals of
+    every member's class pairs in one parameter (M * pairs, h + d), member-major, their
+    top eigenvectors by one batched Lanczos run (rows are independent), each member's
+    epoch-start refresh from its own weights. Member m's duals, warm starts and bounds
+    are those of f_sdp trained alone (the warm start is seeded by the settings' seed, the
+    same for every member, as for a network trained alone)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.s = settings
+        self.c: torch.Tensor | None = None
+        self.u: torch.Tensor | None = None
+        self.lam: torch.Tensor | None = None
+        self.pairs: list[tuple[int, int]] = []
+
+    def _vdiff(self, net) -> torch.Tensor:  # (M, pairs, h): V_i - V_j per member
+        i = torch.tensor([p[0] for p in self.pairs], device=net.V.device)
+        j = torch.tensor([p[1] for p in self.pairs], device=net.V.device)
+        return net.V[:, i] - net.V[:, j]
+
+    def _setup(self, net) -> None:
+        if self.c is not None:
+            return
+        m, h, d = net.W.shape
+        self.pairs = unordered_pairs(net.V.shape[1])
+        n, dtype, dev = h + d, net.W.dtype, net.W.device
+        side = int(round(d**0.5))
+        self.lam = torch.tensor(np.array(aabb_lambda(side)), dtype=dtype).to(dev)
+        self.c = torch.zeros(m * len(self.pairs), n, dtype=dtype, device=dev, requires_grad=True)
+        gen = torch.Generator().manual_seed(self.s.get("seed", 0))
+        u = torch.randn(len(self.pairs), n, generator=gen, dtype=dtype)
+        self.u = u.repeat(m, 1).to(dev)
+
+    def extra_parameters(self, net) -> list[torch.Tensor]:
+        self._setup(net)
+        return [self.c]
+
+    def _split(self, t: torch.Tensor, h: int, m: int):
+        t3 = t.view(m, len(self.pairs), -1)
+        return t3[..., :h], t3[..., h:]
+
+    def _operator(self, net):
+        w, vdiff, lam, c = net.W.detach(), self._vdiff(net).detach(), self.lam, self.c.detach()
+        m, h, _ = w.shape
+
+        def matvec(u: torch.Tensor) -> torch.Tensor:
+            s, t = self._split(u, h, m)
+            top = vdiff * torch.bmm(lam * t, w.transpose(1, 2))
+            bottom = lam * torch.bmm(vdiff * s, w)
+            return torch.cat([top, bottom], 2).view(len(u), -1) - c * u
+
+        return matvec
+
+    def bounds(self, net, steps: int | None = None) -> torch.Tensor:
+        """(M, pairs) dual bounds, differentiable in W, V and c (:func:`dual_sdp_bounds`)."""
+        self._setup(net)
+        _, self.u = top_eigenpairs(
+            self._operator(net), self.u, steps=steps or self.s["lanczos_steps"]
+        )
+        m, h, _ = net.W.shape
+        s, t = self._split(self.u, h, m)
+        c3 = self.c.view(m, len(self.pairs), -1)
+        u3 = self.u.view(m, len(self.pairs), -1)
+        vdiff = self._vdiff(net)
+        quad = 2 * ((vdiff * s) * torch.bmm(self.lam * t, net.W.transpose(1, 2))).sum(2)
+        quad = quad - (c3 * u3 * u3).sum(2)
+        return c3.sum(2) + u3.shape[2] * torch.relu(quad)
+
+    def on_stack_start(self, seeds) -> None:
+        pass  # the duals' warm start is seeded by the settings, not by the training seed
+
+    def on_epoch_start(self, net, epoch: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Each member's duals reset to the mixing method's where those give a smaller
+        bound, as :meth:`SDPDualLoss.on_epoch_start` does for a network alone."""
+        self._setup(net)
+        m = net.W.shape[0]
+        with torch.no_grad():
+            fresh = []
+            for k in range(m):
+                w = net.W[k].detach().cpu()
+                a = sdp_matrix(w, self._vdiff(net)[k].detach().cpu(), self.lam.cpu().numpy())
+                res = sdp_bound(
+                    a, tol=self.s["refresh_tol"], seed=epoch, check_every=50, momentum=0.0
+                )
+                fresh.append(torch.as_tensor(res.c, dtype=self.c.dtype))
+            c_new = torch.cat(fresh).to(self.c.device)
+            current = self.bounds(net, steps=60).detach().reshape(-1)
+            old = self.c.detach().clone()
+            self.c.copy_(c_new)
+            renewed = self.bounds(net, steps=60).detach().reshape(-1)
+            keep = renewed > current
+            self.c[keep] = old[keep]
+
+    def __call__(self, net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        reg = self.s["eps"] * self.bounds(net).mean(1)
+        return hinge_stacked(net(x), y) + self.s["lambda"] * reg
+
+
+def sdp_stacked(settings: dict[str, Any]):
+    """:class:`SDPDualLoss` (f_sdp) for a stacked model."""
+    return _SDPDualStacked(settings)

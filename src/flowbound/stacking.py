@@ -14,9 +14,10 @@ default on CUDA only (:func:`stacks_training`).
 Variants stack where their objective has a stacked form (``Variant.make_stacked_loss``):
 f_nt, f_fro, f_spe, the linear ones, f_at_pgd (each member's PGD starts drawn from
 its own generator, seeded as ``fit`` seeds the global one; a loss with
-``on_stack_start(seeds)`` gets the members' seeds) and f_at (one stAdv pool per member,
-refreshed by ``on_epoch_start`` as ``fit`` refreshes it). f_sdp's duals, f_cert's
-certificate and the STN train one by one.
+``on_stack_start(seeds)`` gets the members' seeds), f_at (one stAdv pool per member,
+refreshed by ``on_epoch_start`` as ``fit`` refreshes it) and f_sdp (every member's duals
+in one parameter, their eigenvectors by one batched Lanczos run). f_cert's certificate
+and the STN train one by one.
 
 Used in: :func:`flowbound.models.get_model` (on a cache miss).
 """
@@ -130,8 +131,8 @@ def fit_stacked(
 ) -> Stacked:
     """:func:`flowbound.models.fit` for every member at once: member m draws its batches
     from ``torch.Generator().manual_seed(seeds[m])`` as ``fit`` does (a loss's
-    ``on_stack_start(seeds)`` and ``on_epoch_start(net, epoch, x, y)`` are called as
-    ``fit`` calls its hooks), ``loss`` returns
+    ``on_stack_start(seeds)``, ``extra_parameters(net)`` and ``on_epoch_start(net, epoch,
+    x, y)`` are used as ``fit`` uses its hooks), ``loss`` returns
     the sum of the members' losses (each their batch mean), one Adam over the stacked
     parameters. The loss is checked once per epoch on the device (no host sync per step);
     a NaN or inf raises :class:`~flowbound.models.TrainingError` naming the member, epoch
@@ -145,7 +146,9 @@ def fit_stacked(
     start = getattr(loss, "on_stack_start", None)
     if start is not None:  # a loss that draws random numbers seeds one generator per member
         start(seeds)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    extra = getattr(loss, "extra_parameters", None)  # as in fit (f_sdp's duals)
+    params = list(net.parameters()) + (list(extra(net)) if extra is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     per_epoch = (len(x) + batch_size - 1) // batch_size
     bar = progress_bar(total=epochs * per_epoch, desc=desc, disable=not progress, unit="batch")

@@ -39,7 +39,7 @@ class Variant:
     Bump ``version`` when the variant's code changes. ``make_stacked_loss`` (same
     forms) gives the objective for M networks of this variant at once
     (:mod:`flowbound.stacking`; an objective that draws random numbers draws them per
-    member, see ``training_losses.at_pgd_stacked``); None: the
+    member, see ``training_losses.at_pgd_stacked`` and ``at_stacked``); None: the
     variant trains one network at a time.
     """
 
@@ -117,6 +117,7 @@ register(
         "sdp",
         "hinge + dual SDP bound regulariser with trainable duals (f_sdp, SDP-NN)",
         make_loss="flowbound.sdp_training:SDPDualLoss",
+        make_stacked_loss="flowbound.sdp_training:sdp_stacked",
     )
 )
 register(
