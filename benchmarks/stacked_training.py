@@ -1,7 +1,7 @@
 """Training the seeds of a variant stacked against one by one, side by side.
 
-For each variant named (default the stacking ones of Section 4: nt, fro, spe, at, at_pgd), the
-profile's seeds (``train.seed`` and ``possibility.seeds``) are trained at the
+For each variant named (default the stacking ones of Section 4: nt, fro, spe, at,
+at_pgd, sdp), the profile's seeds (``train.seed`` and ``possibility.seeds``) are trained at the
 profile's settings twice on this machine's default device, in one run: one after
 the other with ``flowbound.models.fit`` (the CPU's path) and together with
 ``flowbound.stacking.fit_stacked`` (the default on CUDA). Prints the seconds of each,
@@ -12,7 +12,7 @@ products round differently and Adam amplifies that over thousands of steps, as i
 between a CPU and a GPU run, so compare the accuracies. ``--epochs`` shortens the runs
 (the ratio is per step).
 
-    python benchmarks/stacked_training.py --variants nt fro spe at at_pgd --epochs 2
+    python benchmarks/stacked_training.py --variants nt fro spe at at_pgd sdp --epochs 2
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def _sync(dev: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["nt", "fro", "spe", "at", "at_pgd"])
+    stacking = ["nt", "fro", "spe", "at", "at_pgd", "sdp"]
+    parser.add_argument("--variants", nargs="+", default=stacking)
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--epochs", type=int, help="default: the profile's train.epochs")
     parser.add_argument("--json", help="write the timings here")

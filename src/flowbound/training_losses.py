@@ -12,7 +12,8 @@ Each factory takes the variant's profile settings and returns
 - ``at_pgd``: Madry et al.'s PGD adversarial training (the f_at of Sections 3-4)
 - ``lin_fro``: hinge + lambda ||V||_F for a linear network
 
-The objectives of f_nt, f_fro, f_spe, f_at, f_at_pgd and the linear networks also come stacked
+The objectives of f_nt, f_fro, f_spe, f_at, f_at_pgd and the linear networks (and f_sdp's,
+in :mod:`flowbound.sdp_training`) also come stacked
 (``*_stacked``): the same loss for M
 networks at once (:class:`flowbound.stacking.Stacked`, scores (M, B, K)), returning
 each member's loss (M,), for training the seeds of a variant together on a GPU.
