@@ -158,3 +158,14 @@ def test_get_model_trains_the_seeds_together_and_caches_each(tiny, mnist_dir, mo
         assert not alone.from_cache
         assert _max_diff(alone.model, stacked.model) < 1e-4  # float32 rounding
         assert abs(alone.test_accuracy - stacked.test_accuracy) <= 0.01
+
+
+def test_only_the_networks_compared_over_seeds_train_their_seeds(tiny):
+    from flowbound.models import stack_seeds
+
+    tiny["possibility"].update(seeds=[0, 1, 2], variants=["nt", "sdp"], beyond_variants=["cert"])
+    assert stack_seeds(tiny, "nt", 4) == stack_seeds(tiny, "cert", 4) == [0, 1, 2]
+    assert stack_seeds(tiny, "nt", 3) == [0]  # Section 3 uses one seed
+    assert stack_seeds(tiny, "lin_nt", 4) == [0]  # not compared over seeds
+    tiny["train"]["seed"] = 5
+    assert stack_seeds(tiny, "sdp", 4) == [0, 1, 2, 5]

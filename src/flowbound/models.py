@@ -358,14 +358,20 @@ def _with_seed(prof: dict[str, Any], seed: int) -> dict[str, Any]:
     return out
 
 
-def stack_seeds(prof: dict[str, Any]) -> list[int]:
-    """The seeds a variant's networks are trained with in ``prof``: ``train.seed`` and
-    ``possibility.seeds`` (trained together where a variant stacks)."""
-    extra = prof.get("possibility", {}).get("seeds", [])
-    return sorted({int(prof["train"]["seed"]), *(int(s) for s in extra)})
+def stack_seeds(prof: dict[str, Any], variant: str | None = None, section: int = 4) -> list[int]:
+    """The seeds a variant's networks are trained with in ``prof``: ``train.seed``, and
+    ``possibility.seeds`` for the Section-4 networks the book compares over seeds
+    (``possibility.variants`` and ``beyond_variants``; every variant when ``variant`` is
+    None). Trained together where a variant stacks."""
+    own = int(prof["train"]["seed"])
+    p = prof.get("possibility", {})
+    compared = [*p.get("variants", []), *p.get("beyond_variants", [])]
+    if section != 4 or (variant is not None and variant not in compared):
+        return [own]
+    return sorted({own, *(int(s) for s in p.get("seeds", []))})
 
 
-def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool):
+def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool, section: int):
     """Train the profile's network of ``v`` together with the other seeds of
     :func:`stack_seeds` not yet in the cache (:mod:`flowbound.stacking`); store those,
     return this one's (state, meta). Each member's meta records the stack's size and
@@ -374,11 +380,13 @@ def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool):
     own = int(train["seed"])
     seeds = [own] + [
         s
-        for s in stack_seeds(prof)
+        for s in stack_seeds(prof, v.name, section)
         if s != own
         and load_cached("models", _model_config(v, hidden, _with_seed(prof, s)), required=_NEED)
         is None
     ]
+    if len(seeds) == 1:  # nothing to train beside it
+        return _train_one(v, hidden, prof, progress)
     label = _label(v, seeds, hidden, prof)
     stage(f"{label}, stacked ...")
     members = [_build(v.arch, hidden, s, settings).to(default_device()) for s in seeds]
@@ -445,7 +453,7 @@ def get_model(
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         fresh.append(True)
         if v.make_stacked_loss is not None and stacks_training(default_device()):
-            return _train_stack(v, hidden, prof, progress)
+            return _train_stack(v, hidden, prof, progress, section)
         return _train_one(v, hidden, prof, progress)
 
     state, meta = cached("models", config, compute, required=_NEED)
