@@ -324,6 +324,11 @@ def _trained_meta(model: nn.Module, v: Variant, prof: dict[str, Any], seconds: f
     return {k: t.detach().cpu() for k, t in model.state_dict().items()}, meta
 
 
+def _plan(train: dict[str, Any]) -> dict[str, Any]:
+    """The profile's ``train`` settings that :func:`fit` and ``fit_stacked`` take."""
+    return {key: train[key] for key in ("epochs", "batch_size", "lr")}
+
+
 def _train_one(v: Variant, hidden: int, prof: dict[str, Any], progress: bool):
     """Train (or build, f_rd) the profile's network of ``v``: (state, meta)."""
     train = prof["train"]
@@ -334,18 +339,9 @@ def _train_one(v: Variant, hidden: int, prof: dict[str, Any], progress: bool):
     start = time.perf_counter()
     if v.make_loss is not None:
         x, y = _subset(*load_mnist("train"), train["train_subset"])
-        fit(
-            model,
-            v.loss_factory()(settings),
-            x,
-            y,
-            epochs=train["epochs"],
-            batch_size=train["batch_size"],
-            lr=train["lr"],
-            seed=train["seed"],
-            desc=f"{v.name} ({prof['name']})",
-            progress=progress,
-        )
+        loss = v.loss_factory()(settings)
+        desc = f"{v.name} ({prof['name']})"
+        fit(model, loss, x, y, seed=train["seed"], desc=desc, progress=progress, **_plan(train))
     seconds = time.perf_counter() - start
     state, meta = _trained_meta(model, v, prof, seconds)
     finished(label, seconds, f"test accuracy {meta['test_accuracy']:.4f}")
@@ -393,18 +389,9 @@ def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool, 
     net = Stacked(members)
     x, y = _subset(*load_mnist("train"), train["train_subset"])
     start = time.perf_counter()
-    fit_stacked(
-        net,
-        v.stacked_loss_factory()(settings),
-        x,
-        y,
-        seeds=seeds,
-        epochs=train["epochs"],
-        batch_size=train["batch_size"],
-        lr=train["lr"],
-        desc=f"{v.name} x {len(seeds)} ({prof['name']})",
-        progress=progress,
-    )
+    loss = v.stacked_loss_factory()(settings)
+    desc = f"{v.name} x {len(seeds)} ({prof['name']})"
+    fit_stacked(net, loss, x, y, seeds=seeds, desc=desc, progress=progress, **_plan(train))
     seconds = time.perf_counter() - start
     net.write_back(members)
     out = []
