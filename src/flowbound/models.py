@@ -9,7 +9,6 @@ Used in: every chapter that trains or evaluates a network.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -21,7 +20,8 @@ from torch import nn
 from .cache import cached, load_cached, store
 from .data import load_mnist
 from .device import default_device
-from .profiles import load_profile, validate_profile
+from .epoch_loss import EpochLoss
+from .profiles import load_profile, validate_profile, with_seed
 from .progress import bar as progress_bar
 from .progress import finished, stage
 from .stacking import Stacked, fit_stacked, stacks_training
@@ -256,27 +256,21 @@ def fit(
             hook(model, epoch, x, y)
             model.train()
         order = torch.randperm(len(x), generator=gen).to(dev)
-        # the loss is summed and checked on the device, read once per epoch: no host
-        # sync per step (a GPU's steps queue up)
-        total = torch.zeros((), device=dev)
-        first_bad = torch.full((), -1, device=dev, dtype=torch.long)
+        watch = EpochLoss((), dev, torch.float32)  # no host sync per step
         for step, k in enumerate(range(0, len(x), batch_size)):
             idx = order[k : k + batch_size]
             value = loss(model, x_dev[idx], y_dev[idx])
-            v = value.detach()
-            fresh = ~torch.isfinite(v) & (first_bad < 0)
-            first_bad = torch.where(fresh, torch.full_like(first_bad, step), first_bad)
-            total = total + v.to(total.dtype)
+            watch.add(step, value)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
             bar.update(1)
-        bad = int(first_bad)  # the one sync of the epoch
-        if bad >= 0:
+        total, bad = watch.read()
+        if int(bad) >= 0:
             bar.close()
             raise TrainingError(
-                f"{desc}: the loss became inf or nan at epoch {epoch + 1}, batch {bad + 1}; "
-                f"lower the learning rate (train.lr) and rerun"
+                f"{desc}: the loss became inf or nan at epoch {epoch + 1}, batch "
+                f"{int(bad) + 1}; lower the learning rate (train.lr) and rerun"
             )
         bar.set_postfix(epoch=epoch + 1, loss=f"{float(total) / per_epoch:.4f}", refresh=False)
     bar.close()
@@ -348,12 +342,6 @@ def _train_one(v: Variant, hidden: int, prof: dict[str, Any], progress: bool):
     return state, meta
 
 
-def _with_seed(prof: dict[str, Any], seed: int) -> dict[str, Any]:
-    out = copy.deepcopy(prof)
-    out["train"]["seed"] = int(seed)
-    return out
-
-
 def stack_seeds(prof: dict[str, Any], variant: str | None = None, section: int = 4) -> list[int]:
     """The seeds a variant's networks are trained with in ``prof``: ``train.seed``, and
     ``possibility.seeds`` for the Section-4 networks the book compares over seeds
@@ -378,7 +366,7 @@ def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool, 
         s
         for s in stack_seeds(prof, v.name, section)
         if s != own
-        and load_cached("models", _model_config(v, hidden, _with_seed(prof, s)), required=_NEED)
+        and load_cached("models", _model_config(v, hidden, with_seed(prof, s)), required=_NEED)
         is None
     ]
     if len(seeds) == 1:  # nothing to train beside it
@@ -401,7 +389,7 @@ def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool, 
         meta["stacked"] = len(seeds)
         out.append((state, meta))
         if seed != own:
-            store("models", _model_config(v, hidden, _with_seed(prof, seed)), state, meta)
+            store("models", _model_config(v, hidden, with_seed(prof, seed)), state, meta)
     accs = ", ".join(f"{m['test_accuracy']:.4f}" for _, m in out)
     finished(label, seconds, f"test accuracy {accs}")
     return out[0]

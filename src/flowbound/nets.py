@@ -136,15 +136,16 @@ def unordered_pairs(k: int = 10) -> list[tuple[int, int]]:
 
 
 def binary_weights(v: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
-    """The binary heads V_i - V_j of f_i - f_j, one row per pair (B, h); keeps gradients
-    (Readings table, point 15)."""
+    """The binary heads V_i - V_j of f_i - f_j, one row per pair: (K, h) -> (B, h), or
+    (M, K, h) -> (M, B, h) for M stacked networks; keeps gradients (Readings table,
+    point 15)."""
     if not pairs:
-        return v[:0]
+        return v[..., :0, :]
     i = torch.tensor([p[0] for p in pairs], device=v.device)
     j = torch.tensor([p[1] for p in pairs], device=v.device)
     if bool((i == j).any()):
         raise ValueError(f"a binary head needs two different classes, got pairs {pairs}")
-    return v[i] - v[j]
+    return v[..., i, :] - v[..., j, :]
 
 
 def pair_layers(

@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["PROFILES", "ProfileError", "load_profile", "validate_profile"]
+__all__ = ["PROFILES", "ProfileError", "load_profile", "validate_profile", "with_seed"]
 
 #: Profile names, smallest first.
 PROFILES: tuple[str, ...] = ("smoke", "paper")
@@ -258,3 +258,10 @@ def load_profile(name: str) -> dict[str, Any]:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     return copy.deepcopy(_read(name))
+
+
+def with_seed(profile: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A copy of ``profile`` whose networks are trained with ``train.seed = seed``."""
+    out = copy.deepcopy(profile)
+    out["train"]["seed"] = int(seed)
+    return out

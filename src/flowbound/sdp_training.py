@@ -31,12 +31,27 @@ def dual_sdp_bounds(
     ``vdiff`` (B, h) holds v = V_i - V_j, so A = diag(v) W diag(lambda) (appendix
     6.7); ``u`` (B, h + d) is the (detached) top eigenvector of P - diag(c).
     With u the exact top eigenvector this is the dual bound of Readings table, point 13
-    and its gradient is that of lambda_max (Hellmann-Feynman, u u^T).
+    and its gradient is that of lambda_max (Hellmann-Feynman, u u^T). Stacked networks
+    (:mod:`flowbound.stacking`) add a leading member axis to every argument but ``lam``.
     """
-    h = w.shape[0]
-    s, t = u[:, :h], u[:, h:]
-    quad = 2 * ((vdiff * s) * ((lam * t) @ w.T)).sum(1) - (c * u * u).sum(1)
-    return c.sum(1) + u.shape[1] * torch.relu(quad)
+    h = w.shape[-2]
+    s, t = u[..., :h], u[..., h:]
+    quad = 2 * ((vdiff * s) * ((lam * t) @ w.transpose(-1, -2))).sum(-1) - (c * u * u).sum(-1)
+    return c.sum(-1) + u.shape[-1] * torch.relu(quad)
+
+
+def _dual_matvec(w: torch.Tensor, vdiff: torch.Tensor, lam: torch.Tensor, c: torch.Tensor):
+    """u -> (P - diag(c)) u for every pair (the same shapes as :func:`dual_sdp_bounds`'s
+    arguments, detached), never forming P."""
+    h = w.shape[-2]
+
+    def matvec(u: torch.Tensor) -> torch.Tensor:
+        s, t = u[..., :h], u[..., h:]
+        top = vdiff * ((lam * t) @ w.transpose(-1, -2))
+        bottom = lam * ((vdiff * s) @ w)
+        return torch.cat([top, bottom], -1) - c * u
+
+    return matvec
 
 
 class SDPDualLoss:
@@ -81,16 +96,8 @@ class SDPDualLoss:
         return [self.c]
 
     def _operator(self, model: nn.Module):
-        w, vdiff, lam, c = weights(model)[0].detach(), self._vdiff(model).detach(), self.lam, self.c
-        h = w.shape[0]
-
-        def matvec(u: torch.Tensor) -> torch.Tensor:
-            s, t = u[:, :h], u[:, h:]
-            top = vdiff * ((lam * t) @ w.T)
-            bottom = lam * ((vdiff * s) @ w)
-            return torch.cat([top, bottom], 1) - c.detach() * u
-
-        return matvec
+        w, vdiff = weights(model)[0].detach(), self._vdiff(model).detach()
+        return _dual_matvec(w, vdiff, self.lam, self.c.detach())
 
     def bounds(self, model: nn.Module, steps: int | None = None) -> torch.Tensor:
         """The current dual bounds per pair (differentiable); updates the warm start."""
@@ -141,9 +148,7 @@ class _SDPDualStacked:
         self.pairs: list[tuple[int, int]] = []
 
     def _vdiff(self, net) -> torch.Tensor:  # (M, pairs, h): V_i - V_j per member
-        i = torch.tensor([p[0] for p in self.pairs], device=net.V.device)
-        j = torch.tensor([p[1] for p in self.pairs], device=net.V.device)
-        return net.V[:, i] - net.V[:, j]
+        return binary_weights(net.V, self.pairs)
 
     def _setup(self, net) -> None:
         if self.c is not None:
@@ -162,21 +167,13 @@ class _SDPDualStacked:
         self._setup(net)
         return [self.c]
 
-    def _split(self, t: torch.Tensor, h: int, m: int):
-        t3 = t.view(m, len(self.pairs), -1)
-        return t3[..., :h], t3[..., h:]
+    def _per_member(self, t: torch.Tensor) -> torch.Tensor:  # (M * pairs, n) -> (M, pairs, n)
+        return t.view(-1, len(self.pairs), t.shape[-1])
 
     def _operator(self, net):
-        w, vdiff, lam, c = net.W.detach(), self._vdiff(net).detach(), self.lam, self.c.detach()
-        m, h, _ = w.shape
-
-        def matvec(u: torch.Tensor) -> torch.Tensor:
-            s, t = self._split(u, h, m)
-            top = vdiff * torch.bmm(lam * t, w.transpose(1, 2))
-            bottom = lam * torch.bmm(vdiff * s, w)
-            return torch.cat([top, bottom], 2).view(len(u), -1) - c * u
-
-        return matvec
+        w, vdiff = net.W.detach(), self._vdiff(net).detach()
+        matvec = _dual_matvec(w, vdiff, self.lam, self._per_member(self.c.detach()))
+        return lambda u: matvec(self._per_member(u)).reshape(u.shape)  # Lanczos: 2-D rows
 
     def bounds(self, net, steps: int | None = None) -> torch.Tensor:
         """(M, pairs) dual bounds, differentiable in W, V and c (:func:`dual_sdp_bounds`)."""
@@ -184,14 +181,8 @@ class _SDPDualStacked:
         _, self.u = top_eigenpairs(
             self._operator(net), self.u, steps=steps or self.s["lanczos_steps"]
         )
-        m, h, _ = net.W.shape
-        s, t = self._split(self.u, h, m)
-        c3 = self.c.view(m, len(self.pairs), -1)
-        u3 = self.u.view(m, len(self.pairs), -1)
-        vdiff = self._vdiff(net)
-        quad = 2 * ((vdiff * s) * torch.bmm(self.lam * t, net.W.transpose(1, 2))).sum(2)
-        quad = quad - (c3 * u3 * u3).sum(2)
-        return c3.sum(2) + u3.shape[2] * torch.relu(quad)
+        c, u = self._per_member(self.c), self._per_member(self.u)
+        return dual_sdp_bounds(net.W, self._vdiff(net), self.lam, c, u)
 
     def on_stack_start(self, seeds) -> None:
         pass  # the duals' warm start is seeded by the settings, not by the training seed

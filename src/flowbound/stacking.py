@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .checks import check_int
+from .epoch_loss import EpochLoss
 from .progress import bar as progress_bar
 
 __all__ = ["Stacked", "fit_stacked", "stacks_training"]
@@ -158,21 +159,16 @@ def fit_stacked(
         if hook is not None:
             hook(net, epoch, x, y)
         order = torch.stack([torch.randperm(len(x), generator=g) for g in gens]).to(dev)
-        total = torch.zeros(net.members, device=dev, dtype=net.V.dtype)
-        first_bad = torch.full((net.members,), -1, device=dev, dtype=torch.long)
+        watch = EpochLoss((net.members,), dev, net.V.dtype)  # no host sync per step
         for step, k in enumerate(range(0, len(x), batch_size)):
             idx = order[:, k : k + batch_size]  # (M, b)
             value = loss(net, x_dev[idx], y_dev[idx])  # (M,): each member's loss
-            v = value.detach()
-            fresh = ~torch.isfinite(v) & (first_bad < 0)
-            first_bad = torch.where(fresh, torch.full_like(first_bad, step), first_bad)
-            total = total + v
+            watch.add(step, value)
             opt.zero_grad(set_to_none=True)
             value.sum().backward()
             opt.step()
             bar.update(1)
-        summary = torch.cat([total, first_bad.to(total.dtype)]).cpu()  # one sync per epoch
-        bad = summary[net.members :].long()
+        total, bad = watch.read()
         if bool((bad >= 0).any()):
             bar.close()
             m = int(torch.nonzero(bad >= 0)[0])
@@ -181,7 +177,7 @@ def fit_stacked(
                 f"{epoch + 1}, batch {int(bad[m]) + 1}; lower the learning rate (train.lr) "
                 f"and rerun"
             )
-        mean = summary[: net.members] / per_epoch
+        mean = total / per_epoch
         bar.set_postfix(epoch=epoch + 1, loss="/".join(f"{v:.4f}" for v in mean), refresh=False)
     bar.close()
     return net

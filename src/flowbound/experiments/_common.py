@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -88,13 +87,6 @@ def experiment_label(name: str, config: dict[str, Any]) -> str:
 def profile_dict(profile: str | dict[str, Any]) -> dict[str, Any]:
     """A profile given by name or as a dict."""
     return load_profile(profile) if isinstance(profile, str) else profile
-
-
-def with_seed(profile: dict[str, Any], seed: int) -> dict[str, Any]:
-    """A copy of ``profile`` whose networks are trained with ``train.seed = seed``."""
-    out = copy.deepcopy(profile)
-    out["train"]["seed"] = int(seed)
-    return out
 
 
 def frozen(model: torch.nn.Module) -> torch.nn.Module:

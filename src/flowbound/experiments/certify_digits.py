@@ -437,11 +437,12 @@ def figure12_summary(profile: str | dict[str, Any], d: CertifiedAccuracy) -> dic
     0.4 and 0.7 on both threat sets and under the SDP at 0.05 and 0.1, the eps where
     the attacks leave half, the largest bracket, the soundness count and, per network,
     up to which eps the truth is known within 2 points (``known``)."""
-    p = _profile(profile)["local"]
+    prof = _profile(profile)
+    p = prof["local"]
     summary = local_summary(d)
     nt = d.accuracy["nt"]
     out: dict[str, Any] = {
-        "profile": profile if isinstance(profile, str) else _profile(profile)["name"],
+        "profile": prof["name"],
         "n_images": d.images,
         "n_attack": d.attack_images,
         "eps_max": float(d.eps[-1]),

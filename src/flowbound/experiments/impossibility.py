@@ -544,7 +544,7 @@ def impossibility_setup_summary(profile: str | dict[str, Any]) -> dict[str, Any]
     lam_max = float(aabb_lambda(28).max())
     eps_sec4 = max(prof["possibility"]["eps"])
     return {
-        "profile": profile if isinstance(profile, str) else prof["name"],
+        "profile": prof["name"],
         "n_pairs": len(pairs_of(p)),
         "n_mid": p["n"],
         "max_iter": p["max_iter"],

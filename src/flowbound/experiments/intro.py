@@ -210,7 +210,7 @@ def training_settings_summary(profile: str | dict[str, Any]) -> dict[str, Any]:
     """The profile's name and the variants' training settings the prose cites
     (``<variant>_<key>``)."""
     prof = _profile(profile)
-    out: dict[str, Any] = {"profile": profile if isinstance(profile, str) else prof["name"]}
+    out: dict[str, Any] = {"profile": prof["name"]}
     for name, key in _CITED_SETTINGS:
         out[f"{name}_{key}"] = prof["variants"][name][key]
     return out

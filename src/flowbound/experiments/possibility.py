@@ -18,8 +18,9 @@ from ..glue import count_word
 from ..impossibility import all_pairs, gradient_search
 from ..models import TrainedModel, get_model
 from ..nets import classifier_of
+from ..profiles import with_seed
 from ..stats import Interval, rate_interval, seed_difference
-from ._common import FIRST_VERSION, cached_experiment, with_seed
+from ._common import FIRST_VERSION, cached_experiment
 from ._common import profile_dict as _profile
 from .intro import stadv_evaluation, stadv_rates
 

@@ -36,7 +36,7 @@ def possibility_setup_summary(profile: str | dict[str, Any]) -> dict[str, Any]:
     sdp = prof["variants"]["sdp"]
     eps4 = max(prof["possibility"]["eps"])
     return {
-        "profile": profile if isinstance(profile, str) else prof["name"],
+        "profile": prof["name"],
         "sdp_lambda": sdp["lambda"],
         "sdp_eps": sdp["eps"],
         "sdp_lanczos": sdp["lanczos_steps"],
