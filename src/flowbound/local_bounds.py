@@ -690,6 +690,26 @@ def _margins(
     return out
 
 
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """(N,) bool: every other class scores strictly below y, in float64 (the certificate
+    at eps = 0: a tie is not a certificate); an STN's classifier on its output."""
+    with torch.no_grad():
+        _, xc = classifier_input(model, x)
+        layers = view(model, device=xc.device)
+        z = xc.flatten(1).to(torch.float64)
+        if layers.w is not None:
+            z = (z @ layers.w.T).clamp(min=0)
+        scores = z @ layers.v.T
+        if not bool(torch.isfinite(scores).all()):
+            raise FloatingPointError(
+                "the network's scores came out NaN or infinite (check its weights): no certificate"
+            )
+        yy = y.to(scores.device)
+        gap = scores.gather(1, yy[:, None]) - scores
+        gap[torch.arange(len(yy), device=gap.device), yy] = math.inf
+        return (gap > 0).all(1).cpu().numpy()
+
+
 def certified(
     model: nn.Module,
     x: torch.Tensor,
@@ -706,7 +726,9 @@ def certified(
     """Whether each image is classified correctly and certified at each eps: (E, N) bool.
 
     An image not certified at some eps is not tried at larger ones (the threat
-    sets grow with eps, so this only ever reports fewer certificates). Every
+    sets grow with eps, so this only ever reports fewer certificates). At eps = 0
+    the threat set is the unwarped digit: certified means classified correctly, and
+    no bound is computed. Every
     argument is checked before any work, as in :func:`certified_margins`
     (``batch`` an int >= 1, digits per call; None: by device,
     :func:`~flowbound.device.chunk_size`). ``kink=False`` leaves the kink term at its box value
@@ -722,9 +744,7 @@ def certified(
     batch = chunk_size("certificate", where) if batch is None else batch
     inner = chunk_size("certificate_inner", where)
     order = np.argsort(eps_list, kind="stable")
-    p = next(model.parameters())
-    with torch.no_grad():  # in the model's own dtype and device, whatever the images'
-        alive = (model(x.to(p.device, p.dtype)).argmax(1).cpu() == y.cpu()).numpy()
+    alive = _correct(model, x, y)
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
     steps = [(int(e), eps_list[e]) for e in order]
     bar = progress_bar(
@@ -735,6 +755,10 @@ def certified(
     area = (x.flatten(1) > 0).sum(1).cpu().numpy()
     by_area = np.argsort(area, kind="stable")
     for row, e in steps:
+        if e == 0:  # the threat set is the digit itself: certified is classified correctly
+            out[row] = alive
+            bar.update(1)
+            continue
         for terms in _CASCADE if kink else _CASCADE[:1]:  # each level: what is left open
             idx = by_area[(alive & ~out[row])[by_area]]
             for s in range(0, len(idx), batch):
