@@ -184,6 +184,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "local.attack.restarts": POS,
     "local.attack.targets": NONNEG,
     "local.attack.seed": SEED,
+    "local.attack.search_dtype": _choice("float32", "float64"),  # checked in float64 after
     "local.sides.variant": _name,
     "local.sides.eps": _list(POS_NUM),
     "local.sides.steps": POS,

@@ -98,10 +98,11 @@ class CertifiedAccuracy:
 
 
 def _apgd(model, x, y, eps: float, a: dict[str, Any], threat: str = "tied"):
-    """``flow_apgd`` at the profile's attack settings ``a`` (``local.attack``)."""
+    """``flow_apgd`` at the profile's attack settings ``a`` (``local.attack``): the
+    search in ``search_dtype``, what it finds checked in the model's dtype (float64)."""
     return flow_apgd(
         model, x, y, eps=eps, threat=threat, steps=a["steps"], restarts=a["restarts"],
-        targets=a["targets"], seed=a["seed"],
+        targets=a["targets"], seed=a["seed"], search_dtype=getattr(torch, a["search_dtype"]),
     )  # fmt: skip
 
 
@@ -449,7 +450,7 @@ def figure12_summary(profile: str | dict[str, Any], d: CertifiedAccuracy) -> dic
         "nt_attack_last": float(d.attack["nt"][-1]),
         "modes": p["modes"],
     }
-    for key in ("steps", "restarts", "targets"):
+    for key in ("steps", "restarts", "targets", "search_dtype"):
         out[f"attack_{key}"] = p["attack"][key]
     for e in (0.1, 0.2, 0.4, 0.7):
         key = f"{e:g}".replace(".", "")
