@@ -112,6 +112,22 @@ def test_flow_apgd_on_device(problem, device, threat):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("threat", ["tied", "full"])
+def test_flow_apgd_float32_search_on_device(problem, device, threat):
+    """Figure 12's setting: the search in float32 on the device; what it returns is the
+    float64 model's own (success a float64 forward pass, flows within the budget)."""
+    net, x, y = problem
+    on = _on(net, device)
+    res = flow_apgd(on, x.to(device), y.to(device), eps=1.0, threat=threat, steps=20,
+                    targets=2, search_dtype=torch.float32)  # fmt: skip
+    assert res.flows.dtype == torch.float64
+    assert res.flows.device.type == torch.device(device).type
+    with torch.no_grad():
+        assert torch.equal(on(res.images).argmax(1) != y.to(device), res.success)
+    assert bool((res.budget <= 1.0 + 1e-9).all())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("threat", ["tied", "full"])
 def test_certified_cascade_on_device(problem, device, threat):
     """certified() (one chord first, the kink in the ellipsoid where that leaves a digit
     open) gives the CPU's answers on the device, and the surrogate's gradients match."""
