@@ -7,7 +7,9 @@ cache), with myst-nb's ``glue`` and IPython's ``Markdown`` replaced by no-ops.
 It needs only the library's own dependencies, so it also runs where the book's
 (jupyter-book, papermill) are missing, such as a GPU machine. What it leaves out
 against a real build: the kernel start, rendering glued figures into the
-notebook, and the HTML (about a minute in all, see RESULTS.md).
+notebook, and the HTML (about a minute in all, see RESULTS.md). Like the build, it
+preloads :mod:`flowbound.blas`'s library into the chapter processes (MKL's fast
+kernels on an AMD CPU; ``FLOWBOUND_MKL_SHIM=0`` turns it off).
 
     python benchmarks/chapter_times.py --profile paper --json times.json
 
@@ -86,6 +88,14 @@ def run_one(root: Path, name: str, profile: str) -> None:
     plt.close("all")
 
 
+def _prefer_fast_blas() -> None:
+    """The book build's BLAS setting for the chapter processes (:mod:`flowbound.blas`)."""
+    from flowbound.blas import preload_for_kernels
+    from flowbound.cache import cache_dir
+
+    print(preload_for_kernels(cache_dir() / "blas"), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="paper")
@@ -96,10 +106,15 @@ def main() -> int:
     if args.one:
         run_one(ROOT, args.one, args.profile)
         return 0
+    known = chapters_in_order(ROOT)
+    unknown = [c for c in args.chapters or [] if c not in known]
+    if unknown:
+        parser.error(f"unknown chapter {', '.join(unknown)}; the toc's: {', '.join(known)}")
     os.environ.setdefault("FLOWBOUND_FIGURES", str(ROOT / "_build" / "chapter_times"))
+    _prefer_fast_blas()  # as `flowbound book` does for its kernels (MKL on an AMD CPU)
     times: dict[str, float | str] = {}
     total = 0.0
-    for name in args.chapters or chapters_in_order(ROOT):
+    for name in args.chapters or known:
         print(f"== {name} ({args.profile})", flush=True)
         start = time.perf_counter()
         done = subprocess.run(
@@ -108,7 +123,8 @@ def main() -> int:
         seconds = time.perf_counter() - start
         total += seconds
         times[name] = round(seconds, 1) if done.returncode == 0 else f"failed ({seconds:.1f} s)"
-        print(f"== {name}: {times[name]} s; total {total:.1f} s", flush=True)
+        took = f"{times[name]} s" if done.returncode == 0 else times[name]
+        print(f"== {name}: {took}; total {total:.1f} s", flush=True)
         if args.json:
             args.json.write_text(json.dumps(times, indent=1), encoding="utf-8")
         if done.returncode != 0:
