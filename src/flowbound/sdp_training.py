@@ -54,7 +54,44 @@ def _dual_matvec(w: torch.Tensor, vdiff: torch.Tensor, lam: torch.Tensor, c: tor
     return matvec
 
 
-class SDPDualLoss:
+def _mixing_duals(w, vdiff, lam, settings: dict[str, Any], epoch: int) -> torch.Tensor:
+    """One network's duals (pairs, h + d) from the plain mixing method on its own
+    weights, checked every 50 sweeps: the duals (and so the weights) f_sdp was trained
+    with before the solver's momentum (the cached networks stay what a rebuild trains)."""
+    a = sdp_matrix(w.detach().cpu(), vdiff.detach().cpu(), lam.cpu().numpy())
+    fresh = sdp_bound(a, tol=settings["refresh_tol"], seed=epoch, check_every=50, momentum=0.0)
+    return torch.as_tensor(fresh.c, dtype=lam.dtype)
+
+
+class _PairDuals:
+    """The trainable duals of f_sdp's class pairs, for one network or a stack: ``c``,
+    the Lanczos warm starts ``u``, the box ``lam`` and the ``pairs``, set up on first
+    use by the subclass's ``_setup``; ``bounds(net, steps)`` the dual bounds."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.s = settings
+        self.c: torch.Tensor | None = None
+        self.u: torch.Tensor | None = None
+        self.lam: torch.Tensor | None = None
+        self.pairs: list[tuple[int, int]] = []
+
+    def extra_parameters(self, net) -> list[torch.Tensor]:
+        """The dual vectors c, trained with the weights."""
+        self._setup(net)
+        return [self.c]
+
+    def _keep_tighter(self, net, c_new: torch.Tensor) -> None:
+        """Take the duals ``c_new`` for the pairs where they give a smaller bound,
+        compared with well-converged eigenvectors (one long Krylov run each)."""
+        current = self.bounds(net, steps=60).detach().reshape(-1)
+        old = self.c.detach().clone()
+        self.c.copy_(c_new.to(self.c))
+        renewed = self.bounds(net, steps=60).detach().reshape(-1)
+        keep = renewed > current
+        self.c[keep] = old[keep]
+
+
+class SDPDualLoss(_PairDuals):
     """f_sdp: hinge + lambda * eps * mean_{i<j} dual SDP bound (appendix 6.8, item 6).
 
     Following SDP-NN (Raghunathan et al., 2018), each class pair (i, j) has a
@@ -66,13 +103,6 @@ class SDPDualLoss:
     duals are reset to the mixing method's (:func:`flowbound.bounds.sdp_bound`)
     if those give a smaller bound, so c tracks the moving weights.
     """
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.s = settings
-        self.c: torch.Tensor | None = None
-        self.u: torch.Tensor | None = None
-        self.lam: torch.Tensor | None = None
-        self.pairs: list[tuple[int, int]] = []
 
     def _vdiff(self, model: nn.Module) -> torch.Tensor:
         return binary_weights(weights(model)[1], self.pairs)
@@ -90,11 +120,6 @@ class SDPDualLoss:
         gen = torch.Generator().manual_seed(self.s.get("seed", 0))
         self.u = torch.randn(len(self.pairs), n, generator=gen, dtype=w.dtype).to(w.device)
 
-    def extra_parameters(self, model: nn.Module) -> list[torch.Tensor]:
-        """The dual vectors c (pairs, h + d), trained with the weights."""
-        self._setup(model)
-        return [self.c]
-
     def _operator(self, model: nn.Module):
         w, vdiff = weights(model)[0].detach(), self._vdiff(model).detach()
         return _dual_matvec(w, vdiff, self.lam, self.c.detach())
@@ -110,42 +135,21 @@ class SDPDualLoss:
     def on_epoch_start(self, model: nn.Module, epoch: int, x: torch.Tensor, y: torch.Tensor):
         self._setup(model)
         with torch.no_grad():
-            w = weights(model)[0].detach().cpu()
-            a = sdp_matrix(w, self._vdiff(model).detach().cpu(), self.lam.cpu().numpy())
-            # the plain mixing method, checked every 50 sweeps: the duals (and so the
-            # weights) f_sdp was trained with before the solver's momentum (the cached
-            # networks stay what a rebuild trains)
-            fresh = sdp_bound(
-                a, tol=self.s["refresh_tol"], seed=epoch, check_every=50, momentum=0.0
-            )
-            c_new = torch.as_tensor(fresh.c, dtype=self.c.dtype).to(self.c.device)
-            # compare with well-converged eigenvectors (one long Krylov run each)
-            current = self.bounds(model, steps=60).detach()
-            old = self.c.detach().clone()
-            self.c.copy_(c_new)
-            renewed = self.bounds(model, steps=60).detach()
-            keep = renewed > current
-            self.c[keep] = old[keep]
+            fresh = _mixing_duals(weights(model)[0], self._vdiff(model), self.lam, self.s, epoch)
+            self._keep_tighter(model, fresh)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         reg = self.s["eps"] * self.bounds(model).mean()
         return hinge(model(x), y) + self.s["lambda"] * reg
 
 
-class _SDPDualStacked:
+class _SDPDualStacked(_PairDuals):
     """:class:`SDPDualLoss` for a stacked model (:mod:`flowbound.stacking`): the duals of
     every member's class pairs in one parameter (M * pairs, h + d), member-major, their
     top eigenvectors by one batched Lanczos run (rows are independent), each member's
     epoch-start refresh from its own weights. Member m's duals, warm starts and bounds
     are those of f_sdp trained alone (the warm start is seeded by the settings' seed, the
     same for every member, as for a network trained alone)."""
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.s = settings
-        self.c: torch.Tensor | None = None
-        self.u: torch.Tensor | None = None
-        self.lam: torch.Tensor | None = None
-        self.pairs: list[tuple[int, int]] = []
 
     def _vdiff(self, net) -> torch.Tensor:  # (M, pairs, h): V_i - V_j per member
         return binary_weights(net.V, self.pairs)
@@ -162,10 +166,6 @@ class _SDPDualStacked:
         gen = torch.Generator().manual_seed(self.s.get("seed", 0))
         u = torch.randn(len(self.pairs), n, generator=gen, dtype=dtype)
         self.u = u.repeat(m, 1).to(dev)
-
-    def extra_parameters(self, net) -> list[torch.Tensor]:
-        self._setup(net)
-        return [self.c]
 
     def _per_member(self, t: torch.Tensor) -> torch.Tensor:  # (M * pairs, n) -> (M, pairs, n)
         return t.view(-1, len(self.pairs), t.shape[-1])
@@ -191,23 +191,13 @@ class _SDPDualStacked:
         """Each member's duals reset to the mixing method's where those give a smaller
         bound, as :meth:`SDPDualLoss.on_epoch_start` does for a network alone."""
         self._setup(net)
-        m = net.W.shape[0]
         with torch.no_grad():
-            fresh = []
-            for k in range(m):
-                w = net.W[k].detach().cpu()
-                a = sdp_matrix(w, self._vdiff(net)[k].detach().cpu(), self.lam.cpu().numpy())
-                res = sdp_bound(
-                    a, tol=self.s["refresh_tol"], seed=epoch, check_every=50, momentum=0.0
-                )
-                fresh.append(torch.as_tensor(res.c, dtype=self.c.dtype))
-            c_new = torch.cat(fresh).to(self.c.device)
-            current = self.bounds(net, steps=60).detach().reshape(-1)
-            old = self.c.detach().clone()
-            self.c.copy_(c_new)
-            renewed = self.bounds(net, steps=60).detach().reshape(-1)
-            keep = renewed > current
-            self.c[keep] = old[keep]
+            vdiff = self._vdiff(net)
+            fresh = [
+                _mixing_duals(w, vd, self.lam, self.s, epoch)
+                for w, vd in zip(net.W, vdiff, strict=True)
+            ]
+            self._keep_tighter(net, torch.cat(fresh))
 
     def __call__(self, net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         reg = self.s["eps"] * self.bounds(net).mean(1)
