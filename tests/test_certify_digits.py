@@ -13,7 +13,7 @@ from flowbound import experiments as ex
 @pytest.fixture
 def local_profile(tiny, mnist_dir):
     p = copy.deepcopy(tiny)
-    p["local"].update(variants=["nt"], images=40, eps=[0.0, 0.1, 0.5, 2.0])
+    p["local"].update(variants=["nt"], images=40, eps=[0.0, 0.1, 0.5, 2.0], report_eps=[0.1])
     p["local"]["attack"].update(images=20, steps=10, targets=1)
     p["local"]["sides"].update(eps=[0.1, 0.5], steps=5)
     return p

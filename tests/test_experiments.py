@@ -69,7 +69,9 @@ def test_a_registered_toy_bound_reaches_figures_5_and_12_and_the_soundness_check
     assert "toy" in sound_bounds("one_hidden")  # what the soundness tests iterate over
     prof = copy.deepcopy(tiny)
     prof["possibility"].update(variants=["nt"], kinds=["spectral", "toy"], test_images=100)
-    prof["local"].update(variants=["nt"], kinds=["spectral", "toy"], images=40, eps=[0.0, 0.05])
+    prof["local"].update(
+        variants=["nt"], kinds=["spectral", "toy"], images=40, eps=[0.0, 0.05], report_eps=[0.05]
+    )
     prof["local"]["attack"].update(images=10, steps=5, targets=1)
     fig5 = zero_one_losses(prof)
     spectral, toy = fig5.losses["nt"]["spectral"], fig5.losses["nt"]["toy"]

@@ -54,6 +54,18 @@ def test_json_syntax_error_names_the_file_and_line(profile_dir):
         (lambda p: p["possibility"].update(claim_tau=0.123), "claim_tau"),
         (lambda p: p["impossibility"].update(eps=[]), "impossibility.eps"),
         (lambda p: p.update(variants=[]), "variants"),
+        (lambda p: p["possibility"].update(linear_kinds=["bogus"]), "linear_kinds.*'bogus'"),
+        (lambda p: p["possibility"].update(kinds=["sdp", "bogus"]), "possibility.kinds.*'bogus'"),
+        (lambda p: p["possibility"].update(kinds=["linear"]), "possibility.kinds.*'linear'"),
+        (lambda p: p["local"].update(kinds=["bogus"]), "local.kinds.*'bogus'"),
+        (lambda p: p["local"].update(variants=["nt", "bogus"]), "local.variants.*'bogus'"),
+        (lambda p: p["local"]["sides"].update(variant="bogus"), "local.sides.variant.*'bogus'"),
+        (lambda p: p["possibility"].update(variants=["lin_nt"]), "possibility.variants"),
+        (lambda p: p["possibility"].update(linear_variants=["nt"]), "linear_variants.*'nt'"),
+        (lambda p: p["impossibility"].update(networks=["bogus"]), "impossibility.networks"),
+        (lambda p: p["intro"].update(eval_variants=["bogus"]), "intro.eval_variants"),
+        (lambda p: p["local"].update(report_eps=[0.123]), "report_eps.*local.eps"),
+        (lambda p: p["local"].update(attack=5), "local.attack must be an object with the keys"),
     ],
 )
 def test_profile_schema_names_the_key(profile_dir, edit, match):
@@ -226,3 +238,93 @@ def test_a_dead_kernel_names_the_chapter_and_keeps_the_notebook(tmp_path):
     with pytest.raises(BookError, match="chapter dies"):
         execute_chapter(tmp_path, "dies", "smoke", progress=False)
     assert not list((tmp_path / "book" / "_executed").glob(".dies.*"))
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("FLOWBOUND_STACK", "yes", "FLOWBOUND_STACK must be 1"),
+        ("FLOWBOUND_DEVICE", "bogus", "FLOWBOUND_DEVICE must be cpu, cuda or cuda:N"),
+        ("FLOWBOUND_DEVICE", "tpu", "FLOWBOUND_DEVICE must be cpu, cuda or cuda:N"),
+    ],
+)
+def test_a_bad_environment_setting_is_one_line_before_any_work(
+    monkeypatch, capsys, name, value, fragment
+):
+    monkeypatch.setenv(name, value)
+    assert main(["train", "nt", "--profile", "smoke"]) == 1
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list((cache.cache_dir() / "models").glob("*.pt"))
+
+
+def _refuse_writes_in(monkeypatch, folder_name: str) -> None:
+    """Make the cache folder ``folder_name`` refuse new files, as a read-only folder
+    does for a user who is not root (tests may run as root, which ignores the mode)."""
+    real = cache.tempfile.TemporaryFile
+
+    def temporary(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).name == folder_name:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(cache.tempfile, "TemporaryFile", temporary)
+
+
+def test_a_read_only_models_folder_fails_before_training(monkeypatch, capsys, mnist_dir):
+    (cache.cache_dir() / "models").mkdir(parents=True)
+    _refuse_writes_in(monkeypatch, "models")
+    assert main(["train", "nt", "--profile", "smoke"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write to the cache folder" in err and "models" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cached_checks_its_folder_before_computing(monkeypatch):
+    _refuse_writes_in(monkeypatch, "results")
+    ran = []
+    with pytest.raises(cache.CacheError, match="results"):
+        cache.cached("results", {"k": 1}, lambda: ran.append(1) or (torch.ones(1), {}))
+    assert not ran  # the work never started, so none is lost
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """(modules imported at the top of ``path``, modules imported inside functions)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    top, inner = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            (top if node in tree.body or _guarded(tree, node) else inner).update(
+                n.split(".")[0] for n in names
+            )
+    return top, inner
+
+
+def _guarded(tree, node) -> bool:
+    """An import inside a top-level try/if (an optional dependency's guard)."""
+    import ast
+
+    return any(
+        isinstance(stmt, ast.Try | ast.If) and node in list(ast.walk(stmt)) for stmt in tree.body
+    )
+
+
+def test_a_core_install_imports_every_module_the_cli_needs():
+    """Every third-party module imported at the top of a library module is a core
+    dependency (pyproject), so that a core-only install gives the CLI's one-line
+    errors rather than ModuleNotFoundError; the book's extras are imported where used."""
+    import sys as _sys
+
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    provides = {"pyyaml": "yaml"}
+    core = {provides.get(n, n) for n in (d.split("=")[0].split(">")[0].strip() for d in deps)}
+    stdlib = set(_sys.stdlib_module_names) | {"flowbound", "fcntl"}
+    for path in sorted((ROOT / "src" / "flowbound").rglob("*.py")):
+        top, _ = _imports(path)
+        third = {m for m in top if m not in stdlib}
+        assert third <= core, f"{path.name} imports {sorted(third - core)} at the top"

@@ -119,7 +119,8 @@ def test_stacked_refuses_what_it_cannot_stack():
         Stacked([])
     net = Stacked([OneHidden(784, 8)])
     with pytest.raises(ValueError, match="one seed per member"):
-        fit_stacked(net, lambda *a: None, torch.zeros(2, 784), torch.zeros(2), seeds=[1, 2],
+        fit_stacked(net, lambda *a: None, torch.zeros(2, 784), torch.zeros(2, dtype=torch.long),
+                    seeds=[1, 2],
                     epochs=1, batch_size=1, lr=0.1)  # fmt: skip
 
 
@@ -132,7 +133,7 @@ def test_stacking_is_on_for_cuda_only_unless_told(monkeypatch):
     monkeypatch.setenv("FLOWBOUND_STACK", "0")
     assert not stacks_training(torch.device("cuda"))
     monkeypatch.setenv("FLOWBOUND_STACK", "yes")
-    with pytest.raises(ValueError, match="FLOWBOUND_STACK must be 0 or 1"):
+    with pytest.raises(ValueError, match="FLOWBOUND_STACK must be 1 .* or 0"):
         stacks_training(torch.device("cpu"))
 
 
@@ -169,3 +170,39 @@ def test_only_the_networks_compared_over_seeds_train_their_seeds(tiny):
     assert stack_seeds(tiny, "lin_nt", 4) == [0]  # not compared over seeds
     tiny["train"]["seed"] = 5
     assert stack_seeds(tiny, "sdp", 4) == [0, 1, 2, 5]
+
+
+_GOOD = {"epochs": 1, "batch_size": 4, "lr": 0.01}
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        ({"epochs": -1}, ValueError, "epochs must be an integer >= 1"),
+        ({"epochs": 0}, ValueError, "epochs must be an integer >= 1"),
+        ({"batch_size": -5}, ValueError, "batch_size must be an integer >= 1"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
+        ({"lr": 0.0}, ValueError, "lr must be > 0"),
+        ({"lr": float("nan")}, ValueError, "lr must be finite"),
+        ({"x": torch.zeros(8, 5, 5)}, ValueError, "25 values per example|cannot score x of shape"),
+        ({"y": torch.full((8,), 10)}, ValueError, r"y must lie in \[0, 10\)"),
+        ({"y": torch.zeros(7, dtype=torch.long)}, ValueError, r"y must have shape \(8,\)"),
+        ({"x": torch.zeros(0, 784), "y": torch.zeros(0, dtype=torch.long)}, ValueError, "empty"),
+        ({"y": torch.zeros(8)}, TypeError, "int64 tensor of labels"),
+    ],
+)
+@pytest.mark.parametrize("stacked", [True, False])
+def test_training_refuses_bad_plans_and_data(stacked, change, error, match):
+    """fit and fit_stacked: one clear error naming the argument, before any step."""
+    args = {"x": torch.rand(8, 784), "y": torch.zeros(8, dtype=torch.long), **_GOOD}
+    args.update(change)
+    x, y = args.pop("x"), args.pop("y")
+    if stacked:
+        net = Stacked([OneHidden(784, 8), OneHidden(784, 8)])
+        loss = VARIANTS.named("nt").stacked_loss_factory()({})
+        with pytest.raises(error, match=match):
+            fit_stacked(net, loss, x, y, seeds=[1, 2], progress=False, **args)
+    else:
+        loss = VARIANTS.named("nt").loss_factory()({})
+        with pytest.raises(error, match=match):
+            fit(OneHidden(784, 8), loss, x, y, seed=0, progress=False, **args)

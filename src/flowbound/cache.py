@@ -52,22 +52,30 @@ class CacheError(OSError):
     """The cache folder cannot be used (a regular file, or not writable)."""
 
 
-def check_cache_dir() -> Path:
-    """The cache root, created if missing; CacheError if it is unusable."""
-    root = cache_dir()
-    if root.exists() and not root.is_dir():
-        raise CacheError(
-            f"the cache folder {root} is a regular file; set FLOWBOUND_CACHE to a folder"
-        )
+def _check_writable(folder: Path, what: str) -> None:
+    """CacheError unless ``folder`` (created if missing) takes a new file."""
+    if folder.exists() and not folder.is_dir():
+        raise CacheError(f"{what} {folder} is a regular file; set FLOWBOUND_CACHE to a folder")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
         raise CacheError(
-            f"cannot write to the cache folder {root} ({exc.strerror}); set FLOWBOUND_CACHE "
-            "to a writable folder"
+            f"cannot write to {what} {folder} ({exc.strerror}); make it writable or set "
+            "FLOWBOUND_CACHE to a writable folder"
         ) from None
+
+
+def check_cache_dir() -> Path:
+    """The cache root, created if missing; CacheError if it, or any folder already in
+    it (``models/``, ``results/``, ...), cannot take a new file: checked before any work
+    starts, so nothing computed is lost at the write."""
+    root = cache_dir()
+    _check_writable(root, "the cache folder")
+    for sub in sorted(root.iterdir()):
+        if sub.is_dir():
+            _check_writable(sub, "the cache folder")
     return root
 
 
@@ -177,6 +185,7 @@ def cached(
     hit = load_cached(kind, config, required=required)
     if hit is not None:
         return hit
+    _check_writable(cache_dir() / kind, "the cache folder")  # before the work, not after
     value, meta = compute()
     store(kind, config, value, meta)
     return value, meta

@@ -18,13 +18,24 @@ import torch
 
 __all__ = [
     "DOMAINS",
+    "SettingError",
     "check_device",
+    "check_eps_list",
     "check_images",
     "check_int",
     "check_labels",
     "check_number",
+    "check_training_plan",
+    "check_training_set",
     "finite_float64",
 ]
+
+
+class SettingError(ValueError):
+    """A setting read from the environment or a settings table (``$FLOWBOUND_DEVICE``,
+    ``$FLOWBOUND_STACK``, :data:`flowbound.device.CHUNKS`) that flowbound cannot use:
+    names the setting, what it must be and what it is."""
+
 
 #: Pixel domains: "unit" is [0, 1] (MNIST as loaded), "symmetric" is [-1, 1] (Section 3).
 DOMAINS: dict[str, tuple[float, float]] = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
@@ -140,3 +151,42 @@ def check_labels(name: str, y: Any, batch: int, classes: int | None = None) -> t
     if y.numel() and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
         raise ValueError(f"{name} must lie in [0, {classes}), got [{int(y.min())}, {int(y.max())}]")
     return y
+
+
+def check_training_set(
+    x: Any, y: Any, *, inputs: int | None = None, classes: int | None = None
+) -> None:
+    """A training set: images (N, H, W) or vectors (N, d), real floating point and
+    finite, N >= 1, with ``inputs`` values each when given; labels int64 (N,) in
+    [0, ``classes``)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.is_complex():
+        raise TypeError(f"x must be a real floating-point tensor, got {getattr(x, 'dtype', x)!r}")
+    if x.dim() not in (2, 3):
+        raise ValueError(f"x must have shape (N, H, W) or (N, d), got {tuple(x.shape)}")
+    if len(x) == 0:
+        raise ValueError("x is empty: training needs at least one example")
+    if inputs is not None and x[0].numel() != inputs:
+        raise ValueError(
+            f"x has {x[0].numel()} values per example (shape {tuple(x.shape)}), but the "
+            f"network takes {inputs} inputs"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x has NaN or inf entries")
+    check_labels("y", y, len(x), classes=classes)
+
+
+def check_training_plan(epochs: Any, batch_size: Any, lr: Any) -> tuple[int, int, float]:
+    """(epochs, batch_size, lr) checked: integers >= 1 and a learning rate > 0."""
+    return (
+        check_int("epochs", epochs),
+        check_int("batch_size", batch_size),
+        check_number("lr", lr, low=0.0, low_open=True),
+    )
+
+
+def check_eps_list(name: str, eps: Any) -> list[float]:
+    """One budget or a non-empty sequence of them, each finite and >= 0, as floats."""
+    values = np.atleast_1d(np.asarray(eps, dtype=object))
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"{name} must be a number or a non-empty list of numbers, got {eps!r}")
+    return [check_number(name, e, low=0.0) for e in values]

@@ -90,6 +90,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """The failures a user can cause and fix; anything else is a bug (traceback)."""
     from .book import BookError
     from .cache import CacheError
+    from .checks import SettingError
     from .data import MNISTChecksumError, MNISTNotFoundError
     from .models import TrainingError
     from .profiles import ProfileError
@@ -100,6 +101,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         MNISTChecksumError,
         MNISTNotFoundError,
         ProfileError,
+        SettingError,
         TrainingError,
     )
 
@@ -130,8 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command in ("train", "book", "figure"):
         from .cache import check_cache_dir
+        from .device import default_device
+        from .stacking import stacks_training
 
         check_cache_dir()  # before anything trains or executes
+        stacks_training(default_device())  # $FLOWBOUND_DEVICE, $FLOWBOUND_STACK: checked now
     if args.command == "train":
         from .data import find_mnist_dir
         from .models import get_model

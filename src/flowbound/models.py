@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import cached, load_cached, store
+from .checks import check_int, check_training_plan, check_training_set
 from .data import load_mnist
 from .device import default_device
 from .epoch_loss import EpochLoss
@@ -213,6 +214,29 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / len(x)
 
 
+def _classes(model: nn.Module, x: torch.Tensor) -> int:
+    """The number of classes ``model`` scores, from one example of ``x`` (a ValueError
+    naming the shape when it cannot score it)."""
+    if not isinstance(x, torch.Tensor) or len(x) == 0:
+        check_training_set(x, torch.zeros(0, dtype=torch.int64))  # the error for x
+    p = next(model.parameters())
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            scores = model(x[:1].to(p.device, p.dtype))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise ValueError(
+            f"the model cannot score x of shape {tuple(x.shape)}: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from None
+    finally:
+        model.train(was)
+    if scores.dim() != 2:
+        raise ValueError(f"the model must return scores (B, K), got {tuple(scores.shape)}")
+    return scores.shape[1]
+
+
 def fit(
     model: nn.Module,
     loss: LossFn,
@@ -233,8 +257,13 @@ def fit(
     ``on_fit_start(epochs=, batch_size=)`` once before training (f_cert checks its
     ramp against the plan);
     tensors returned by ``loss.extra_parameters(model)`` are optimised by the
-    same Adam as the weights (f_sdp's dual vectors).
+    same Adam as the weights (f_sdp's dual vectors). Checked first: the plan (integers
+    >= 1, lr > 0, seed >= 0) and the data (finite examples the model can score, labels
+    among its classes, at least one).
     """
+    epochs, batch_size, lr = check_training_plan(epochs, batch_size, lr)
+    seed = check_int("seed", seed, low=0)
+    check_training_set(x, y, classes=_classes(model, x))
     start = getattr(loss, "on_fit_start", None)
     if start is not None:  # a loss that needs the plan checks it (f_cert's ramp)
         start(epochs=epochs, batch_size=batch_size)

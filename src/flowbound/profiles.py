@@ -77,6 +77,48 @@ def _name(v: Any) -> str | None:
     return None if isinstance(v, str) and v.isidentifier() else "a variant name"
 
 
+def _registered(domain: str, *, linear: bool) -> Callable[[Any], str | None]:
+    """A rule for a list of names (or one name) in a registry: ``"variant"`` (the
+    network variants of ``zoo.VARIANTS``, linear or not as ``linear`` says) or
+    ``"bound"`` (the certificates of ``certify.BOUNDS`` that apply to linear or to
+    one-hidden-layer networks). An unknown name fails when the profile is loaded,
+    not after training."""
+
+    def check(v: Any) -> str | None:
+        names = v if isinstance(v, list) else [v]
+        known = _known(domain, linear)
+        bad = [n for n in names if n not in known]
+        if not bad:
+            return None
+        what = f"{'linear' if linear else 'one-hidden-layer'} {domain}"
+        return f"names of {what}s ({', '.join(known)}); unknown: {', '.join(map(repr, bad))}"
+
+    return check
+
+
+def _known(domain: str, linear: bool) -> list[str]:
+    # the registries sit above the profiles; imported when a profile is checked
+    if domain == "variant":
+        from .zoo import VARIANTS
+
+        return [n for n, v in VARIANTS.items() if (v.arch == "linear") == linear]
+    from .certify import BOUNDS
+
+    arch = "linear" if linear else "one_hidden"
+    return [n for n, b in BOUNDS.items() if arch in b.applies_to]
+
+
+def _all(*rules: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        for rule in rules:
+            problem = rule(v)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
 POS, NONNEG, SEED = _int(1), _int(0), _int(0)
 RATE = _num(0.0, 1.0, open_low=True)
 EPS = _num(0.0)
@@ -129,10 +171,10 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "intro.stadv_steps": POS,
     "intro.eval_images": POS,
     "intro.eval_steps": POS,
-    "intro.eval_variants": _list(_name),
+    "intro.eval_variants": _all(_list(_name), _registered("variant", linear=False)),
     "impossibility.eps": _list(EPS),
-    "impossibility.networks": _list(_name),
-    "impossibility.linear_networks": _list(_name),
+    "impossibility.networks": _all(_list(_name), _registered("variant", linear=False)),
+    "impossibility.linear_networks": _all(_list(_name), _registered("variant", linear=True)),
     "impossibility.pairs": lambda v: None if v == "all" or POS(v) is None else "'all' or >= 1",
     "impossibility.n": POS,
     "impossibility.max_iter": POS,
@@ -144,11 +186,13 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "impossibility.search_restarts": POS,
     "impossibility.seed": SEED,
     "possibility.eps": _list(EPS),
-    "possibility.variants": _list(_name),
-    "possibility.beyond_variants": _list(_name, min_len=0),
-    "possibility.linear_variants": _list(_name),
-    "possibility.kinds": _list(_name),  # checked against certify.BOUNDS where used
-    "possibility.linear_kinds": _list(_name),  # Figure 11's bounds for the linear networks
+    "possibility.variants": _all(_list(_name), _registered("variant", linear=False)),
+    "possibility.beyond_variants": _all(
+        _list(_name, min_len=0), _registered("variant", linear=False)
+    ),
+    "possibility.linear_variants": _all(_list(_name), _registered("variant", linear=True)),
+    "possibility.kinds": _all(_list(_name), _registered("bound", linear=False)),
+    "possibility.linear_kinds": _all(_list(_name), _registered("bound", linear=True)),
     "possibility.test_images": _optional(POS),
     "possibility.tol": RATE,
     "possibility.fig7_pixels": _list(PIXEL, min_len=2),
@@ -166,7 +210,9 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "possibility.seeds": _list(SEED),
     "possibility.claim_tau": EPS,
     "possibility.claim_success": _choice("success", "success_final"),
-    "possibility.border_compare": _list(_name, min_len=0),
+    "possibility.border_compare": _all(
+        _list(_name, min_len=0), _registered("variant", linear=False)
+    ),
     "variants.cert.eps": POS_NUM,
     "variants.cert.kappa": _num(0.0, 1.0),
     "variants.cert.ramp_epochs": POS,
@@ -175,8 +221,8 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "variants.cert.threat": _choice("tied", "full"),
     "variants.cert.kink": _bool,
     "local.eps": _list(EPS),
-    "local.variants": _list(_name),
-    "local.kinds": _list(_name),  # checked against certify.BOUNDS where used
+    "local.variants": _all(_list(_name), _registered("variant", linear=False)),
+    "local.kinds": _all(_list(_name), _registered("bound", linear=False)),
     "local.images": _optional(POS),
     "local.modes": _optional(POS),
     "local.attack.images": POS,
@@ -185,7 +231,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "local.attack.targets": NONNEG,
     "local.attack.seed": SEED,
     "local.attack.search_dtype": _choice("float32", "float64"),  # checked in float64 after
-    "local.sides.variant": _name,
+    "local.sides.variant": _all(_name, _registered("variant", linear=False)),
     "local.sides.eps": _list(POS_NUM),
     "local.sides.steps": POS,
     "local.sides.restarts": POS,
@@ -212,6 +258,12 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
         raise ProfileError(f"{source}: a profile is a JSON object, got {type(data).__name__}")
     leaves = _leaves(data)
     for key in sorted(set(leaves) - set(SCHEMA)):
+        below = sorted(k[len(key) + 1 :] for k in SCHEMA if k.startswith(f"{key}."))
+        if below:  # a section given as something else than an object
+            raise ProfileError(
+                f"{source}: {key} must be an object with the keys {', '.join(below)}, got "
+                f"{leaves[key]!r}"
+            )
         near = [k for k in SCHEMA if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0]]
         hint = (
             f" (known keys here: {', '.join(k.rsplit('.', 1)[-1] for k in near)})" if near else ""
@@ -239,6 +291,13 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
         )
     if data["train"]["seed"] not in p["seeds"]:
         raise ProfileError(f"{source}: train.seed must be one of possibility.seeds")
+    local = data["local"]
+    missing = [e for e in local["report_eps"] if e not in local["eps"]]
+    if missing:
+        raise ProfileError(
+            f"{source}: local.report_eps {missing} must be on the grid local.eps "
+            f"({local['eps']}): the report reads Figure 12's values there"
+        )
     return data
 
 

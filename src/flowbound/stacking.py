@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .checks import check_int
+from .checks import SettingError, check_int, check_training_plan, check_training_set
 from .epoch_loss import EpochLoss
 from .progress import bar as progress_bar
 
@@ -46,7 +46,10 @@ def stacks_training(device: torch.device) -> bool:
     if flag is None or flag == "":
         return device.type == "cuda"
     if flag not in ("0", "1"):
-        raise ValueError(f"FLOWBOUND_STACK must be 0 or 1, got {flag!r}")
+        raise SettingError(
+            f"FLOWBOUND_STACK must be 1 (train a variant's seeds together) or 0 (one by one), "
+            f"or unset (together on CUDA only), got {flag!r}"
+        )
     return flag == "1"
 
 
@@ -135,11 +138,16 @@ def fit_stacked(
     ``on_stack_start(seeds)``, ``extra_parameters(net)`` and ``on_epoch_start(net, epoch,
     x, y)`` are used as ``fit`` uses its hooks), ``loss`` returns
     the sum of the members' losses (each their batch mean), one Adam over the stacked
-    parameters. The loss is checked once per epoch on the device (no host sync per step);
+    parameters. Checked first: the plan (integers >= 1, lr > 0), the data (finite
+    examples of the members' input size, labels among their classes, at least one).
+    The loss is checked once per epoch on the device (no host sync per step);
     a NaN or inf raises :class:`~flowbound.models.TrainingError` naming the member, epoch
     and batch where it first appeared."""
     from .models import TrainingError
 
+    epochs, batch_size, lr = check_training_plan(epochs, batch_size, lr)
+    inputs = (net.V if net.W is None else net.W).shape[2]
+    check_training_set(x, y, inputs=inputs, classes=net.V.shape[1])
     seeds = [check_int("seeds", s, low=0) for s in seeds]
     if len(seeds) != net.members:
         raise ValueError(f"seeds must give one seed per member ({net.members}), got {len(seeds)}")
