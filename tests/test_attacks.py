@@ -295,17 +295,35 @@ def test_every_attack_treats_images_independently(setup):
 _BUDGET = {"pixels": 0.1, "tied": 0.5, "full": 0.5, "penalty": 0.005}
 
 
+#: The flow shapes (without the batch) each threat set's flows may have.
+def _flow_shapes(threat: str, x: torch.Tensor) -> list[tuple[int, ...] | None]:
+    h, w = x.shape[1:]
+    return {
+        "pixels": [None],
+        "tied": [(h, w)],
+        "full": [(2, h, w)],
+        "penalty": [(h, w), (2, h, w)],
+    }[threat]
+
+
 def check_attack_contract(a, net, x, y) -> None:
-    """What every attack promises (CONTRIBUTING, "An attack"): success is what a forward
-    pass says, images stay finite in [0, 1] and within the budget of its threat set,
-    flows (if any) give the images, an empty batch gives empty results, and an attack
-    that claims batch independence gives the first images of a batch the same results
-    when they are attacked without the rest."""
+    """What every attack promises (CONTRIBUTING, "An attack"): it leaves its inputs as
+    they were; success is what a forward pass says; images stay finite in [0, 1] and
+    within the budget of its threat set; flows have the threat set's shape (tied: one
+    channel, full: two) and give the images; an empty batch gives empty results; and an
+    attack that claims batch independence gives the first images of a batch the same
+    results when they are attacked without the rest and beside other companions."""
     from flowbound.attack_registry import AttackResult
     from flowbound.geometry import flow_norm, l_diff
 
     budget = _BUDGET[a.threat]
+    x_before, y_before = x.clone(), y.clone()
+    params = [p.detach().clone() for p in net.parameters()]
     res = a.run(net, x, y, budget, 0)
+    assert torch.equal(x, x_before) and torch.equal(y, y_before), f"{a.name}: changed its input"
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), params, strict=True)), (
+        f"{a.name}: changed the model"
+    )
     assert isinstance(res, AttackResult)
     assert res.images.shape == x.shape and res.success.shape == y.shape
     with torch.no_grad():
@@ -313,22 +331,37 @@ def check_attack_contract(a, net, x, y) -> None:
     assert torch.equal(res.success.cpu(), fooled.cpu()), f"{a.name}: success is not the model's"
     assert bool(torch.isfinite(res.images).all())
     assert float(res.images.min()) >= 0 and float(res.images.max()) <= 1
+    shape = None if res.flows is None else tuple(res.flows.shape[1:])
+    assert shape in _flow_shapes(a.threat, x), (
+        f"{a.name}: flows of shape {shape} for the {a.threat!r} threat set"
+    )
     slack = 1 + 1e-6
     if a.threat == "pixels":
         assert float((res.images - x).abs().max()) <= budget * slack
     elif a.threat == "tied":
-        assert np.all(flow_norm(res.flows) <= budget * slack)
+        assert np.all(flow_norm(res.flows) <= budget * slack), f"{a.name}: over budget"
     elif a.threat == "full":
-        assert np.all(l_diff(res.flows, full=True) <= np.sqrt(2) * budget * slack)
+        used = l_diff(res.flows, full=True)
+        assert np.all(used <= np.sqrt(2) * budget * slack), f"{a.name}: over budget"
     if res.flows is not None:
         torch.testing.assert_close(warp(x, res.flows), res.images, rtol=0, atol=1e-9)
     empty = a.run(net, x[:0], y[:0], budget, 0)
     assert empty.images.shape == (0, *x.shape[1:]) and empty.success.shape == (0,)
     if a.batch_independent:  # random draws may depend on an image's place, not on the others
-        for m in (1, len(x) - 2):
-            part = a.run(net, x[:m], y[:m], budget, 0)
-            assert torch.equal(part.success, res.success[:m]), f"{a.name}: first {m} images"
-            torch.testing.assert_close(part.images, res.images[:m], rtol=0, atol=1e-6)
+        others = x.flip(0)  # other companions for the same first images
+        mixed_x = torch.cat([x[:2], others[2:]])
+        with torch.no_grad():
+            mixed_y = torch.cat([y[:2], net(others[2:]).argmax(1)])
+        for m, part in (
+            (1, a.run(net, x[:1], y[:1], budget, 0)),
+            (len(x) - 2, a.run(net, x[:-2], y[:-2], budget, 0)),
+            (2, a.run(net, mixed_x, mixed_y, budget, 0)),
+        ):
+            assert torch.equal(part.success[:m], res.success[:m]), f"{a.name}: first {m} images"
+            torch.testing.assert_close(
+                part.images[:m], res.images[:m], rtol=0, atol=1e-6,
+                msg=f"{a.name}: the first {m} images depend on the rest of the batch",
+            )  # fmt: skip
 
 
 def _registered_attacks():
@@ -370,3 +403,62 @@ def test_a_registered_toy_attack_is_checked_by_the_contract(setup, monkeypatch):
 
     with pytest.raises(AssertionError, match="success is not the model's"):
         check_attack_contract(Attack("liar", "liar", liar, "tied", True), *setup)
+
+
+def _liars():
+    """Attacks that break one promise each, and the message the contract gives."""
+    from flowbound.attack_registry import AttackResult
+    from flowbound.geometry import flow_norm
+
+    def scored(model, images, y):
+        with torch.no_grad():
+            return model(images).argmax(1) != y
+
+    def two_channel(model, x, y, budget, seed):  # "tied", but dv = -du
+        unit = torch.ones(x.shape[1:], dtype=x.dtype)
+        du = (budget / float(flow_norm(unit)) * unit).expand(len(x), -1, -1)
+        flows = torch.stack([du, -du], 1).clone()
+        images = warp(x, flows)
+        return AttackResult(images, scored(model, images, y), flows, {})
+
+    def zeroes_input(model, x, y, budget, seed):  # "no flow", after blanking x in place
+        x.zero_()
+        flows = torch.zeros_like(x)
+        return AttackResult(x.clone(), scored(model, x, y), flows, {})
+
+    def peeks(model, x, y, budget, seed):  # each flow scaled by the last image's mean
+        unit = torch.ones(x.shape[1:], dtype=x.dtype)
+        size = budget / float(flow_norm(unit)) * (float(x[-1].mean()) if len(x) else 0.0)
+        flows = (size * unit).expand(len(x), -1, -1).clone()
+        images = warp(x, flows)
+        return AttackResult(images, scored(model, images, y), flows, {})
+
+    return [
+        (two_channel, "flows of shape"),
+        (zeroes_input, "changed its input"),
+        (peeks, "depend on the rest of the batch"),
+    ]
+
+
+@pytest.mark.parametrize("which", range(3))
+def test_the_contract_catches_each_kind_of_liar(setup, which):
+    from flowbound.attack_registry import Attack
+
+    run, match = _liars()[which]
+    with pytest.raises(AssertionError, match=match):
+        check_attack_contract(Attack(run.__name__, "liar", run, "tied", True), *setup)
+
+
+def test_attack_result_of_names_what_it_cannot_read():
+    from typing import NamedTuple
+
+    from flowbound.attack_registry import AttackResult
+
+    class NoSuccess(NamedTuple):
+        images: torch.Tensor
+        flows: torch.Tensor
+
+    with pytest.raises(TypeError, match="NamedTuple"):
+        AttackResult.of((torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.bool)))
+    with pytest.raises(TypeError, match="success"):
+        AttackResult.of(NoSuccess(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)))

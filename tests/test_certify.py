@@ -142,6 +142,7 @@ SPOILS = [
     (lambda x, y, e: (x, y, [-0.1]), "eps"),
     (lambda x, y, e: (x, y, [float("inf")]), "eps"),
     (lambda x, y, e: (x.flatten(1), y, e), "H, W"),
+    (lambda x, y, e: (x, torch.full_like(y, 3), e), r"y must lie in \[0, 3\)"),
 ]
 
 
@@ -157,3 +158,76 @@ def check_refuses_bad_input(problem, kind: str) -> None:
 @pytest.mark.parametrize("kind", sound_bounds())
 def test_every_sound_bound_refuses_bad_input(tiny, tiny_linear, kind):
     check_refuses_bad_input(tiny if "one_hidden" in BOUNDS[kind].applies_to else tiny_linear, kind)
+
+
+@pytest.mark.parametrize("kind", sound_bounds("one_hidden"))
+def test_an_empty_batch_is_an_empty_answer(tiny, kind):
+    net, x, y = tiny
+    ok = certified_digits(net, x[:0], y[:0], [0.0, 0.1], kind, side=3)
+    assert ok.shape == (2, 0) and ok.dtype == bool
+
+
+def test_certified_digits_refuses_bad_kinds_and_deltas(tiny):
+    net, x, y = tiny
+    x, y = x[:6], y[:6]
+    with pytest.raises(ValueError, match="non-empty list"):
+        certified_digits(net, x, y, [], "spectral", side=3)
+    with pytest.raises(TypeError, match="kind must be a bound's name"):
+        certified_digits(net, x, y, [0.1], ["sdp"], side=3)
+    good = decrease_bounds(net, "spectral", side=3)
+    for delta, match in [
+        (good[:2], r"shape \(3, 3\)"),
+        (-good, "must be >= 0"),
+        (good * np.nan, "NaN or inf"),
+        (good + np.triu(np.ones((3, 3)), 1), "symmetric"),
+        ("big", "array of numbers|NaN"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            certified_digits(net, x, y, [0.1], "spectral", side=3, delta=delta)
+
+
+def test_bounds_are_checked_when_registered():
+    from flowbound.certify import Bound
+
+    def fn(*args, **kwargs):
+        return None
+
+    with pytest.raises(TypeError, match="exactly one of decrease .* and certify"):
+        Bound("b", "b")
+    with pytest.raises(TypeError, match="exactly one of"):
+        Bound("b", "b", decrease=fn, certify=fn)
+    with pytest.raises(ValueError, match="threat must be one of"):
+        Bound("b", "b", decrease=fn, threat="bogus")
+    with pytest.raises(ValueError, match="applies_to"):
+        Bound("b", "b", decrease=fn, applies_to=("cnn",))
+    with pytest.raises(TypeError, match="must be callable"):
+        Bound("b", "b", decrease=3)
+
+
+def test_a_certificate_that_returns_the_wrong_shape_is_refused(tiny, monkeypatch):
+    from flowbound.certify import Bound
+
+    def scalar(model, x, y, eps, *, modes=200, classifier_only=False):
+        return True
+
+    monkeypatch.setitem(BOUNDS, "scalar", Bound("scalar", "scalar", certify=scalar))
+    net, x, y = tiny
+    with pytest.raises(TypeError, match=r"must return an \(E, N\)"):
+        certified_digits(net, x[:6], y[:6], [0.1], "scalar", side=3)
+
+
+@pytest.mark.parametrize("kind", sound_bounds("one_hidden"))
+def test_a_spatial_transformer_needs_classifier_only(kind):
+    """Certifying an STN's classifier on the transformed digit is not a certificate of
+    the STN: refused unless asked for by name."""
+    from flowbound.models import STNClassifier
+
+    torch.manual_seed(0)
+    stn = STNClassifier(hidden=8, stn_hidden=4).double().eval()
+    x = torch.rand(3, 28, 28, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        y = stn(x).argmax(1)
+    with pytest.raises(TypeError, match="classifier_only=True"):
+        certified_digits(stn, x, y, [0.0, 0.01], kind)
+    ok = certified_digits(stn, x, y, [0.0, 0.01], kind, classifier_only=True)
+    assert ok.shape == (2, 3)

@@ -115,3 +115,66 @@ def test_float32_models_take_float64_images():
     net, x, y = _setup(n=3)
     res = flow_apgd(net.float(), x, y, eps=0.5, steps=5)
     assert res.images.dtype == torch.float64 and res.success.shape == (3,)
+
+
+@pytest.mark.parametrize("threat", ["tied", "full"])
+def test_a_float32_model_returns_flows_within_the_budget_in_float64(threat):
+    """The search rounds in float32; the flows returned are rechecked in float64 from
+    what is returned (no slack), and ``budget`` is that float64 value."""
+    net, x, y = _setup(n=8, seed=4)
+    net, x = net.float(), x.float()
+    eps = 0.6
+    res = flow_apgd(net, x, y, eps=eps, threat=threat, steps=20, targets=1)
+    flows = res.flows.double()
+    if threat == "tied":
+        used = torch.from_numpy(flow_norm(flows))
+    else:
+        used = ((torch.from_numpy(flow_norm(flows[:, 0])) ** 2
+                 + torch.from_numpy(flow_norm(flows[:, 1])) ** 2) / 2) ** 0.5  # fmt: skip
+    assert bool((used <= eps).all()), float(used.max() / eps - 1)
+    assert bool((res.budget.double() <= eps).all())
+    torch.testing.assert_close(res.budget.double(), used, rtol=1e-12, atol=0)
+
+
+def test_success_holds_on_the_images_returned_in_their_dtype():
+    """bfloat16 images: the returned (bfloat16) images are what success is checked on
+    (checked before the cast back, 5 of 384 successes here did not hold)."""
+    for seed in range(6):
+        torch.manual_seed(seed)
+        net = OneHidden(36, 12, 4).float()
+        xb = torch.rand(64, 6, 6, generator=torch.Generator().manual_seed(seed + 1))
+        xb = xb.to(torch.bfloat16)
+        with torch.no_grad():
+            y = net(xb.float()).argmax(1)
+        res = flow_apgd(net, xb, y, eps=0.8, steps=20, targets=1)
+        assert res.images.dtype == res.flows.dtype == torch.bfloat16
+        with torch.no_grad():
+            fooled = net(res.images.float()).argmax(1) != y
+        assert torch.equal(res.success, fooled)
+
+
+def test_bad_models_and_dtypes_get_one_clear_error():
+    net, x, y = _setup(n=3)
+    for dtype in (torch.float16, torch.bfloat16, torch.int32, "float32"):
+        with pytest.raises(TypeError, match="search_dtype"):
+            flow_apgd(net, x, y, eps=0.5, steps=2, search_dtype=dtype)
+    broken = OneHidden(36, 12, 4).double()
+    with torch.no_grad():
+        broken.W.weight[0, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN or inf parameters"):
+        flow_apgd(broken, x, y, eps=0.5, steps=2)
+    with pytest.raises(ValueError, match="could not score x of shape"):
+        flow_apgd(net, torch.rand(3, 5, 5, dtype=torch.float64), y, eps=0.5, steps=2)
+
+    class OneScore(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(36, dtype=torch.float64))
+
+        def forward(self, z):
+            return z.flatten(1) @ self.w
+
+    with pytest.raises(ValueError, match=r"scores of shape \(B, K\)"):
+        flow_apgd(OneScore(), x, y, eps=0.5, steps=2)
+    with pytest.raises(TypeError, match="float32 or float64 parameters"):
+        flow_apgd(OneHidden(36, 12, 4).half(), x.half(), y, eps=0.5, steps=2)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -284,13 +285,47 @@ def test_a_bogus_device_is_refused_by_name():
             certified_margins(_net(), x, y, 0.1, device="cuda")
 
 
-def test_the_stn_is_certified_on_its_classifier_in_any_dtype():
+def test_the_stn_is_certified_on_its_classifier_in_any_dtype_when_asked_by_name():
     torch.manual_seed(0)
     stn = STNClassifier(6)
     x = torch.rand(3, 28, 28, dtype=torch.float64)
     y = torch.tensor([0, 1, 2])
-    m = certified_margins(stn, x, y, 0.1)
+    m = certified_margins(stn, x, y, 0.1, classifier_only=True)
     assert m.shape == (3, 10) and m.dtype == torch.float64
+    for call in (certified_margins, certified):
+        with pytest.raises(TypeError, match="classifier_only=True"):
+            call(stn, x, y, 0.1)
+        with pytest.raises(TypeError, match="classifier_only must be True or False"):
+            call(stn, x, y, 0.1, classifier_only="yes")
+
+
+def test_relaxed_output_refuses_what_is_not_a_relaxation():
+    from flowbound.local_bounds import relaxed_output
+
+    low = torch.tensor([[-1.0, 0.5, -2.0]], dtype=torch.float64)
+    up = torch.tensor([[1.0, 2.0, -1.0]], dtype=torch.float64)
+    c = torch.randn(1, 2, 3, dtype=torch.float64)
+    lam, const = relaxed_output(low, up, c, torch.full((1, 2, 3), 0.3, dtype=torch.float64))
+    assert lam.shape == (1, 2, 3) and const.shape == (1, 2)
+    for slope in (-1.0, 2.0, math.nan):
+        with pytest.raises(ValueError, match="lower"):
+            relaxed_output(low, up, c, torch.full((1, 2, 3), slope, dtype=torch.float64))
+    with pytest.raises(ValueError, match="low must be <= up"):
+        relaxed_output(up, low, c)
+    with pytest.raises(ValueError, match="c must have shape"):
+        relaxed_output(low, up, c[:, :, :2])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        relaxed_output(low * math.inf, up, c)
+
+
+def test_pixel_bounds_are_float64_only():
+    from flowbound.local_bounds import pixel_bounds
+
+    x = _images(2)
+    for dtype in (torch.float32, torch.float16):
+        with pytest.raises(ValueError, match="dtype must be torch.float64"):
+            pixel_bounds(x, 0.3, dtype=dtype)
+    assert pixel_bounds(x, 0.3).lower.dtype == torch.float64
 
 
 # 7. Arguments are checked before any early return.
@@ -451,3 +486,62 @@ def test_the_property_test_ran_and_refused_draws():
         pytest.skip("the property test did not run in this session")
     print(f"property test: {_COUNTS['ran']} draws ran, {_COUNTS['refused']} refused")
     assert _COUNTS["ran"] >= 20 and _COUNTS["refused"] >= 20, _COUNTS
+
+
+# The settings tables: every size read from device.CHUNKS is checked where it is read,
+# and no valid size changes what is certified (property test over the table).
+_CHUNK_KINDS = ("certificate", "certificate_inner")
+_BAD_SIZES = [-1, 0, 2.5, "8", True, None]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    sizes=st.tuples(st.integers(1, 600), st.integers(1, 70)),
+    spoil=st.sampled_from([None, None, *_CHUNK_KINDS]),
+    bad=st.integers(0, len(_BAD_SIZES) - 1),
+    threat=st.sampled_from(["tied", "full"]),
+    eps=st.floats(0.05, 1.5),
+    seed=st.integers(0, 10_000),
+)
+def test_certified_under_any_chunk_table_refuses_or_is_never_beaten(
+    sizes, spoil, bad, threat, eps, seed
+):
+    from unittest import mock
+
+    from flowbound import device
+    from flowbound.checks import SettingError
+
+    table = {
+        kind: {"cpu": size, "cuda": size} for kind, size in zip(_CHUNK_KINDS, sizes, strict=True)
+    }
+    if spoil is not None:
+        table[spoil]["cpu"] = _BAD_SIZES[bad]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    side = 4
+    net = OneHidden(side * side, 8, 3).double()
+    x = torch.rand(12, side, side, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    with mock.patch.dict(device.CHUNKS, table):
+        if spoil is not None:
+            with pytest.raises(SettingError, match=rf"CHUNKS\[{spoil!r}\]\['cpu'\]"):
+                certified(net, x, y, [eps], threat=threat)
+            return
+        ok = certified(net, x, y, [eps], threat=threat)[0]
+    ref = certified(net, x, y, [eps], threat=threat, batch=500)[0]
+    assert np.array_equal(ok, ref)  # the table changes no answer
+    res = flow_apgd(net, x, y, eps=eps, threat=threat, steps=20, targets=2, seed=seed)
+    assert not bool((torch.from_numpy(ok) & res.success).any()), "a certified digit was flipped"
+
+
+def test_chunk_sizes_are_checked_where_they_are_read(monkeypatch):
+    from flowbound import device
+    from flowbound.checks import SettingError
+
+    for bad in _BAD_SIZES:
+        monkeypatch.setitem(device.CHUNKS, "certificate_inner", {"cpu": bad})
+        with pytest.raises(SettingError, match="certificate_inner"):
+            device.chunk_size("certificate_inner", "cpu")
+    with pytest.raises(ValueError, match="device must be"):
+        device.chunk_size("certificate", "tpu")

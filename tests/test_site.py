@@ -141,6 +141,27 @@ def test_no_execution_errors(rendered):
         assert "{glue" not in text, f"{name}: a glue reference was not filled"
 
 
+def test_every_glued_figure_is_drawn_as_an_image(rendered):
+    """A figure glued from a cell without an inline backend reaches the page as its
+    text form ("<Figure size 760x260 with 2 Axes>"): no page may show one, and every
+    page shows at least as many drawn images as its source has {glue} figure blocks."""
+    book = Path(__file__).resolve().parents[1] / "book"
+    for name, dom in rendered.items():
+        text = _visible_text(dom)
+        assert not re.search(r"<Figure size [\d.]+x[\d.]+", text), f"{name}: a figure as text"
+        assert "matplotlib.figure.Figure" not in text, f"{name}: a figure as text"
+        source = book / Path(name).with_suffix(".md").name
+        if not source.exists():
+            continue
+        blocks = len(re.findall(r"^```\{glue(?::figure)?\}", source.read_text(), flags=re.M))
+        drawn = [
+            int(w)
+            for w in re.findall(r'<img\b[^>]*data-natural-width="(\d+)"', dom)
+            if int(w) > 100
+        ]
+        assert len(drawn) >= blocks, f"{name}: {blocks} glued figures, {len(drawn)} drawn"
+
+
 def test_every_figure_of_the_paper_is_shown(rendered):
     found: dict[int, str] = {}
     for name, dom in rendered.items():

@@ -46,8 +46,19 @@ class AttackResult:
 
     @classmethod
     def of(cls, result: Any) -> AttackResult:
-        """The common view of an attack's own result (a NamedTuple)."""
+        """The common view of an attack's own result (a NamedTuple with ``images`` and
+        ``success``; ``flows`` and the rest optional); anything else is a TypeError."""
+        if not (isinstance(result, tuple) and hasattr(result, "_asdict")):
+            raise TypeError(
+                f"AttackResult.of reads an attack's NamedTuple result, got {type(result).__name__}"
+            )
         fields = result._asdict()
+        missing = [k for k in ("images", "success") if k not in fields]
+        if missing:
+            raise TypeError(
+                f"AttackResult.of: {type(result).__name__} has no field "
+                f"{' or '.join(map(repr, missing))} (an attack's result needs images and success)"
+            )
         images, success = fields.pop("images"), fields.pop("success")
         return cls(images, success, fields.pop("flows", None), fields)
 

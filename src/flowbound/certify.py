@@ -44,10 +44,17 @@ from .bounds import (
     sdp_matrix,
     spectral_bound,
 )
-from .checks import check_images, check_labels, check_number
+from .checks import check_eps_list, check_images, check_labels
 from .geometry import aabb_lambda
 from .local_bounds import certified as local_certified
-from .nets import NetView, binary_weights, classifier_input, unordered_pairs, view
+from .nets import (
+    NetView,
+    binary_weights,
+    certified_classifier,
+    classifier_input,
+    unordered_pairs,
+    view,
+)
 from .registry import Registry
 
 __all__ = [
@@ -63,6 +70,13 @@ __all__ = [
     "sound_bounds",
 ]
 
+#: The flows a bound may cover (``Bound.threat``): tied flows with ||M r|| <= eps,
+#: or (du, dv) with l_diff <= sqrt(2) eps.
+BOUND_THREATS = ("tied", "full")
+
+#: The network shapes a bound may apply to (``Bound.applies_to``).
+ARCHITECTURES = ("one_hidden", "linear")
+
 #: Pairwise decrease bounds at eps = 1 (B,) from a network view, unordered pairs,
 #: the image side and the solver tolerance.
 DecreaseFn = Callable[[NetView, list[tuple[int, int]], int, float], np.ndarray]
@@ -72,7 +86,8 @@ class CertifyFn(Protocol):
     """An input-dependent certificate: (E, N) bool, True where the image is classified
     correctly and certified at that eps. ``modes`` is the number of eigenvectors of
     M^T M the per-digit certificates keep (the profile's ``local.modes``; a certificate
-    without such a setting ignores it)."""
+    without such a setting ignores it); ``classifier_only`` lets a spatial transformer
+    through, certifying its classifier on the transformed digit (refused otherwise)."""
 
     def __call__(
         self,
@@ -82,6 +97,7 @@ class CertifyFn(Protocol):
         eps: list[float],
         *,
         modes: int | None = 200,
+        classifier_only: bool = False,
     ) -> np.ndarray: ...
 
 
@@ -114,6 +130,29 @@ class Bound:
     short: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"a bound's name must be an identifier, got {self.name!r}")
+        if (self.decrease is None) == (self.certify is None):
+            raise TypeError(
+                f"bound {self.name!r} must set exactly one of decrease (a global bound: "
+                f"Delta per class pair) and certify (a per-image certificate), got "
+                f"{'both' if self.decrease is not None else 'neither'}"
+            )
+        for what, fn in (("decrease", self.decrease), ("certify", self.certify)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"bound {self.name!r}: {what} must be callable, got {fn!r}")
+        if self.threat not in BOUND_THREATS:
+            raise ValueError(
+                f"bound {self.name!r}: threat must be one of {', '.join(BOUND_THREATS)}, got "
+                f"{self.threat!r}"
+            )
+        if not self.applies_to or any(a not in ARCHITECTURES for a in self.applies_to):
+            raise ValueError(
+                f"bound {self.name!r}: applies_to must name some of {', '.join(ARCHITECTURES)}, "
+                f"got {self.applies_to!r}"
+            )
+        if not isinstance(self.sound, bool):
+            raise TypeError(f"bound {self.name!r}: sound must be True or False")
         if not self.short:
             object.__setattr__(self, "short", self.name)
 
@@ -168,8 +207,13 @@ def _linear(net: NetView, pairs, side: int, tol: float) -> np.ndarray:
 
 
 def _local(threat: str) -> CertifyFn:
-    def certify(model, x, y, eps, *, modes: int | None = 200) -> np.ndarray:
-        return local_certified(model, x.double(), y, eps, threat=threat, modes=modes, progress=True)
+    def certify(
+        model, x, y, eps, *, modes: int | None = 200, classifier_only: bool = False
+    ) -> np.ndarray:
+        return local_certified(
+            model, x.double(), y, eps, threat=threat, modes=modes, progress=True,
+            classifier_only=classifier_only,
+        )  # fmt: skip
 
     return certify
 
@@ -249,6 +293,28 @@ def margins(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndar
     return (scores.gather(1, y.view(-1, 1).cpu()) - scores).numpy()
 
 
+def _checked_delta(delta, k: int) -> np.ndarray:
+    """A global bound's pairwise Delta as given: (K, K), finite, >= 0, symmetric."""
+    try:
+        d = np.asarray(delta, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"delta must be a (K, K) array of numbers, got {type(delta).__name__}"
+        ) from None
+    if d.shape != (k, k):
+        raise ValueError(f"delta must have shape ({k}, {k}) for a {k}-class network, got {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError("delta has NaN or inf entries")
+    if (d < 0).any():
+        raise ValueError(
+            "delta must be >= 0: it bounds how much a flow can lower a margin, and a negative "
+            "bound would certify digits no bound covers"
+        )
+    if not np.array_equal(d, d.T):
+        raise ValueError("delta must be symmetric (one bound per unordered class pair)")
+    return d
+
+
 def certified_digits(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -260,20 +326,40 @@ def certified_digits(
     delta: np.ndarray | None = None,
     tol: float = 1e-4,
     modes: int | None = 200,
+    classifier_only: bool = False,
 ) -> np.ndarray:
     """(E, N) bool: each digit classified correctly and certified by ``kind`` at each
     eps. ``delta`` reuses a global bound's pairwise Delta from :func:`decrease_bounds`
-    (computed here otherwise); an input-dependent certificate is run per image, with
-    ``modes`` (:class:`CertifyFn`). Images must lie in [0, 1] (every bound here is
-    sound for that domain), eps be finite and >= 0."""
+    (computed here otherwise; checked: (K, K), finite, >= 0, symmetric); an
+    input-dependent certificate is run per image, with ``modes`` (:class:`CertifyFn`).
+    Images must lie in [0, 1] (every bound here is sound for that domain), labels among
+    the network's classes, eps be finite and >= 0; an empty batch gives (E, 0). A spatial
+    transformer is refused unless ``classifier_only=True`` (its classifier is certified
+    on the transformed digit, not the model)."""
+    if not isinstance(kind, str):
+        raise TypeError(f"kind must be a bound's name (a string), got {type(kind).__name__}")
     b = bound(kind)
+    certified_classifier(model, classifier_only)
     check_images("x", x, domain="unit")
-    check_labels("y", y, len(x))
-    eps = np.asarray([check_number("eps", e, low=0.0) for e in np.atleast_1d(eps)])
+    k = view(model).classes
+    check_labels("y", y, len(x), classes=k)
+    eps = np.asarray(check_eps_list("eps", eps))
+    if len(x) == 0:
+        return np.zeros((len(eps), 0), dtype=bool)
     if b.local:
-        return np.asarray(b.certify(model, x, y, [float(e) for e in eps], modes=modes), dtype=bool)
+        ok = b.certify(
+            model, x, y, [float(e) for e in eps], modes=modes, classifier_only=classifier_only
+        )
+        ok = np.asarray(ok)
+        if ok.shape != (len(eps), len(x)) or ok.dtype != bool:
+            raise TypeError(
+                f"the {kind!r} certificate must return an (E, N) = ({len(eps)}, {len(x)}) bool "
+                f"array, got {ok.dtype} of shape {ok.shape}"
+            )
+        return ok
     if delta is None:
         delta = decrease_bounds(model, kind, side=side, tol=tol)
+    delta = _checked_delta(delta, k)
     m = margins(model, x, y)
     yy = y.cpu().numpy()
     need = delta[yy]  # (N, K): Delta_{y, i} per image
@@ -284,17 +370,9 @@ def certified_digits(
 
 
 def certified_fraction(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps,
-    kind: str = "sdp",
-    *,
-    side: int = 28,
-    delta: np.ndarray | None = None,
-    tol: float = 1e-4,
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps, kind: str = "sdp", **options
 ) -> np.ndarray:
     """The 0/1 adversarial loss at each eps: the fraction of (x, y) that are
-    misclassified or not certified (Figure 5); see :func:`certified_digits`."""
-    ok = certified_digits(model, x, y, eps, kind, side=side, delta=delta, tol=tol)
-    return 1.0 - ok.mean(1)
+    misclassified or not certified (Figure 5); ``options`` as for
+    :func:`certified_digits`."""
+    return 1.0 - certified_digits(model, x, y, eps, kind, **options).mean(1)

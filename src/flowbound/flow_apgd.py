@@ -34,12 +34,15 @@ import torch
 from torch import nn
 
 from .checks import check_device, check_images, check_int, check_labels, check_number
-from .geometry import m_inv_tensor
+from .geometry import m_inv_tensor, mtm
 from .warp import warp, warp_and_jacobian
 
 __all__ = ["THREATS", "FlowAttackResult", "checkpoints", "flow_apgd"]
 
 THREATS = ("tied", "full")
+
+#: The dtypes the attack computes in (half precision cannot resolve its steps).
+_DTYPES = (torch.float32, torch.float64)
 
 #: APGD's constants: momentum weight on the new step, the share of improving steps a
 #: checkpoint asks for.
@@ -91,11 +94,10 @@ class _Problem:
         self.success = torch.zeros(n, dtype=torch.bool, device=x.device)
         self.record(torch.arange(n, device=x.device), self.z, clean)
 
-    def flows(self, z: torch.Tensor, mi: torch.Tensor | None = None) -> torch.Tensor:
-        """r = M^{-1} z per part (``mi``: M^{-1} in another dtype than the search's)."""
+    def flows(self, z: torch.Tensor) -> torch.Tensor:
+        """r = M^{-1} z per part."""
         s, n = self.side, len(z)
-        mi = self.mi if mi is None else mi
-        r = (z.reshape(n, self.parts, s * s) @ mi).view(n, self.parts, s, s)
+        r = (z.reshape(n, self.parts, s * s) @ self.mi).view(n, self.parts, s, s)
         return r[:, 0] if self.parts == 1 else r
 
     @torch.no_grad()
@@ -236,14 +238,23 @@ def flow_apgd(
         raise TypeError(f"model ({type(model).__name__}) has no parameters")
     dev = check_device("device", device) or p.device
     own = p.dtype
+    if own not in _DTYPES:
+        raise TypeError(
+            f"model must hold float32 or float64 parameters (the attack's budget and "
+            f"success are checked in its dtype), got {own}"
+        )
+    if not all(bool(torch.isfinite(q).all()) for q in model.parameters()):
+        raise ValueError(f"model ({type(model).__name__}) has NaN or inf parameters")
     search = own if search_dtype is None else search_dtype
-    if not isinstance(search, torch.dtype) or not search.is_floating_point:
-        raise TypeError(f"search_dtype must be a floating torch dtype or None, got {search!r}")
+    if search not in _DTYPES:
+        raise TypeError(
+            f"search_dtype must be torch.float32, torch.float64 or None (the model's "
+            f"dtype), got {search!r}; half precision cannot resolve the warp's small steps"
+        )
     net = model if search == own else copy.deepcopy(model).to(search)
     xs, ys = x.detach().to(dev, search), y.to(dev)
     n = len(xs)
-    with torch.no_grad():
-        clean = net(xs)
+    clean = _scores(net, xs, n)
     k = clean.shape[1]
     if n and int(ys.max()) >= k:
         raise ValueError(f"y must lie in [0, {k}) for a model with {k} classes")
@@ -264,20 +275,66 @@ def flow_apgd(
             break
         _run(prob, rows, z0[rows], None if run is None else order[rows, run], steps)
     with torch.no_grad():
-        z, mi = prob.z, None
-        if search != own:  # the search's rounding may leave z just outside the ball
-            z = _project(z.to(own), prob.radius)
-            mi = m_inv_tensor(prob.side, dtype=own, device=dev)
-        flows = prob.flows(z, mi)
-        images = warp(x.detach().to(dev, own), flows)
-        success = model(images).argmax(1) != ys
+        # the best z, projected in float64 (the search's rounding may leave it just
+        # outside the ball), its flows in x's dtype, their budget rechecked in float64
+        z = _project(prob.z.double(), prob.radius)
+        flows, used = _within_budget(prob, z, x.dtype)
+        images = warp(x.detach().to(dev, own), flows.to(own)).to(x.dtype)
+        # success is what the model says of the images returned, in the dtype returned
+        success = model(images.to(own)).argmax(1) != ys
     margins = prob.margins.scatter(1, ys[:, None], math.inf)
-    budget = z.double().norm(dim=1) * (eps / prob.radius)
-    x_like = {"device": x.device, "dtype": x.dtype}
+    budget = used * (eps / prob.radius)
     return FlowAttackResult(
-        images.to(**x_like),
-        flows.to(**x_like),
+        images.to(x.device),
+        flows.to(x.device),
         success.to(x.device),
         budget.to(x.device),
         margins.to(x.device),
     )
+
+
+def _scores(net: nn.Module, xs: torch.Tensor, n: int) -> torch.Tensor:
+    """The model's clean scores, checked: (B, K) with K >= 2, finite."""
+    try:
+        with torch.no_grad():
+            clean = net(xs)
+    except (RuntimeError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"the model could not score x of shape {tuple(xs.shape)} (images (B, H, W)): "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from None
+    if not isinstance(clean, torch.Tensor) or clean.dim() != 2 or clean.shape[0] != n:
+        got = tuple(clean.shape) if isinstance(clean, torch.Tensor) else type(clean).__name__
+        raise ValueError(f"the model must return scores of shape (B, K) = ({n}, K), got {got}")
+    if clean.shape[1] < 2:
+        raise ValueError(f"the model must score at least 2 classes, got {clean.shape[1]}")
+    if n and not bool(torch.isfinite(clean).all()):
+        raise ValueError("the model's scores of x have NaN or inf entries")
+    return clean
+
+
+def _within_budget(prob: _Problem, z: torch.Tensor, dtype: torch.dtype):
+    """Flows r = M^{-1} z in ``dtype`` whose budget, recomputed from them in float64
+    (sqrt(sum over parts r^T M^T M r)), is at most the radius: a flow that the cast
+    pushed past it is shrunk until it is not. Returns (flows, that budget)."""
+    s, n = prob.side, len(z)
+    mi = m_inv_tensor(s, dtype=torch.float64, device=z.device)
+    mtm_ = torch.from_numpy(mtm(s)).to(z.device)
+    r64 = (z.reshape(n, prob.parts, s * s) @ mi).reshape(n, prob.parts, s * s)
+
+    def used(r: torch.Tensor) -> torch.Tensor:
+        q = r.double()
+        return torch.einsum("npi,ij,npj->n", q, mtm_, q).clamp(min=0).sqrt()
+
+    shape = (n, s, s) if prob.parts == 1 else (n, 2, s, s)
+    r = r64.to(dtype)
+    scale = torch.ones(n, dtype=torch.float64, device=z.device)
+    tiny = torch.finfo(dtype).eps
+    for _ in range(60):
+        norm = used(r)
+        over = norm > prob.radius
+        if not bool(over.any()):
+            return r.reshape(shape), norm
+        scale = torch.where(over, scale * (prob.radius / norm) * (1 - 4 * tiny), scale)
+        r = torch.where(over[:, None, None], r64 * scale[:, None, None], r64).to(dtype)
+    raise FloatingPointError("flow_apgd could not bring a flow within its budget")

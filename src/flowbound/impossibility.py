@@ -305,7 +305,7 @@ def gradient_search(
     images as certified in Section 4); r = M^{-1} s with ||s|| <= eps (the ellipsoid as a
     ball), tied (B, s, s) or, with ``tied=False``, full (B, 2, s, s) flows with
     sqrt(||M du||^2 + ||M dv||^2) <= eps (Proposition 3's constraint). Adam on
-    (x, s), projected after every step; returns the best pair visited.
+    (x, s), projected after every step (the start too); returns the best pair visited.
     """
     w, v = pair_layers(model, pairs)
     eps = _eps(eps, len(pairs))
@@ -313,6 +313,12 @@ def gradient_search(
     m = torch.linalg.inv(mi)
     comps = 1 if tied else 2
     s0 = (r0.reshape(len(r0), comps, -1) @ m).reshape(len(r0), -1)
+    # a start outside the threat set or the pixel range is projected first: what is
+    # recorded is always a feasible pair (inside starts are left bit for bit as given)
+    s0 = s0 * torch.clamp(
+        eps.unsqueeze(1) / s0.norm(dim=1, keepdim=True).clamp_min(1e-300), max=1.0
+    )
+    x0 = x0.clamp(*x_range)
     x = x0.clone().requires_grad_(True)
     s = s0.clone().requires_grad_(True)
     opt = torch.optim.Adam([x, s], lr=lr)

@@ -65,10 +65,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_device, check_images, check_int, check_labels, check_number
+from .checks import (
+    check_device,
+    check_eps_list,
+    check_images,
+    check_int,
+    check_labels,
+    check_number,
+)
 from .device import chunk_size
 from .geometry import aabb_lambda, mtm_eigh
-from .nets import NetView, classifier_input, classifier_of, view, weights
+from .nets import NetView, certified_classifier, classifier_input, view, weights
 from .progress import bar as progress_bar
 from .warp import shifted, warp
 
@@ -163,12 +170,13 @@ class _Checked(NamedTuple):
     device: torch.device | None
 
 
-def _checked(model, x, y, threat, modes, device) -> _Checked:
+def _checked(model, x, y, threat, modes, device, classifier_only=False) -> _Checked:
     """Every argument of a certificate, checked before any work (or early return): the
-    network (flowbound's own architectures, no biases), square images of the size the
-    network takes, labels among its classes, the threat set, ``modes`` and ``device``."""
+    network (flowbound's own architectures, no biases; a spatial transformer only with
+    ``classifier_only=True``), square images of the size the network takes, labels
+    among its classes, the threat set, ``modes`` and ``device``."""
     _check_threat(threat)
-    net = classifier_of(model)
+    net = certified_classifier(model, classifier_only)
     x = check_images("x", x)
     side = _side(x)
     inputs = getattr(net, "W", net.V).weight.shape[1]
@@ -272,11 +280,29 @@ def pixel_bounds(
     Any finite eps works in bounded memory: past :func:`_far` pixels g_i is 0.
     ``kink=False``: one chord per pixel (the mean of the two; kinks 0, so the kink
     widens the offset interval instead), the cheaper relaxation of the cascade's
-    first level.
+    first level. ``dtype`` must be float64: the rounding allowance is sized for it
+    (in float32 the bounds would be beaten by rounding); the training surrogate runs
+    the same steps in its model's dtype through ``certified_margins(grad=True)``.
     """
     _check_threat(threat)
     eps = check_number("eps", eps, low=0.0)
-    side = _side(check_images("x", x))
+    check_images("x", x)
+    if dtype != torch.float64:
+        raise ValueError(
+            f"dtype must be torch.float64: pixel_bounds are certified bounds and their "
+            f"rounding allowance is sized for float64, got {dtype!r}"
+        )
+    if not isinstance(kink, bool):
+        raise TypeError(f"kink must be True or False, got {kink!r}")
+    return _pixel_bounds(x, eps, threat, dtype, kink)
+
+
+def _pixel_bounds(
+    x: torch.Tensor, eps: float, threat: str, dtype: torch.dtype, kink: bool
+) -> PixelBounds:
+    """:func:`pixel_bounds` on checked arguments, in any floating ``dtype`` (float64 for
+    certificates; the model's own for the training surrogate, which is not one)."""
+    side = _side(x)
     x = x.to(dtype)
     n = len(x)
     lam = torch.from_numpy(np.array(aabb_lambda(side))).to(x.device, dtype)
@@ -569,6 +595,38 @@ def _kinks(pb: PixelBounds) -> list[torch.Tensor]:
     return [pb.kink_u] if pb.kink_v is None else [pb.kink_u, pb.kink_v]
 
 
+def _check_relaxation(low, up, c, lower) -> None:
+    for name, t in (("low", low), ("up", up), ("c", c), ("lower", lower)):
+        if t is None and name == "lower":
+            continue
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {t!r:.80}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} has NaN or inf entries")
+    if low.dim() != 2 or up.shape != low.shape:
+        raise ValueError(
+            f"low and up must both have shape (N, h), got {tuple(low.shape)} and {tuple(up.shape)}"
+        )
+    if bool((low > up).any()):
+        raise ValueError("low must be <= up everywhere (pre-activation bounds l <= h <= u)")
+    n, h = low.shape
+    if c.dim() != 3 or c.shape[0] != n or c.shape[2] != h:
+        raise ValueError(f"c must have shape (N, K, h) = ({n}, K, {h}), got {tuple(c.shape)}")
+    if lower is not None:
+        if lower.dim() != 3 or lower.shape[0] != n or lower.shape[2] != h:
+            raise ValueError(
+                f"lower must have shape (N, K, h) = ({n}, {c.shape[1]}, {h}) (or K = 1), got "
+                f"{tuple(lower.shape)}"
+            )
+        if lower.shape[1] not in (1, c.shape[1]):
+            raise ValueError(f"lower must have K = 1 or {c.shape[1]} rows, got {lower.shape[1]}")
+        if bool(((lower < 0) | (lower > 1)).any()):
+            raise ValueError(
+                "lower must lie in [0, 1]: a line alpha h lies below relu(h) on [l, u] with "
+                "l < 0 < u only for 0 <= alpha <= 1"
+            )
+
+
 def relaxed_output(
     low: torch.Tensor, up: torch.Tensor, c: torch.Tensor, lower: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -576,7 +634,18 @@ def relaxed_output(
     coefficients lam (N, K, h) and constant (N, K) of a linear lower bound
     lam^T h + const. Stable neurons exactly; an unstable one by the chord above
     (where c < 0) and the line ``lower`` h below (where c >= 0): ``lower`` (N, K, h) any
-    slopes in [0, 1] (alpha-CROWN), by default 1 where u > -l, else 0."""
+    slopes in [0, 1] (alpha-CROWN), by default 1 where u > -l, else 0.
+
+    Checked first: l and u finite with l <= u, c finite, ``lower`` finite in [0, 1]
+    (any other slope is not a lower bound of relu), shapes that agree; a ValueError or
+    TypeError names the argument."""
+    _check_relaxation(low, up, c, lower)
+    return _relaxed_output(low, up, c, lower)
+
+
+def _relaxed_output(low, up, c, lower=None):
+    """:func:`relaxed_output` on the certificate's own bounds (no checks: the training
+    surrogate keeps its gradient and its NaN, which the training loop reports)."""
     active, dead = low >= 0, up <= 0
     unstable = ~(active | dead)
     width = torch.where(unstable, up - low, torch.ones_like(up))
@@ -616,11 +685,17 @@ def certified_margins(
     device: str | torch.device | None = None,
     grad: bool = False,
     kink: bool = True,
+    classifier_only: bool = False,
 ) -> torch.Tensor:
     """Certified lower bounds (N, K) of min over the threat set of f_y(g) - f_j(g) in
     float64 (+inf at j = y); > 0 for every j certifies x at eps. Steps 1-3 of the module
     notes; ``modes`` eigenvectors of M^T M for the ellipsoid (None: all, exact),
     ``chunk`` images at a time; ``device`` defaults to x's.
+
+    A spatial transformer (``models.STNClassifier``) is refused unless
+    ``classifier_only=True``: the margins are then those of its classifier on the
+    transformed digit, which the flow may move through the transform: they do not
+    certify the model itself.
 
     ``grad=True`` is the training surrogate (f_cert): the same computation on the
     model's own parameters, in their dtype and on their device, differentiable in W
@@ -636,7 +711,7 @@ def certified_margins(
     for name, flag in (("grad", grad), ("kink", kink)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
-    checked = _checked(model, x, y, threat, modes, device)
+    checked = _checked(model, x, y, threat, modes, device, classifier_only)
     return _margins(model, checked, eps, threat, chunk, grad, _CASCADE[-1 if kink else 0])
 
 
@@ -664,7 +739,7 @@ def _margins(
     x = x.to(dev, dtype)
     y = y.to(dev)
     n, side = len(x), x.shape[-1]
-    pb = pixel_bounds(x, eps, threat=threat, dtype=dtype, kink=_KINK_AT.get(ellipsoid, True))
+    pb = _pixel_bounds(x, eps, threat, dtype, _KINK_AT.get(ellipsoid, True))
     flow = _Flow(eps, threat, side, dev, modes, dtype, ellipsoid)
     idx = _support(pb)
     k = layers.classes
@@ -675,7 +750,7 @@ def _margins(
         # certificates skip the neurons the box decides; the training surrogate (grad)
         # computes every neuron's value, as it always did
         low, up = _pre_activation(layers, pb, flow, idx, chunk, skip=not grad)
-        lam_, const = relaxed_output(low, up, c)
+        lam_, const = _relaxed_output(low, up, c)
         rho = lam_ @ layers.w  # (N, K, d)
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
     out = const + (rho * mid[:, None]).sum(-1) - (rho.abs() * rad[:, None]).sum(-1)
@@ -722,8 +797,13 @@ def certified(
     progress: bool = False,
     device: str | torch.device | None = None,
     kink: bool = True,
+    classifier_only: bool = False,
 ) -> np.ndarray:
     """Whether each image is classified correctly and certified at each eps: (E, N) bool.
+
+    A spatial transformer is refused unless ``classifier_only=True``, which certifies
+    its classifier on the transformed digit, not the model (see
+    :func:`certified_margins`).
 
     An image not certified at some eps is not tried at larger ones (the threat
     sets grow with eps, so this only ever reports fewer certificates). At eps = 0
@@ -731,15 +811,15 @@ def certified(
     no bound is computed. Every
     argument is checked before any work, as in :func:`certified_margins`
     (``batch`` an int >= 1, digits per call; None: by device,
-    :func:`~flowbound.device.chunk_size`). ``kink=False`` leaves the kink term at its box value
-    (the first level of the cascade alone: the relaxation before the kink was kept
-    in the ellipsoid, for comparison)."""
-    eps_list = [check_number("eps", e, low=0.0) for e in np.atleast_1d(eps)]
+    :func:`~flowbound.device.chunk_size`). ``kink=False``: the first level of the cascade
+    alone (one chord per pixel, the kink widening each pixel's offset interval: the
+    relaxation before the kink was kept in the ellipsoid, for comparison)."""
+    eps_list = check_eps_list("eps", eps)
     if batch is not None:
         batch = check_int("batch", batch)
     if not isinstance(kink, bool):
         raise TypeError(f"kink must be True or False, got {kink!r}")
-    net, x, y, modes, device = _checked(model, x, y, threat, modes, device)
+    net, x, y, modes, device = _checked(model, x, y, threat, modes, device, classifier_only)
     where = device if device is not None else x.device
     batch = chunk_size("certificate", where) if batch is None else batch
     inner = chunk_size("certificate_inner", where)

@@ -25,6 +25,7 @@ from torch import nn
 __all__ = [
     "NetView",
     "binary_weights",
+    "certified_classifier",
     "classifier_input",
     "classifier_of",
     "ordered_pairs",
@@ -87,6 +88,25 @@ def classifier_of(model: nn.Module) -> nn.Module:
                 f"bias-free networks (Section 3.1) and would certify it as if the bias "
                 f"were not there; build the layer with bias=False"
             )
+    return net
+
+
+def certified_classifier(model: nn.Module, classifier_only: bool) -> nn.Module:
+    """:func:`classifier_of` for a certificate: a spatial transformer only when the
+    caller asks for its classifier alone (``classifier_only=True``). A certificate of
+    the classifier on the transformed digit is not one of the model: the transform
+    moves with the flow, so a digit certified this way may still be flipped through
+    the transform."""
+    if not isinstance(classifier_only, bool):
+        raise TypeError(f"classifier_only must be True or False, got {classifier_only!r}")
+    net = classifier_of(model)
+    if net is not model and not classifier_only:
+        raise TypeError(
+            f"{type(model).__name__} puts a spatial transformer in front of its classifier: "
+            f"the certificate covers the classifier on the transformed digit, not the whole "
+            f"model, so a digit it certifies may still be flipped through the transform; pass "
+            f"classifier_only=True to certify the classifier alone (as Figures 5 and 12 do)"
+        )
     return net
 
 

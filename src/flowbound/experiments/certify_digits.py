@@ -176,7 +176,10 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
                 delta = None
                 if not bound(kind).local:
                     delta = decrease_of(trained, kind, prof["possibility"]["tol"])
-                ok = certified_digits(model, xd, y_dev, eps, kind, delta=delta, modes=p["modes"])
+                ok = certified_digits(
+                    model, xd, y_dev, eps, kind, delta=delta, modes=p["modes"],
+                    classifier_only=True,  # an STN: its classifier on its output, as stated
+                )  # fmt: skip
                 value[f"certified_{kind}"] = torch.from_numpy(ok)
                 value[kind] = torch.from_numpy(ok.mean(1).astype(np.float64))
                 seconds[kind] = time.perf_counter() - start
@@ -242,7 +245,16 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
         eps = [float(e) for e in s["eps"]]
         value = {
             f"cert_{k}": torch.from_numpy(
-                certified(model, x, y, eps, modes=p["modes"], kink=kink, progress=True)
+                certified(
+                    model,
+                    x,
+                    y,
+                    eps,
+                    modes=p["modes"],
+                    kink=kink,
+                    progress=True,
+                    classifier_only=True,
+                )  # fmt: skip
             )
             for k, kink in (("before", False), ("now", True))
         }
@@ -258,7 +270,9 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
         for key, attack in attacks.items():
             value[key] = torch.stack([(correct & ~attack(e).success).cpu() for e in eps])
         i = s["example_digit"]
-        one = certified(model, x[i : i + 1], y[i : i + 1], grid, modes=p["modes"])[:, 0]
+        one = certified(
+            model, x[i : i + 1], y[i : i + 1], grid, modes=p["modes"], classifier_only=True
+        )[:, 0]
         value["example_certified"] = torch.from_numpy(one)
         broken = {"eps": float("nan"), "largest_move": float("nan")}
         for e in grid:

@@ -178,16 +178,21 @@ def zero_one_losses(
             "images": p["test_images"],
             "tol": p["tol"],
         }
+        if any(bound(k).local for k in kinds):  # a per-digit certificate reads local.modes
+            config["modes"] = prof["local"]["modes"]
 
         def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             model = trained.model.cpu()
             value, meta = {}, {}
+            # an STN's classifier on its output, as the chapter says (Figure 5)
+            opts = {"classifier_only": True, "modes": prof["local"]["modes"]}
             for kind in kinds:
                 if bound(kind).local:  # per image: no pairwise Delta to average
-                    loss, meta[kind] = certified_fraction(model, x, y, p["eps"], kind), None
+                    loss = certified_fraction(model, x, y, p["eps"], kind, **opts)
+                    meta[kind] = None
                 else:
                     d = decrease_of(trained, kind, p["tol"])
-                    loss = certified_fraction(model, x, y, p["eps"], kind, delta=d)
+                    loss = certified_fraction(model, x, y, p["eps"], kind, delta=d, **opts)
                     meta[kind] = float(d[~np.eye(len(d), dtype=bool)].mean())
                 value[kind] = torch.from_numpy(loss)
             return value, meta
