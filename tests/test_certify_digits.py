@@ -41,9 +41,32 @@ def test_certified_accuracy_brackets_both_threat_sets_on_the_attacked_digits(loc
 
 def test_known_within_is_the_last_eps_of_a_narrow_bracket_from_zero():
     eps = np.array([0.0, 0.1, 0.2, 0.3])
-    assert ex.known_within(eps, np.array([0.0, 0.01, 0.03, 0.0])) == 0.1
-    assert ex.known_within(eps, np.zeros(4)) == 0.3
-    assert ex.known_within(eps, np.array([0.05, 0.0, 0.0, 0.0])) == 0.0
+    assert ex.known_within(eps, np.array([0, 10, 30, 0]), 1000) == 0.1
+    assert ex.known_within(eps, np.zeros(4), 1000) == 0.3
+    assert ex.known_within(eps, np.array([50, 0, 0, 0]), 1000) == 0.0
+
+
+@pytest.mark.parametrize("n", [50, 100, 250, 1000, 1050, 10_000])
+def test_a_bracket_of_exactly_two_points_is_within_two_points(n):
+    """In floats, robust.mean - cert.mean > 0.02 for many brackets of exactly 2 points;
+    in digits, 2 points of n is within 2 points and one digit more is not."""
+    eps = np.array([0.0, 0.05, 0.1])
+    exact = 2 * n // 100
+    if 100 * exact == 2 * n:
+        assert ex.known_within(eps, np.array([0, exact, exact]), n) == 0.1
+    assert ex.known_within(eps, np.array([0, exact + 1, 0]), n) == 0.0
+
+
+def test_eps_zero_never_counts_as_a_checked_certificate(local_profile):
+    """Certified cases counted for the soundness sentence are at eps > 0 only."""
+    d = ex.certified_accuracy(local_profile)
+    assert d.eps[0] == 0 and d.accuracy["nt"]["local_tied"][0] > 0
+    n, attacked = d.attack_images, int((d.eps > 0).sum())
+    for by_kind in d.checked.values():
+        assert all(c <= n * attacked for c in by_kind.values())
+    np.testing.assert_array_equal(
+        d.bracket_digits["nt"]["tied"], np.rint(d.bracket["nt"]["tied"] * n).astype(int)
+    )
 
 
 def test_bracket_sides_measures_both_sides_and_reads_one_digit_in_pixels(local_profile):
@@ -58,3 +81,47 @@ def test_bracket_sides_measures_both_sides_and_reads_one_digit_in_pixels(local_p
     assert ex_["shift_cost"] == pytest.approx(np.sqrt(112))
     assert ex_["uniform_shift"] == pytest.approx(ex_["largest_certified"] / np.sqrt(112))
     assert ex_["one_pixel"] >= ex_["uniform_shift"]
+
+
+def test_sentences_with_branches_are_true_for_every_value():
+    """Ties, negative changes, nothing certified, one seed: each reads right."""
+    from flowbound.experiments.certify_digits import closer_side, example_text, known_text
+    from flowbound.glue import count_noun
+
+    assert closer_side(0.05, 0.01).startswith("the certificate closed more")
+    assert closer_side(-0.01, 0.0).startswith("the attack closed more")  # a negative side
+    assert closer_side(0.02, 0.02).startswith("the certificate and the attack closed the same")
+    assert known_text(0.3) == "up to eps = 0.3"
+    assert known_text(0.0) == "at no eps > 0 of the grid"
+    assert count_noun(1, "training seed") == "one training seed"
+    assert count_noun(3, "training seed") == "three training seeds"
+    base = {"digit": 0, "label": 7, "uniform_shift": 0.01, "one_pixel": 0.3}
+    text = example_text({**base, "largest_certified": 0.5, "certified_somewhere": True}, "f_nt")
+    assert "up to eps = 0.5" in text and "diagonally" in text
+    text = example_text({**base, "largest_certified": 0.0, "certified_somewhere": True}, "f_nt")
+    assert "certified at no eps > 0" in text
+    text = example_text({**base, "largest_certified": 0.0, "certified_somewhere": False}, "f_nt")
+    assert "misclassified" in text
+
+
+def test_the_findings_sentences_follow_the_numbers_either_way():
+    from flowbound.experiments.report import finding_sentences
+
+    v = {"alg_value_true": 2.0, "alg_value_paper": 1.0, "nt_sdp_last": 0.1, "local_nt_01": 0.9,
+         "local_nt_sdp_01": 0.1, "local_cert_1": 0.8, "local_nt_1": 0.2, "tighter": False,
+         "n_compared": "three"}  # fmt: skip
+    s = finding_sentences(v, ["Frobenius", "spectral", "SDP"])
+    assert s["alg_headline"] == "Algorithm 1 needs the exact Jacobian."
+    assert "up to eps = 0.1" in s["nt_sdp_text"] and "pays." in s["cert_headline"]
+    assert "Frobenius, spectral, SDP" in s["sdp_cert_bounds"]
+    assert s["tight_clause"].startswith("but the bound's box")
+    flipped = {**v, "alg_value_true": 0.5, "nt_sdp_last": 0.0, "local_nt_01": 0.1,
+               "local_cert_1": 0.2, "tighter": True}  # fmt: skip
+    s = finding_sentences(flipped, ["SDP"])
+    assert "better with the Jacobian as printed" in s["alg_headline"]
+    assert "no digit" in s["nt_sdp_text"] and "does not pay" in s["cert_headline"]
+    assert "no more than" in s["local_headline"]
+    assert s["tight_clause"].startswith("and under f_sdp the SDP is the tightest")
+    assert s["sdp_cert_bounds"] == "the paper's SDP bound (Figure 5)"
+    tie = finding_sentences({**v, "alg_value_paper": 2.0}, ["SDP"])
+    assert "as well" in tie["alg_headline"]

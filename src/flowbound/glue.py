@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["count_word", "glue_all"]
+__all__ = ["count_noun", "count_word", "glue_all"]
 
 _WORDS = "zero one two three four five six seven eight nine ten eleven twelve".split()
 
@@ -21,3 +21,9 @@ def glue_all(values: dict[str, Any]) -> None:
 def count_word(n: int) -> str:
     """``n`` as prose writes a small count: "three" (digits from 13 on)."""
     return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
+
+
+def count_noun(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and its noun in the right number: "one training seed", "3 digits" (words up to
+    twelve with ``count_word``)."""
+    return f"{count_word(n)} {noun if n == 1 else (plural or noun + 's')}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -17,9 +18,10 @@ from ..data import load_mnist
 from ..device import default_device
 from ..flow_apgd import flow_apgd
 from ..geometry import aabb_lambda, flow_norm
+from ..glue import count_noun
 from ..local_bounds import certified
 from ..models import get_model
-from ..nets import classifier_input
+from ..nets import classifier_input, view
 from ..progress import bar as progress_bar
 from ..stats import rate_interval
 from ._common import FIRST_VERSION, cached_experiment, frozen
@@ -33,6 +35,9 @@ __all__ = [
     "cert_comparison_summary",
     "cert_comparison_table",
     "cert_search_summary",
+    "closer_side",
+    "example_text",
+    "known_text",
     "figure12_summary",
     "sides_summary",
     "bracket_sides",
@@ -69,9 +74,12 @@ class CertifiedAccuracy:
     accuracy that survives flow_apgd on tied / full flows, ``attack_ci`` /
     ``attack_full_ci`` (E, 2) their 95% intervals; ``certified_attacked[network][threat]``
     and ``bracket[network][threat]`` (E,) the tightest certificate of a threat set on the
-    attacked digits and the attack-robust minus certified accuracy there;
-    ``violations[network][certificate]`` certified (digit, eps) cases the attack on the
-    certificate's threat set broke (must be 0) among ``checked``; ``seconds`` per part."""
+    attacked digits and the attack-robust minus certified accuracy there, and
+    ``bracket_digits[network][threat]`` (E,) the same as a count of attacked digits
+    (exact, for comparisons); ``violations[network][certificate]`` certified (digit,
+    eps) cases with eps > 0 that the attack on the certificate's threat set broke (must
+    be 0) among ``checked`` (eps = 0 is left out: there certified means classified
+    correctly and nothing is attacked); ``seconds`` per part."""
 
     eps: np.ndarray
     kinds: list[str]
@@ -84,6 +92,7 @@ class CertifiedAccuracy:
     attack_full_ci: dict[str, np.ndarray]
     certified_attacked: dict[str, dict[str, np.ndarray]]
     bracket: dict[str, dict[str, np.ndarray]]
+    bracket_digits: dict[str, dict[str, np.ndarray]]
     violations: dict[str, dict[str, int]]
     checked: dict[str, dict[str, int]]
     seconds: dict[str, dict[str, float]]
@@ -92,7 +101,8 @@ class CertifiedAccuracy:
         """The same data for the networks ``names`` only (in that order)."""
         per_network = (
             "accuracy", "attack", "attack_ci", "attack_full", "attack_full_ci",
-            "certified_attacked", "bracket", "violations", "checked", "seconds",
+            "certified_attacked", "bracket", "bracket_digits", "violations", "checked",
+            "seconds",
         )  # fmt: skip
         return replace(self, **{f: {n: getattr(self, f)[n] for n in names} for f in per_network})
 
@@ -155,7 +165,9 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
     out: dict[str, Any] = {"eps": np.asarray(eps), "kinds": kinds, "images": len(x)}
     for key in ("accuracy", "attack", "attack_ci", "attack_full", "attack_full_ci"):
         out[key] = {}
-    for key in ("certified_attacked", "bracket", "violations", "checked", "seconds"):
+    for key in (
+        "certified_attacked", "bracket", "bracket_digits", "violations", "checked", "seconds"
+    ):  # fmt: skip
         out[key] = {}
     attacked = min(p["attack"]["images"], len(x))
     for name in p["variants"]:
@@ -204,11 +216,15 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
                 best = best | value[f"certified_{k}"][:, :n]
             out["certified_attacked"].setdefault(name, {})[threat] = best.mean(1)
             out["bracket"].setdefault(name, {})[threat] = robust.mean(1) - best.mean(1)
+            count = robust.sum(1).astype(np.int64) - best.sum(1).astype(np.int64)
+            out["bracket_digits"].setdefault(name, {})[threat] = count
+        hit = np.asarray(eps) > 0  # at eps = 0 nothing is attacked
+        cert = {k: np.asarray(value[f"certified_{k}"])[hit, :n] for k in kinds}
         out["violations"][name] = {
-            k: int((value[f"certified_{k}"][:, :n] & ~value[f"attack_{bound(k).threat}"]).sum())
-            for k in kinds
+            k: int((c & ~np.asarray(value[f"attack_{bound(k).threat}"])[hit]).sum())
+            for k, c in cert.items()
         }
-        out["checked"][name] = {k: int(value[f"certified_{k}"][:, :n].sum()) for k in kinds}
+        out["checked"][name] = {k: int(c.sum()) for k, c in cert.items()}
         out["seconds"][name] = meta["seconds"]
     out["attack_images"] = attacked
     return CertifiedAccuracy(**out)
@@ -304,6 +320,7 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
             "digit": s["example_digit"],
             "label": int(y_test[s["example_digit"]]),
             "largest_certified": largest,
+            "certified_somewhere": bool(certified_at),
             "shift_cost": shift_cost,
             "lam_max": lam_max,
             "uniform_shift": largest / shift_cost,
@@ -325,10 +342,13 @@ def largest_eps(eps: np.ndarray, acc: np.ndarray, level: float) -> float:
     return float(eps[last])
 
 
-def known_within(eps: np.ndarray, bracket: np.ndarray, width: float = 0.02) -> float:
-    """The largest eps on the grid up to which the bracket stays <= ``width`` (the truth
-    known to within that many points); 0 if not even at the first eps."""
-    return largest_eps(eps, -np.asarray(bracket), -width)
+def known_within(eps: np.ndarray, digits: np.ndarray, n: int, points: int = 2) -> float:
+    """The largest eps on the grid up to which the bracket, ``digits`` of ``n`` attacked
+    digits (counts: :attr:`CertifiedAccuracy.bracket_digits`), stays within ``points``
+    percentage points (100 digits <= points n, in integers: a bracket of exactly 20 of
+    1,000 is within 2 points); 0 if not even at the first eps."""
+    ok = 100 * np.asarray(digits, dtype=np.int64) <= points * int(n)
+    return largest_eps(eps, ok.astype(np.float64), 1.0)
 
 
 def local_summary(d: CertifiedAccuracy) -> dict[str, Any]:
@@ -349,7 +369,10 @@ def local_summary(d: CertifiedAccuracy) -> dict[str, Any]:
             "eps90": {k: largest_eps(d.eps, a, 0.9) for k, a in curves.items()},
             "max_gap": float(gap[worst]) if where.any() else float("nan"),
             "max_gap_eps": float(d.eps[worst]),
-            "known": {t: known_within(d.eps, b) for t, b in d.bracket[name].items()},
+            "known": {
+                t: known_within(d.eps, b, d.attack_images)
+                for t, b in d.bracket_digits[name].items()
+            },
         }
     return rows
 
@@ -463,6 +486,8 @@ def figure12_summary(profile: str | dict[str, Any], d: CertifiedAccuracy) -> dic
         "eps_max": float(d.eps[-1]),
         "nt_attack_last": float(d.attack["nt"][-1]),
         "modes": p["modes"],
+        "modes_text": _modes_text(p["modes"]),
+        "fig12_bounds": bounds_text(d.kinds),
     }
     for key in ("steps", "restarts", "targets", "search_dtype"):
         out[f"attack_{key}"] = p["attack"][key]
@@ -479,15 +504,38 @@ def figure12_summary(profile: str | dict[str, Any], d: CertifiedAccuracy) -> dic
         "nt_half_attack_full": summary["nt"]["eps50"]["attack_full"],
         "nt_gap": summary["nt"]["max_gap"],
         "nt_gap_eps": summary["nt"]["max_gap_eps"],
+        "nt_gap_text": (
+            f"is {summary['nt']['max_gap']:.3f} (at eps = {summary['nt']['max_gap_eps']:g})"
+            if np.isfinite(summary["nt"]["max_gap"])
+            else "is not defined: the attack leaves fewer than half of the digits at every eps"
+        ),
         "violations": sum(sum(v.values()) for v in d.violations.values()),
         "checked": sum(sum(v.values()) for v in d.checked.values()),
+        "n_checked_eps": int((d.eps > 0).sum()),
         "known": "; ".join(
-            f"f_{name}: up to eps = {s['known']['tied']:g} for tied flows and "
-            f"{s['known']['full']:g} for full flows"
+            f"f_{name}: {known_text(s['known']['tied'])} for tied flows and "
+            f"{known_text(s['known']['full'])} for full flows"
             for name, s in summary.items()
         ),
     }
     return out
+
+
+def _modes_text(modes: int | None) -> str:
+    """How many eigenvectors of M^T M a certificate keeps, as prose."""
+    return "all the" if modes is None else f"the {modes} smoothest"
+
+
+def bounds_text(kinds: list[str]) -> str:
+    """The certificates of a figure as a caption lists them (their registered labels)."""
+    labels = [bound(k).label for k in kinds]
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def known_text(eps: float) -> str:
+    """How far the truth is known within 2 points, as prose: "up to eps = 0.3", or "at
+    no eps > 0 of the grid" when only the unattacked eps = 0 qualifies."""
+    return f"up to eps = {eps:g}" if eps > 0 else "at no eps > 0 of the grid"
 
 
 def sides_summary(
@@ -498,14 +546,16 @@ def sides_summary(
     and the example digit read in pixels (Readings table, point 19)."""
     s = _profile(profile)["local"]["sides"]
 
-    def at(values) -> str:
-        return ", ".join(f"{v:.3f} at {e:g}" for e, v in zip(sides["eps"], values, strict=True))
+    def at(values, signed: bool = False) -> str:
+        form = "+.3f" if signed else ".3f"
+        return ", ".join(f"{v:{form}} at {e:g}" for e, v in zip(sides["eps"], values, strict=True))
 
-    closed = (sides["certificate_side"].sum(), sides["attack_side"].sum())
+    closed = (float(sides["certificate_side"].sum()), float(sides["attack_side"].sum()))
     e_ = sides["example"]
     broken = (
-        f"The attack first breaks it at eps = {e_['broken_eps']:g}, with a flow whose largest "
-        f"displacement is {e_['broken_move']:.2f} px."
+        f"The attack first breaks it at eps = {e_['broken_eps']:g}, with a tied flow that "
+        f"moves one pixel by at most {e_['broken_move']:.2f} px along each axis "
+        f"({math.sqrt(2) * e_['broken_move']:.2f} px diagonally)."
         if not np.isnan(e_["broken_eps"])  # broken somewhere on the grid
         else f"The attack breaks it nowhere on the grid (up to eps = {d.eps[-1]:g})."
     )
@@ -516,18 +566,52 @@ def sides_summary(
         "sides_restarts": s["restarts"],
         "sides_before": at(sides["bracket_before"]),
         "sides_now": at(sides["bracket_now"]),
-        "sides_cert": at(sides["certificate_side"]),
-        "sides_attack": at(sides["attack_side"]),
-        "loose_side": "the certificate" if closed[0] > closed[1] else "the attack",
+        "sides_cert": at(sides["certificate_side"] + 0.0, signed=True),
+        # attack_side is what the new attack took off the robust share: its change is minus
+        # that (0.0 - x, so that no change reads +0.000, not -0.000)
+        "sides_attack": at(0.0 - sides["attack_side"], signed=True),
+        "loose_side": closer_side(*closed),
         "ex_digit": e_["digit"],
         "ex_label": e_["label"],
         "ex_eps": e_["largest_certified"],
         "ex_shift": e_["uniform_shift"],
         "ex_pixel": e_["one_pixel"],
         "ex_broken": broken,
+        "ex_text": example_text(e_, f"f_{sides['variant']}"),
         "shift_cost": e_["shift_cost"],
         "lam_max": e_["lam_max"],
     }
+
+
+def example_text(e_: dict[str, Any], net: str) -> str:
+    """The example digit of :func:`bracket_sides` read in pixels, for every case: certified
+    up to some eps > 0 (what that budget admits, per axis and diagonally: a tied flow
+    moves both coordinates of a pixel by r_i), certified only at eps = 0, or not even
+    classified correctly."""
+    head = f"Test digit {e_['digit']} (a {e_['label']})"
+    if e_["largest_certified"] > 0:
+        shift, pixel = e_["uniform_shift"], e_["one_pixel"]
+        return (
+            f"{head} is certified on {net} up to eps = {e_['largest_certified']:g} on the "
+            f"grid: every tied flow of that budget leaves it a {e_['label']}, yet the budget "
+            f"admits a uniform shift of only {shift:.3f} px along each axis "
+            f"({math.sqrt(2) * shift:.3f} px diagonally), while a single pixel may move up "
+            f"to {pixel:.3f} px along each axis."
+        )
+    if e_["certified_somewhere"]:
+        return f"{head} is classified correctly by {net} but certified at no eps > 0 of the grid."
+    return f"{head} is misclassified by {net}, so it is certified nowhere."
+
+
+def closer_side(certificate: float, attack: float) -> str:
+    """Which side closed more of the bracket, summed over the budgets (each side's
+    closing: the certificate's gain in certified share, the attack's drop in robust
+    share; either may be negative), as the sentence's subject and verb."""
+    if certificate > attack:
+        return "the certificate closed more of the bracket than the attack"
+    if attack > certificate:
+        return "the attack closed more of the bracket than the certificate"
+    return "the certificate and the attack closed the same share of the bracket"
 
 
 def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -> dict[str, Any]:
@@ -567,11 +651,15 @@ def cert_comparison_summary(
     cert = cmp["rows"]["cert"]
     out: dict[str, Any] = {
         "cert_ramp": settings["ramp_epochs"],
-        "cert_n_seeds": len(prof["possibility"]["seeds"]),
+        "cert_ramp_text": count_noun(settings["ramp_epochs"], "epoch"),
+        "cert_n_seeds": count_noun(len(prof["possibility"]["seeds"]), "training seed"),
+        "cert_shape": _shape(get_model("cert", prof, section=4).model),
         "cert_eps": settings["eps"],
         "cert_kappa": settings["kappa"],
         "cert_batch": settings["cert_batch"],
+        "cert_batch_text": count_noun(settings["cert_batch"], "digit"),
         "cert_modes": settings["modes"],
+        "cert_modes_text": _modes_text(settings["modes"]),
         "cert_relaxation": "the kink in the ellipsoid (the certificate itself)"
         if settings["kink"]
         else "one chord per pixel (the first level of the certificate's cascade)",
@@ -583,6 +671,12 @@ def cert_comparison_summary(
         out[f"cert_at_{e:g}".replace(".", "")] = at_eps(d, cert["certified"], e)
     out["cert_half"] = largest_eps(d.eps, cert["certified"], 0.5)
     return out
+
+
+def _shape(model: torch.nn.Module) -> str:
+    """A one-hidden-layer network's shape as inputs-hidden-classes ("784-500-10")."""
+    w = view(model).w
+    return f"{w.shape[1]}-{w.shape[0]}-{view(model).classes}"
 
 
 def cert_comparison_table(

@@ -537,7 +537,7 @@ def sdp_tightness_claim(
     the paper's alternatives' (spectral, Frobenius; ``n_compared`` counts the three)
     under f_sdp for every seed; SDP / spectral per
     variant (mean, min, max over seeds). From :func:`zero_one_losses` (seed
-    0): the certified fractions (best bound per network) at the grid eps
+    0): the certified fractions (best bound per network) at the grid eps > 0
     nearest ``eps_small``.
     """
     seeds = comparison.seeds
@@ -546,7 +546,8 @@ def sdp_tightness_claim(
         return comparison.delta(s, network=network, bound=bound)
 
     eps = np.asarray(res.eps)
-    k = int(np.argmin(np.abs(eps - eps_small)))
+    # the grid eps > 0 nearest eps_small (at eps = 0 "certified" is only "correct")
+    k = int(np.argmin(np.where(eps > 0, np.abs(eps - eps_small), np.inf))) if (eps > 0).any() else 0
     cert = {n: 1 - min(float(by[kind][k]) for kind in by) for n, by in res.losses.items()}
     others = {n: c for n, c in cert.items() if n != "sdp"}
     ratio = {

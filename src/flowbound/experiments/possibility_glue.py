@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..geometry import aabb_lambda, m_inv_norm
+from ..glue import count_noun
 from ..models import get_model
 from ._common import profile_dict as _profile
 from .intro import STADV_SUCCESS_NAMES
@@ -58,6 +59,7 @@ def tightness_summary(claim: dict[str, Any], comparison: ObjectiveComparison) ->
         "lam_norm": float(np.linalg.norm(aabb_lambda(28))),
         "minv_norm": m_inv_norm(28),
         "n_seeds": len(comparison.seeds),
+        "n_seeds_text": count_noun(len(comparison.seeds), "training seed"),
         "sdp_ratio_span": f"{lo:.2f} to {hi:.2f}",
         "sdp_own_sdp": claim["own"]["sdp"],
         "sdp_own_spec": claim["own"]["spectral"],
