@@ -1,6 +1,6 @@
 """Figure 12's flow attack searching in float64 against float32, side by side.
 
-The chapter's attack (``flowbound.experiments.certify_digits._attack_robust``: every
+The chapter's attack (``flowbound.book.experiments.certify_digits._attack_robust``: every
 eps of ``local.eps`` in order, a digit broken at one eps not attacked again) on the
 first ``local.attack.images`` test digits of the networks named, tied and full
 flows, once with ``flow_apgd``'s search in float64 and once in float32 (what it finds
@@ -18,12 +18,12 @@ import time
 
 import torch
 
+from flowbound.book.experiments._common import frozen
+from flowbound.book.experiments.certify_digits import _attack_robust
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import get_model
 from flowbound.data import load_mnist
 from flowbound.device import default_device
-from flowbound.experiments._common import frozen
-from flowbound.experiments.certify_digits import _attack_robust
-from flowbound.models import get_model
-from flowbound.profiles import load_profile
 
 
 def main() -> None:

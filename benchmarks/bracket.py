@@ -1,6 +1,6 @@
 """Figure 12's brackets for some networks, timed: the chapter's own computation.
 
-Runs ``flowbound.experiments.certified_accuracy`` (every certificate of
+Runs ``flowbound.book.experiments.certified_accuracy`` (every certificate of
 ``local.kinds`` on the test digits, ``flow_apgd`` on tied and full flows on the
 first ``local.attack.images``) for the networks named, each from the cache where
 it is there, and prints the seconds per part and the bracket per network, threat
@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from flowbound import experiments as ex
+from flowbound.book import experiments as ex
+from flowbound.book.profiles import load_profile
+from flowbound.book.tables import table_rows
 from flowbound.device import default_device
-from flowbound.profiles import load_profile
-from flowbound.tables import table_rows
 
 
 def main() -> None:

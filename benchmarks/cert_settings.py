@@ -16,10 +16,10 @@ import json
 import sys
 import time
 
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import get_model
+from flowbound.certificates.local import certified
 from flowbound.data import load_mnist
-from flowbound.local_bounds import certified
-from flowbound.models import get_model
-from flowbound.profiles import load_profile
 
 EPS = [0.7, 1.0, 1.5]
 

@@ -46,10 +46,11 @@ TRAIN, VALID = 55_000, 5_000
 def one(name: str, out: Path, eps: list[float], profile: str, train: int, valid: int) -> None:
     import torch
 
+    from flowbound.book.profiles import load_profile
+    from flowbound.book.trained import get_model
+    from flowbound.certificates.local import certified
     from flowbound.data import load_mnist
-    from flowbound.local_bounds import certified
-    from flowbound.models import accuracy, get_model
-    from flowbound.profiles import load_profile
+    from flowbound.training.fit import accuracy
 
     prof = load_profile(profile)
     prof["train"]["train_subset"] = train

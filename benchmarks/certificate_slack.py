@@ -23,17 +23,19 @@ import math
 
 import torch
 
-import flowbound.local_bounds as lb
+import flowbound.certificates.ellipsoid as ell
+import flowbound.certificates.pixels as pix
+import flowbound.certificates.propagation as prop
+from flowbound.book.trained import get_model
 from flowbound.data import load_mnist
-from flowbound.geometry import m_inv_tensor
-from flowbound.models import get_model
-from flowbound.nets import view
-from flowbound.warp import warp
+from flowbound.networks.view import view
+from flowbound.threat.geometry import m_inv_tensor
+from flowbound.threat.warp import warp
 
 
 def _relaxed(net, pb, flow, idx, low, up, y, alpha=None):
     """The margin lower bounds (N, K) for given lower slopes of the unstable neurons."""
-    lam, const = lb.relaxed_output(low, up, net.v[y][:, None, :] - net.v[None], alpha)
+    lam, const = prop.relaxed_output(low, up, net.v[y][:, None, :] - net.v[None], alpha)
     rho = lam @ net.w
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
     out = const + (rho * mid[:, None]).sum(-1) - (rho.abs() * rad[:, None]).sum(-1)
@@ -58,10 +60,10 @@ def main() -> None:
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     eps = args.eps
-    pb = lb.pixel_bounds(x, eps)
-    flow = lb._Flow(eps, "tied", 28, "cpu", None, torch.float64)
-    idx = lb._support(pb)
-    low, up = lb._pre_activation(net, pb, flow, idx, 32, False)
+    pb = pix.pixel_bounds(x, eps)
+    flow = ell._Flow(eps, "tied", 28, "cpu", None, torch.float64)
+    idx = ell._support(pb)
+    low, up = prop._pre_activation(net, pb, flow, idx, 32, False)
     base = _relaxed(net, pb, flow, idx, low, up, y)
     unstable = ~((low >= 0) | (up <= 0))
     start = torch.where(unstable, (up > -low).double(), torch.zeros_like(up))[:, None]

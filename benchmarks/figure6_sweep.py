@@ -1,6 +1,6 @@
 """Figure 6's stAdv workload for one network: every tau of the profile on its images.
 
-Times ``flowbound.attacks.stadv`` (float64, the book's precision) as the
+Times ``flowbound.attacks.stadv.stadv`` (float64, the book's precision) as the
 Possibility chapter runs it for one network and one seed, and prints the
 success rate per tau. Run it against another checkout with
 ``PYTHONPATH=<checkout>/src`` to compare code versions on the same machine.
@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from flowbound.attacks import stadv
+from flowbound.attacks.stadv import stadv
+from flowbound.book.experiments._common import frozen
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import get_model
 from flowbound.data import load_mnist
-from flowbound.experiments._common import frozen
-from flowbound.models import get_model
-from flowbound.profiles import load_profile
 
 
 def main() -> None:

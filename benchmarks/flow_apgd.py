@@ -18,12 +18,12 @@ import time
 
 import torch
 
-from flowbound.attacks import flow_pgd
+from flowbound.attacks.flow_apgd import flow_apgd
+from flowbound.attacks.pgd import flow_pgd
+from flowbound.book.experiments._common import frozen
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import get_model
 from flowbound.data import load_mnist
-from flowbound.experiments._common import frozen
-from flowbound.flow_apgd import flow_apgd
-from flowbound.models import get_model
-from flowbound.profiles import load_profile
 
 
 def main() -> None:

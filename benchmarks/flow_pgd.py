@@ -1,6 +1,6 @@
 """The former Figure 12 flow attack for one network: ``flow_pgd`` at every eps.
 
-Times ``flowbound.attacks.flow_pgd`` (float64) at the settings the certifying
+Times ``flowbound.attacks.pgd.flow_pgd`` (float64) at the settings the certifying
 chapter used before ``flow_apgd`` replaced it (``local.sides``: steps, restarts,
 lr; the first ``local.attack.images`` test digits) and prints the success rate per
 eps. With ``--baseline DIR`` the same workload then runs under another checkout's
@@ -24,11 +24,11 @@ from _baseline import under
 def workload(variant: str, profile: str) -> dict:
     """Seconds and per-eps outcome of flow_pgd under the code on ``sys.path``
     (``success``: misclassified, or fooled within the budget)."""
-    from flowbound.attacks import flow_pgd
+    from flowbound.attacks.pgd import flow_pgd
+    from flowbound.book.experiments._common import frozen
+    from flowbound.book.profiles import load_profile
+    from flowbound.book.trained import get_model
     from flowbound.data import load_mnist
-    from flowbound.experiments._common import frozen
-    from flowbound.models import get_model
-    from flowbound.profiles import load_profile
 
     p = load_profile(profile)["local"]
     s = p["sides"]

@@ -1,6 +1,6 @@
 """Per-digit flow certificate: all Figure 12 budgets on the test set, side by side.
 
-flowbound.local_bounds.certified (low-rank ellipsoid with ``modes`` eigenvectors,
+flowbound.certificates.local.certified (low-rank ellipsoid with ``modes`` eigenvectors,
 support-restricted) against the same certificate with the exact ellipsoid
 value (``modes=None``), in one run, on the same network and digits. With ``--kink``:
 the certificate (the kink in the ellipsoid, after one chord per pixel where that
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from _baseline import under
 
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import get_model
+from flowbound.certificates.local import certified
 from flowbound.data import load_mnist
-from flowbound.local_bounds import certified
-from flowbound.models import get_model
-from flowbound.profiles import load_profile
 
 
 def main() -> None:

@@ -39,13 +39,15 @@ def _gemm(dtype) -> float:
 def _child(args) -> None:
     import torch
 
-    from flowbound.attacks import stadv
+    from flowbound.attacks.stadv import stadv
+    from flowbound.book.experiments._common import frozen
+    from flowbound.book.profiles import load_profile
+    from flowbound.book.trained import _settings, get_model
+    from flowbound.certificates.local import certified
     from flowbound.data import load_mnist
-    from flowbound.experiments._common import frozen
-    from flowbound.local_bounds import certified
-    from flowbound.models import _build, _settings, fit, get_model
-    from flowbound.profiles import load_profile
-    from flowbound.zoo import VARIANTS
+    from flowbound.networks.architectures import _build
+    from flowbound.training.fit import fit
+    from flowbound.training.zoo import VARIANTS
 
     torch.set_num_threads(args.threads)
     prof = load_profile(args.profile)

@@ -1,4 +1,4 @@
-"""SDP bound: flowbound.bounds.sdp_bound against cvxpy (SCS, Clarabel), side by side.
+"""SDP bound: flowbound.certificates.bounds.sdp_bound against cvxpy (SCS, Clarabel), side by side.
 
 Instances: random A (Gaussian) and slices of a trained f_nt (the first h
 hidden units and d pixels of diag(v) W diag(lambda), v = V_0 - V_1), at
@@ -20,9 +20,15 @@ import time
 import numpy as np
 import torch
 
-from flowbound.bounds import certify, certify_cholesky, sdp_bound, sdp_bound_cvxpy, sdp_matrix
-from flowbound.geometry import aabb_lambda
-from flowbound.models import get_model
+from flowbound.book.trained import get_model
+from flowbound.certificates.bounds import (
+    certify,
+    certify_cholesky,
+    sdp_bound,
+    sdp_bound_cvxpy,
+    sdp_matrix,
+)
+from flowbound.threat.geometry import aabb_lambda
 
 SHAPES = {70: (30, 40), 150: (60, 90), 296: (128, 168)}
 

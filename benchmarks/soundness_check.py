@@ -23,9 +23,9 @@ import time
 import numpy as np
 import torch
 
-from flowbound.certify import decrease_bounds
-from flowbound.impossibility import gradient_search
-from flowbound.models import OneHidden
+from flowbound.certificates.impossibility import gradient_search
+from flowbound.certificates.registry import decrease_bounds
+from flowbound.networks.architectures import OneHidden
 
 FACTORS = (0.1, 0.125, 0.15, 0.2, 0.25, 0.3)
 

@@ -3,8 +3,8 @@
 For each variant named (default the stacking ones of Section 4: nt, fro, spe, at,
 at_pgd, sdp), the profile's seeds (``train.seed`` and ``possibility.seeds``) are trained at the
 profile's settings twice on this machine's default device, in one run: one after
-the other with ``flowbound.models.fit`` (the CPU's path) and together with
-``flowbound.stacking.fit_stacked`` (the default on CUDA). Prints the seconds of each,
+the other with ``flowbound.training.fit.fit`` (the CPU's path) and together with
+``flowbound.training.stacking.fit_stacked`` (the default on CUDA). Prints the seconds of each,
 the ratio, the largest weight difference between a member and the same seed
 trained alone, and the test accuracies of both. In float64 a member equals the network
 trained alone to about 1e-14 (``tests/test_stacking.py``); in float32 the batched
@@ -24,12 +24,14 @@ import time
 
 import torch
 
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import stack_seeds
 from flowbound.data import load_mnist
 from flowbound.device import default_device
-from flowbound.models import _build, accuracy, fit, stack_seeds
-from flowbound.profiles import load_profile
-from flowbound.stacking import Stacked, fit_stacked
-from flowbound.zoo import VARIANTS
+from flowbound.networks.architectures import _build
+from flowbound.training.fit import accuracy, fit
+from flowbound.training.stacking import Stacked, fit_stacked
+from flowbound.training.zoo import VARIANTS
 
 
 def _sync(dev: torch.device) -> None:

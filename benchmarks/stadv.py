@@ -1,4 +1,4 @@
-"""stAdv: batched flowbound.attacks.stadv against per-image scipy L-BFGS-B, side by side.
+"""stAdv: batched flowbound.attacks.stadv.stadv against per-image scipy L-BFGS-B, side by side.
 
 The baseline is what a careful reader would write: for one image at a time,
 scipy.optimize.minimize(method="L-BFGS-B") on the same objective (CW margin,
@@ -20,11 +20,11 @@ import numpy as np
 import scipy.optimize as so
 import torch
 
-from flowbound.attacks import cw_margin, flow_loss, stadv
+from flowbound.attacks.stadv import cw_margin, flow_loss, stadv
+from flowbound.book.experiments._common import frozen
+from flowbound.book.trained import get_model
 from flowbound.data import load_mnist
-from flowbound.experiments._common import frozen
-from flowbound.models import get_model
-from flowbound.warp import warp
+from flowbound.threat.warp import warp
 
 
 def scipy_stadv(model, x, y, *, tau, steps):

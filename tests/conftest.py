@@ -41,7 +41,16 @@ def smoke_build(tmp_path_factory):
     for old in figures.glob("*.png"):
         old.unlink()
     env_cache = tmp_path_factory.mktemp("book-cache")
-    cmd = [sys.executable, "-m", "flowbound.cli", "book", "--profile", "smoke", "--root", str(ROOT)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowbound.book.cli",
+        "book",
+        "--profile",
+        "smoke",
+        "--root",
+        str(ROOT),
+    ]
     env = {**os.environ, "FLOWBOUND_CACHE": str(env_cache)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -62,7 +71,7 @@ def site_pages() -> list[Path]:
 @pytest.fixture
 def tiny() -> dict:
     """The smoke profile shrunk further: networks that train in a second or two."""
-    from flowbound.profiles import load_profile
+    from flowbound.book.profiles import load_profile
 
     p = load_profile("smoke")
     p["hidden"] = {"section3": 16, "section4": 12}

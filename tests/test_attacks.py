@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from flowbound.attacks import cw_margin, flow_loss, flow_loss_and_grad, flow_pgd, pgd, stadv
-from flowbound.geometry import l_diff
-from flowbound.models import OneHidden
-from flowbound.warp import warp
+from flowbound.attacks.pgd import flow_pgd, pgd
+from flowbound.attacks.stadv import cw_margin, flow_loss, flow_loss_and_grad, stadv
+from flowbound.networks.architectures import OneHidden
+from flowbound.threat.geometry import l_diff
+from flowbound.threat.warp import warp
 
 
 @pytest.fixture
@@ -160,10 +161,10 @@ def test_bad_arguments():
 
 
 def test_flow_pgd_respects_the_budget_and_fools_a_linear_model():
-    from flowbound.attacks import flow_pgd
-    from flowbound.geometry import flow_norm
-    from flowbound.models import Linear
-    from flowbound.warp import warp
+    from flowbound.attacks.pgd import flow_pgd
+    from flowbound.networks.architectures import Linear
+    from flowbound.threat.geometry import flow_norm
+    from flowbound.threat.warp import warp
 
     torch.manual_seed(0)
     model = Linear(36, 2).double()
@@ -184,8 +185,8 @@ def test_flow_pgd_respects_the_budget_and_fools_a_linear_model():
 def _flow_pgd_every_image_every_step(model, x, y, *, eps, steps, lr, restarts, seed):
     """flow_pgd as its docstring states it, with no shortcut: every image runs every step
     of every restart, and the fooled check is a second forward after each step."""
-    from flowbound.geometry import m_inv_tensor
-    from flowbound.warp import warp
+    from flowbound.threat.geometry import m_inv_tensor
+    from flowbound.threat.warp import warp
 
     side = x.shape[-1]
     mi = m_inv_tensor(side, dtype=x.dtype)
@@ -289,7 +290,7 @@ def test_every_attack_treats_images_independently(setup):
         assert float(alone.budget[0]) <= 0.5 + 1e-9
 
 
-# --- every registered attack (flowbound.attack_registry.ATTACKS) ------------------------
+# --- every registered attack (flowbound.attacks.registry.ATTACKS) ------------------------
 
 #: The budget each generic check gives an attack, by what its budget bounds.
 _BUDGET = {"pixels": 0.1, "tied": 0.5, "full": 0.5, "penalty": 0.005}
@@ -313,8 +314,8 @@ def check_attack_contract(a, net, x, y) -> None:
     channel, full: two) and give the images; an empty batch gives empty results; and an
     attack that claims batch independence gives the first images of a batch the same
     results when they are attacked without the rest and beside other companions."""
-    from flowbound.attack_registry import AttackResult
-    from flowbound.geometry import flow_norm, l_diff
+    from flowbound.attacks.registry import AttackResult
+    from flowbound.threat.geometry import flow_norm, l_diff
 
     budget = _BUDGET[a.threat]
     x_before, y_before = x.clone(), y.clone()
@@ -365,14 +366,14 @@ def check_attack_contract(a, net, x, y) -> None:
 
 
 def _registered_attacks():
-    from flowbound.attack_registry import ATTACKS
+    from flowbound.attacks.registry import ATTACKS
 
     return list(ATTACKS)
 
 
 @pytest.mark.parametrize("name", _registered_attacks())
 def test_every_registered_attack_keeps_its_contract(setup, name):
-    from flowbound.attack_registry import attack
+    from flowbound.attacks.registry import attack
 
     check_attack_contract(attack(name), *setup)
 
@@ -381,8 +382,8 @@ def test_a_registered_toy_attack_is_checked_by_the_contract(setup, monkeypatch):
     """CONTRIBUTING, 'an attack': a uniform shift of the image by the whole budget,
     registered with its flags, passes the generic checks; one that lies about success
     does not."""
-    from flowbound.attack_registry import ATTACKS, Attack, AttackResult
-    from flowbound.geometry import flow_norm
+    from flowbound.attacks.registry import ATTACKS, Attack, AttackResult
+    from flowbound.threat.geometry import flow_norm
 
     def shift(model, x, y, budget, seed):
         unit = torch.ones(x.shape[1:], dtype=x.dtype)
@@ -407,8 +408,8 @@ def test_a_registered_toy_attack_is_checked_by_the_contract(setup, monkeypatch):
 
 def _liars():
     """Attacks that break one promise each, and the message the contract gives."""
-    from flowbound.attack_registry import AttackResult
-    from flowbound.geometry import flow_norm
+    from flowbound.attacks.registry import AttackResult
+    from flowbound.threat.geometry import flow_norm
 
     def scored(model, images, y):
         with torch.no_grad():
@@ -442,7 +443,7 @@ def _liars():
 
 @pytest.mark.parametrize("which", range(3))
 def test_the_contract_catches_each_kind_of_liar(setup, which):
-    from flowbound.attack_registry import Attack
+    from flowbound.attacks.registry import Attack
 
     run, match = _liars()[which]
     with pytest.raises(AssertionError, match=match):
@@ -452,7 +453,7 @@ def test_the_contract_catches_each_kind_of_liar(setup, which):
 def test_attack_result_of_names_what_it_cannot_read():
     from typing import NamedTuple
 
-    from flowbound.attack_registry import AttackResult
+    from flowbound.attacks.registry import AttackResult
 
     class NoSuccess(NamedTuple):
         images: torch.Tensor

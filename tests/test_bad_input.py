@@ -16,8 +16,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowbound.attacks import flow_pgd, pgd, stadv
-from flowbound.bounds import (
+from flowbound.attacks.pgd import flow_pgd, pgd
+from flowbound.attacks.stadv import stadv
+from flowbound.certificates.bounds import (
     certify,
     certify_cholesky,
     frobenius_bound,
@@ -26,8 +27,8 @@ from flowbound.bounds import (
     sdp_bound_cvxpy,
     spectral_bound,
 )
-from flowbound.models import OneHidden
-from flowbound.warp import warp
+from flowbound.networks.architectures import OneHidden
+from flowbound.threat.warp import warp
 
 BAD = (ValueError, TypeError)
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from conftest import HTML, OUT, ROOT, site_pages
 
-from flowbound.book import figure_chapters
+from flowbound.book.build import figure_chapters
 
 
 def test_every_chapter_page_is_built(smoke_build):

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowbound.bounds import (
+from flowbound.certificates.bounds import (
     certify,
     certify_cholesky,
     frobenius_bound,
@@ -20,10 +20,10 @@ from flowbound.bounds import (
     sdp_matrix,
     spectral_bound,
 )
-from flowbound.certify import BOUNDS, decrease_bounds, sound_bounds
-from flowbound.geometry import aabb_lambda, mtm_eigh
-from flowbound.impossibility import gradient_search
-from flowbound.models import OneHidden
+from flowbound.certificates.impossibility import gradient_search
+from flowbound.certificates.registry import BOUNDS, decrease_bounds, sound_bounds
+from flowbound.networks.architectures import OneHidden
+from flowbound.threat.geometry import aabb_lambda, mtm_eigh
 
 
 def _p(a: np.ndarray) -> np.ndarray:
@@ -214,7 +214,7 @@ def test_the_search_records_only_feasible_starts():
     x0 = torch.full((2, 3, 3), 3.0, dtype=torch.float64)
     r0 = torch.full((2, 3, 3), 50.0, dtype=torch.float64)
     found = gradient_search(net, [(0, 1)] * 2, 0.2, x0, r0, steps=0, side=3, x_range=(0.0, 1.0))
-    from flowbound.geometry import flow_norm
+    from flowbound.threat.geometry import flow_norm
 
     assert np.all(flow_norm(found.r) <= 0.2 * (1 + 1e-12))
     assert float(found.x.max()) <= 1.0

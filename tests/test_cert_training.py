@@ -7,10 +7,11 @@ import copy
 import numpy as np
 import torch
 
-from flowbound.cert_training import CertLoss, robust_cross_entropy
+from flowbound.book.trained import get_model
+from flowbound.certificates.local import certified, certified_margins
 from flowbound.data import load_mnist
-from flowbound.local_bounds import certified, certified_margins
-from flowbound.models import OneHidden, get_model
+from flowbound.networks.architectures import OneHidden
+from flowbound.training.certified import CertLoss, robust_cross_entropy
 
 
 def test_certified_margin_gradients_match_finite_differences():

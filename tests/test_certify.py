@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowbound.certify import (
+from flowbound.attacks.flow_apgd import flow_apgd
+from flowbound.certificates.registry import (
     BOUNDS,
     KINDS,
     certified_digits,
@@ -14,10 +15,9 @@ from flowbound.certify import (
     decrease_bounds,
     sound_bounds,
 )
-from flowbound.flow_apgd import flow_apgd
-from flowbound.geometry import m_inv
-from flowbound.models import Linear, OneHidden
-from flowbound.warp import warp
+from flowbound.networks.architectures import Linear, OneHidden
+from flowbound.threat.geometry import m_inv
+from flowbound.threat.warp import warp
 
 
 @pytest.fixture
@@ -44,9 +44,9 @@ def test_decrease_bounds_are_symmetric_and_positive(tiny, kind):
 def test_the_sdp_decrease_is_the_sdp_value_exactly(tiny, dtype):
     """Delta^ij at eps = 1 under the SDP bound is q^ij itself, bit for bit, whatever the
     model's dtype: the attack-vs-certificate check reads q from the shared Delta."""
-    from flowbound.bounds import sdp_bound, sdp_matrix
-    from flowbound.geometry import aabb_lambda
-    from flowbound.nets import binary_weights, unordered_pairs, view
+    from flowbound.certificates.bounds import sdp_bound, sdp_matrix
+    from flowbound.networks.view import binary_weights, unordered_pairs, view
+    from flowbound.threat.geometry import aabb_lambda
 
     net = tiny[0].to(dtype)
     layers = view(net)
@@ -187,7 +187,7 @@ def test_certified_digits_refuses_bad_kinds_and_deltas(tiny):
 
 
 def test_bounds_are_checked_when_registered():
-    from flowbound.certify import Bound
+    from flowbound.certificates.registry import Bound
 
     def fn(*args, **kwargs):
         return None
@@ -205,7 +205,7 @@ def test_bounds_are_checked_when_registered():
 
 
 def test_a_certificate_that_returns_the_wrong_shape_is_refused(tiny, monkeypatch):
-    from flowbound.certify import Bound
+    from flowbound.certificates.registry import Bound
 
     def scalar(model, x, y, eps, *, modes=200, classifier_only=False):
         return True
@@ -220,7 +220,7 @@ def test_a_certificate_that_returns_the_wrong_shape_is_refused(tiny, monkeypatch
 def test_a_spatial_transformer_needs_classifier_only(kind):
     """Certifying an STN's classifier on the transformed digit is not a certificate of
     the STN: refused unless asked for by name."""
-    from flowbound.models import STNClassifier
+    from flowbound.networks.architectures import STNClassifier
 
     torch.manual_seed(0)
     stn = STNClassifier(hidden=8, stn_hidden=4).double().eval()

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from flowbound import experiments as ex
+from flowbound.book import experiments as ex
 
 
 @pytest.fixture
@@ -85,8 +85,8 @@ def test_bracket_sides_measures_both_sides_and_reads_one_digit_in_pixels(local_p
 
 def test_sentences_with_branches_are_true_for_every_value():
     """Ties, negative changes, nothing certified, one seed: each reads right."""
-    from flowbound.experiments.certify_digits import closer_side, example_text, known_text
-    from flowbound.glue import count_noun
+    from flowbound.book.experiments.certify_digits import closer_side, example_text, known_text
+    from flowbound.book.glue import count_noun
 
     assert closer_side(0.05, 0.01).startswith("the certificate closed more")
     assert closer_side(-0.01, 0.0).startswith("the attack closed more")  # a negative side
@@ -105,7 +105,7 @@ def test_sentences_with_branches_are_true_for_every_value():
 
 
 def test_the_findings_sentences_follow_the_numbers_either_way():
-    from flowbound.experiments.report import finding_sentences
+    from flowbound.book.experiments.report import finding_sentences
 
     v = {"alg_value_true": 2.0, "alg_value_paper": 1.0, "nt_sdp_last": 0.1, "local_nt_01": 0.9,
          "local_nt_sdp_01": 0.1, "local_cert_1": 0.8, "local_nt_1": 0.2, "tighter": False,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from flowbound.cli import main
+from flowbound.book.cli import main
 
 
 def test_help_lists_the_commands(capsys):
@@ -67,10 +67,11 @@ def test_figure_regenerates_one_figure(tmp_path, monkeypatch, mnist_dir):
 def test_help_imports_no_solver_attack_or_plotting():
     code = (
         "import sys\n"
-        "from flowbound.cli import main\n"
+        "from flowbound.book.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = ['scipy', 'cvxpy', 'matplotlib', 'flowbound.bounds', 'flowbound.attacks',\n"
-        "         'flowbound.sdp_training', 'flowbound.training_losses', 'flowbound.certify']\n"
+        "heavy = ['scipy', 'cvxpy', 'matplotlib', 'flowbound.certificates.bounds',\n"
+        "         'flowbound.attacks.stadv', 'flowbound.training.sdp',\n"
+        "         'flowbound.training.objectives', 'flowbound.certificates.registry']\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,12 +13,13 @@ import copy
 import pytest
 import torch
 
-from flowbound.attacks import flow_pgd, stadv
-from flowbound.bounds import sdp_bound
-from flowbound.flow_apgd import flow_apgd
-from flowbound.local_bounds import certified, certified_margins
-from flowbound.models import OneHidden
-from flowbound.warp import warp, warp_and_jacobian
+from flowbound.attacks.flow_apgd import flow_apgd
+from flowbound.attacks.pgd import flow_pgd
+from flowbound.attacks.stadv import stadv
+from flowbound.certificates.bounds import sdp_bound
+from flowbound.certificates.local import certified, certified_margins
+from flowbound.networks.architectures import OneHidden
+from flowbound.threat.warp import warp, warp_and_jacobian
 
 DEVICES = [
     "cpu",
@@ -152,8 +153,8 @@ def test_certified_cascade_on_device(problem, device, threat):
 @pytest.mark.parametrize("variant", ["nt", "spe", "at_pgd", "at", "sdp"])
 def test_stacked_training_on_device(device, variant):
     """Three seeds trained as one stacked model on ``device`` equal the CPU's (float64)."""
-    from flowbound.stacking import Stacked, fit_stacked
-    from flowbound.zoo import VARIANTS
+    from flowbound.training.stacking import Stacked, fit_stacked
+    from flowbound.training.zoo import VARIANTS
 
     g = torch.Generator().manual_seed(5)
     x = torch.rand(300, 10, 10, generator=g, dtype=torch.float64)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowbound.attacks import stadv
+from flowbound.attacks.stadv import stadv
 from flowbound.device import CHUNKS, chunk_size
-from flowbound.models import OneHidden
+from flowbound.networks.architectures import OneHidden
 
 
 def test_a_gpu_takes_larger_batches_than_the_cpu():

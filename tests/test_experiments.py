@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowbound.experiments.possibility import StAdvVsTau, ranks_over_seeds
-from flowbound.models import OneHidden
+from flowbound.book.experiments.possibility import StAdvVsTau, ranks_over_seeds
+from flowbound.networks.architectures import OneHidden
 
 
 def test_ranks_over_seeds_share_ties_and_give_the_seed_range():
@@ -27,10 +27,10 @@ def test_ranks_over_seeds_share_ties_and_give_the_seed_range():
 
 def test_a_registered_toy_bound_reaches_the_figure5_data(tiny, mnist_dir, monkeypatch):
     """Extending checklist, 'a bound': one registration and a profile entry suffice."""
-    from flowbound.certify import BOUNDS, Bound, margins
+    from flowbound.book.experiments import zero_one_losses
+    from flowbound.book.trained import get_model
+    from flowbound.certificates.registry import BOUNDS, Bound, margins
     from flowbound.data import load_mnist
-    from flowbound.experiments import zero_one_losses
-    from flowbound.models import get_model
 
     def toy(net, pairs, side, tol):  # Delta = 1 at eps = 1 for every pair
         return np.ones(len(pairs))
@@ -58,9 +58,9 @@ def test_a_registered_toy_bound_reaches_figures_5_and_12_and_the_soundness_check
     import test_bounds as tb
     import test_certify as tc
 
-    from flowbound import plots
-    from flowbound.certify import BOUNDS, Bound, bound, sound_bounds
-    from flowbound.experiments import certified_accuracy, zero_one_losses
+    from flowbound.book import plots
+    from flowbound.book.experiments import certified_accuracy, zero_one_losses
+    from flowbound.certificates.registry import BOUNDS, Bound, bound, sound_bounds
 
     def doubled(net, pairs, side, tol):  # sound: above the sound spectral Delta
         return 2 * bound("spectral").decrease(net, pairs, side, tol)
@@ -99,9 +99,9 @@ def _tiny_problem():
 
 def test_figure5_and_the_mean_decrease_share_one_computation_of_delta(tiny, mnist_dir, monkeypatch):
     """A network's Delta is computed once (decrease_of) and read by every experiment."""
-    from flowbound.certify import BOUNDS, Bound
-    from flowbound.experiments import zero_one_losses
-    from flowbound.experiments.possibility import mean_decrease_bounds
+    from flowbound.book.experiments import zero_one_losses
+    from flowbound.book.experiments.possibility import mean_decrease_bounds
+    from flowbound.certificates.registry import BOUNDS, Bound
 
     calls = []
 
@@ -133,7 +133,7 @@ def _fake_lower_bounds(rising: bool) -> dict:
 
 
 def test_figure2_table_and_summary_from_a_hand_made_summary():
-    from flowbound.experiments.impossibility import (
+    from flowbound.book.experiments.impossibility import (
         LowerBoundSummary,
         convergence_summary,
         figure2_summary,
@@ -168,7 +168,7 @@ def test_figure2_table_and_summary_from_a_hand_made_summary():
 
 
 def test_gap_table_counts_violations_and_finds_the_extremes():
-    from flowbound.experiments.possibility import gap_table
+    from flowbound.book.experiments.possibility import gap_table
 
     gap = {
         "eps": [0.1],
@@ -184,7 +184,7 @@ def test_gap_table_counts_violations_and_finds_the_extremes():
 
 
 def test_figure8_table_cites_the_last_eps():
-    from flowbound.experiments.impossibility import figure8_table
+    from flowbound.book.experiments.impossibility import figure8_table
 
     data = {"lin_nt": {"true": _fake_lower_bounds(True)}}
     header, rows, cited = figure8_table(data, {"lin_nt": 0.9}, 2.0)
@@ -197,7 +197,7 @@ def test_figure8_table_cites_the_last_eps():
 
 
 def test_section4_names_and_the_beyond_summary_from_hand_made_results():
-    from flowbound.experiments.possibility import section4_beyond_summary, section4_names
+    from flowbound.book.experiments.possibility import section4_beyond_summary, section4_names
 
     p = {"variants": ["nt", "sdp"], "beyond_variants": ["cert"]}
     assert section4_names(p, beyond=False) == ["nt", "sdp"]

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from flowbound.flow_apgd import checkpoints, flow_apgd
-from flowbound.geometry import flow_norm
-from flowbound.models import OneHidden
-from flowbound.warp import warp
+from flowbound.attacks.flow_apgd import checkpoints, flow_apgd
+from flowbound.networks.architectures import OneHidden
+from flowbound.threat.geometry import flow_norm
+from flowbound.threat.warp import warp
 
 
 def _setup(n=6, side=6, hidden=12, seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowbound import geometry as geo
+from flowbound.threat import geometry as geo
 
 
 def l_diff_brute(du: np.ndarray, dv: np.ndarray) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowbound.experiments.impossibility import growth_shape, rounds_to
+from flowbound.book.experiments.impossibility import growth_shape, rounds_to
 
 EPS = np.linspace(0, 7.84, 9)
 CURVES = {

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowbound.geometry import flow_norm, m_inv
-from flowbound.impossibility import (
+from flowbound.certificates.impossibility import (
     _best_flow,
     algorithm1,
     algorithm2,
@@ -20,9 +19,10 @@ from flowbound.impossibility import (
     theorem1_bound,
     theorem2_bound,
 )
-from flowbound.models import Linear, OneHidden
-from flowbound.nets import pair_layers
-from flowbound.warp import jacobian_one_sided, jacobian_true, warp
+from flowbound.networks.architectures import Linear, OneHidden
+from flowbound.networks.view import pair_layers
+from flowbound.threat.geometry import flow_norm, m_inv
+from flowbound.threat.warp import jacobian_one_sided, jacobian_true, warp
 
 PAIRS = [(0, 1), (2, 0), (1, 2)]
 

@@ -7,8 +7,8 @@ import pytest
 import scipy.optimize as so
 import torch
 
-from flowbound import lbfgs as lbfgs_module
-from flowbound.lbfgs import lbfgs
+from flowbound.attacks import lbfgs as lbfgs_module
+from flowbound.attacks.lbfgs import lbfgs
 
 
 @pytest.fixture

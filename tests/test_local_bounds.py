@@ -11,12 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowbound.attacks import flow_pgd
-from flowbound.flow_apgd import flow_apgd
-from flowbound.geometry import aabb_lambda, m_inv, mtm
-from flowbound.local_bounds import certified, certified_margins, pixel_bounds
-from flowbound.models import Linear, OneHidden
-from flowbound.warp import warp
+from flowbound.attacks.flow_apgd import flow_apgd
+from flowbound.attacks.pgd import flow_pgd
+from flowbound.certificates.local import certified, certified_margins
+from flowbound.certificates.pixels import pixel_bounds
+from flowbound.networks.architectures import Linear, OneHidden
+from flowbound.threat.geometry import aabb_lambda, m_inv, mtm
+from flowbound.threat.warp import warp
 
 
 def _uniform_box(rad, shape, gen):
@@ -160,22 +161,23 @@ def test_neurons_the_box_decides_skip_the_ellipsoid_without_changing_a_margin(
     """A certificate computes the ellipsoid value only for the neurons that the box value
     leaves unstable: the margins equal those with every neuron's value (the training
     surrogate's path), with some neurons of some chunks skipped."""
-    import flowbound.local_bounds as lb
+    import flowbound.certificates.ellipsoid as ell
+    import flowbound.certificates.local as lb
 
     torch.manual_seed(4)
     net = OneHidden(64, 40, 3).double()
     x = torch.rand(70, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     y = torch.arange(70) % 3
     widths = []
-    rows = lb._trimmed_rows
+    rows = ell._trimmed_rows
 
     def spy(mask):
         cols = rows(mask)
         widths.append(0 if cols is None else cols.shape[1])
         return cols
 
-    monkeypatch.setattr(lb, "_GATHER_SHARE", share)
-    monkeypatch.setattr(lb, "_trimmed_rows", spy)
+    monkeypatch.setattr(ell, "_GATHER_SHARE", share)
+    monkeypatch.setattr(ell, "_trimmed_rows", spy)
     skipping = lb._pre_activation
 
     def every_neuron(*args, skip):
@@ -219,7 +221,8 @@ def test_the_absolute_flow_stays_in_the_ellipsoid(side):
 def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(threat):
     """The ellipsoid value for no flow term, the linear one, or all: each is a sound
     bound; certified() reports a digit certified by any level."""
-    import flowbound.local_bounds as lb
+    import flowbound.certificates.ellipsoid as ell
+    import flowbound.certificates.local as lb
 
     torch.manual_seed(7)
     net = OneHidden(36, 10, 3).double()
@@ -229,13 +232,13 @@ def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(thr
     eps = 0.3
     res = flow_apgd(net, x, y, eps=eps, threat=threat, steps=40, targets=2)
     checked = lb._checked(net, x, y, threat, 20, None)
-    levels = [frozenset(), frozenset({"linear"}), frozenset({"kink"}), lb.ELLIPSOID_TERMS]
+    levels = [frozenset(), frozenset({"linear"}), frozenset({"kink"}), ell.ELLIPSOID_TERMS]
     any_level = torch.zeros(12, dtype=torch.bool)
     for terms in levels:
         m = lb._margins(net, checked, eps, threat, 4, False, terms)
         assert bool((m <= res.margins + 1e-9).all())
         any_level |= (m > 0).all(1)
-    full = lb._margins(net, checked, eps, threat, 4, False, lb.ELLIPSOID_TERMS)
+    full = lb._margins(net, checked, eps, threat, 4, False, ell.ELLIPSOID_TERMS)
     boxed = lb._margins(net, checked, eps, threat, 4, False, frozenset())
     assert float((full - boxed)[torch.isfinite(full)].mean()) > 0  # the ellipsoid pays off
     ok = certified(net, x, y, [eps], threat=threat, modes=20)[0]

@@ -23,14 +23,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from flowbound.cert_training import CertLoss
-from flowbound.certify import bound
-from flowbound.flow_apgd import flow_apgd
-from flowbound.geometry import m_inv_tensor
-from flowbound.local_bounds import certified, certified_margins, pixel_bounds
-from flowbound.models import Linear, OneHidden, STNClassifier, fit
-from flowbound.profiles import ProfileError, load_profile, validate_profile
-from flowbound.warp import warp
+from flowbound.attacks.flow_apgd import flow_apgd
+from flowbound.book.profiles import ProfileError, load_profile, validate_profile
+from flowbound.certificates.local import certified, certified_margins
+from flowbound.certificates.pixels import pixel_bounds
+from flowbound.certificates.registry import bound
+from flowbound.networks.architectures import Linear, OneHidden, STNClassifier
+from flowbound.threat.geometry import m_inv_tensor
+from flowbound.threat.warp import warp
+from flowbound.training.certified import CertLoss
+from flowbound.training.fit import fit
 
 BAD = (ValueError, TypeError)
 
@@ -207,8 +209,8 @@ def test_a_budget_of_a_million_runs_in_bounded_memory():
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         import torch
-        from flowbound.local_bounds import certified, certified_margins
-        from flowbound.models import OneHidden
+        from flowbound.certificates.local import certified, certified_margins
+        from flowbound.networks.architectures import OneHidden
         torch.manual_seed(0)
         net = OneHidden(784, 20, 10).double()
         x = torch.rand(3, 28, 28, dtype=torch.float64)
@@ -300,7 +302,7 @@ def test_the_stn_is_certified_on_its_classifier_in_any_dtype_when_asked_by_name(
 
 
 def test_relaxed_output_refuses_what_is_not_a_relaxation():
-    from flowbound.local_bounds import relaxed_output
+    from flowbound.certificates.propagation import relaxed_output
 
     low = torch.tensor([[-1.0, 0.5, -2.0]], dtype=torch.float64)
     up = torch.tensor([[1.0, 2.0, -1.0]], dtype=torch.float64)
@@ -319,7 +321,7 @@ def test_relaxed_output_refuses_what_is_not_a_relaxation():
 
 
 def test_pixel_bounds_are_float64_only():
-    from flowbound.local_bounds import pixel_bounds
+    from flowbound.certificates.pixels import pixel_bounds
 
     x = _images(2)
     for dtype in (torch.float32, torch.float16):

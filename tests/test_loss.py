@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowbound.loss import l_adv_exact, l_adv_midpoint
-from flowbound.models import OneHidden, binary_head, binary_heads
-from flowbound.warp import warp
+from flowbound.networks.architectures import OneHidden, binary_head, binary_heads
+from flowbound.threat.loss import l_adv_exact, l_adv_midpoint
+from flowbound.threat.warp import warp
 
 
 @pytest.fixture

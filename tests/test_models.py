@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from flowbound import cache
-from flowbound.models import VARIANTS, Linear, OneHidden, get_model
+from flowbound.book.trained import get_model
+from flowbound.networks.architectures import Linear, OneHidden
+from flowbound.training.zoo import VARIANTS
 
 
 def test_one_hidden_is_v_relu_w_x_without_biases(rng):

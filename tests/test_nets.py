@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from flowbound.impossibility import theorem1_bound
-from flowbound.models import Linear, OneHidden, STNClassifier
-from flowbound.nets import (
+from flowbound.certificates.impossibility import theorem1_bound
+from flowbound.networks.architectures import Linear, OneHidden, STNClassifier
+from flowbound.networks.view import (
     binary_weights,
     ordered_pairs,
     pair_layers,
@@ -60,7 +60,7 @@ def test_a_non_network_is_refused_clearly():
 
 
 def test_classifier_input_is_the_stns_output_or_the_images_themselves():
-    from flowbound.nets import classifier_input
+    from flowbound.networks.view import classifier_input
 
     torch.manual_seed(0)
     stn, one = STNClassifier(6), OneHidden(784, 5, 10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowbound.profiles import PROFILES, load_profile
+from flowbound.book.profiles import PROFILES, load_profile
 
 
 def test_profiles_load_and_have_the_same_keys():

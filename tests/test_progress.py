@@ -10,7 +10,7 @@ import sys
 import nbformat
 
 from flowbound import progress
-from flowbound.book import execute_chapter
+from flowbound.book.build import execute_chapter
 
 _HEADER = (
     "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
@@ -64,7 +64,7 @@ def test_a_chapters_progress_reaches_the_terminal_not_the_notebook(tmp_path, cap
 
 
 def test_a_computed_experiment_announces_itself_once(tmp_path, monkeypatch, capsys):
-    from flowbound.experiments._common import cached_experiment
+    from flowbound.book.experiments._common import cached_experiment
 
     monkeypatch.setenv("FLOWBOUND_CACHE", str(tmp_path))
     monkeypatch.delenv(progress.ENV, raising=False)
@@ -79,7 +79,7 @@ def test_a_computed_experiment_announces_itself_once(tmp_path, monkeypatch, caps
 
 
 def test_a_long_setting_is_shortened_in_the_progress_line():
-    from flowbound.experiments._common import experiment_label
+    from flowbound.book.experiments._common import experiment_label
 
     label = experiment_label("zero_one", {"eps": [0.0, 0.01, 0.02, 0.05, 0.1], "images": None})
     assert label == "zero_one (eps 0 to 0.1 (5 values))"
@@ -90,7 +90,7 @@ def test_a_long_setting_is_shortened_in_the_progress_line():
 
 
 def test_training_announces_its_start_and_its_seconds_once(tiny, mnist_dir, monkeypatch, capsys):
-    from flowbound.models import get_model
+    from flowbound.book.trained import get_model
 
     monkeypatch.delenv(progress.ENV, raising=False)
     get_model("nt", tiny, section=4, progress=False)

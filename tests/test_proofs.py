@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowbound.experiments.proofs import (
+from flowbound.book.experiments.proofs import (
     jacobian_constant,
     proof_rows,
     prop1_error,

@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from flowbound import certify, zoo
+from flowbound.certificates import registry as certify
 from flowbound.registry import Registry
+from flowbound.training import zoo as zoo
 
 
 @pytest.mark.parametrize(

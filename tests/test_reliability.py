@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowbound import cache, profiles
-from flowbound.cli import main
-from flowbound.models import TrainingError, get_model
-from flowbound.profiles import ProfileError, load_profile, validate_profile
+from flowbound import cache
+from flowbound.book import profiles
+from flowbound.book.cli import main
+from flowbound.book.profiles import ProfileError, load_profile, validate_profile
+from flowbound.book.trained import get_model
+from flowbound.training.fit import TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +97,7 @@ def test_a_diverging_run_stops_and_caches_nothing(tiny, mnist_dir):
 
 
 def test_a_run_at_chance_is_an_error_not_a_cached_network(tiny, mnist_dir, monkeypatch):
-    from flowbound import models
+    from flowbound.book import trained as models
 
     monkeypatch.setattr(models, "MIN_TRAINED_ACCURACY", 1.01)  # nothing can pass
     with pytest.raises(TrainingError, match="about chance"):
@@ -209,7 +211,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
 def test_ctrl_c_says_the_work_is_kept_and_exits_130(tmp_path, mnist_dir):
     env = {**os.environ, "FLOWBOUND_CACHE": str(tmp_path / "c"), "MNIST_DIR": mnist_dir}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flowbound.cli", "train", "sdp", "--profile", "paper"],
+        [sys.executable, "-m", "flowbound.book.cli", "train", "sdp", "--profile", "paper"],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -226,7 +228,7 @@ def test_ctrl_c_says_the_work_is_kept_and_exits_130(tmp_path, mnist_dir):
 
 
 def test_a_dead_kernel_names_the_chapter_and_keeps_the_notebook(tmp_path):
-    from flowbound.book import BookError, execute_chapter
+    from flowbound.book.build import BookError, execute_chapter
 
     (tmp_path / "book").mkdir()
     (tmp_path / "book" / "dies.md").write_text(

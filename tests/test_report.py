@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from flowbound.experiments.report import UNDETERMINED, verdict_by_threshold
+from flowbound.book.experiments.report import UNDETERMINED, verdict_by_threshold
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_verdicts(value, higher, expected):
 
 
 def test_table_rows_escape_pipes_and_refuse_ragged_rows():
-    from flowbound.tables import table_rows
+    from flowbound.book.tables import table_rows
 
     text = table_rows(["claim", "n"], [["budget ||M r|| <= eps", 1], [r"$\|x\|$", 2]])
     lines = text.splitlines()
@@ -40,7 +40,7 @@ def test_table_rows_escape_pipes_and_refuse_ragged_rows():
 
 def _summary(exact: dict[str, float], printed: dict[str, float]):
     """A LowerBoundSummary with Algorithm 1 / Theorem 1 ratios as given (Theorem 1 = 2)."""
-    from flowbound.experiments.impossibility import LowerBoundSummary
+    from flowbound.book.experiments.impossibility import LowerBoundSummary
 
     final = {(n, "true"): (2.0 * r, 2.0) for n, r in exact.items()}
     final |= {(n, "paper"): (2.0 * r, 2.0) for n, r in printed.items()}
@@ -70,13 +70,13 @@ def _summary(exact: dict[str, float], printed: dict[str, float]):
 def test_algorithm1_verdict_counts_the_networks_where_the_printed_jacobian_wins(
     exact, printed, expected
 ):
-    from flowbound.experiments.report import algorithm1_verdict
+    from flowbound.book.experiments.report import algorithm1_verdict
 
     assert algorithm1_verdict(_summary(exact, printed)) == expected
 
 
 def test_algorithm1_verdict_skips_networks_without_a_positive_theorem1_value():
-    from flowbound.experiments.report import algorithm1_verdict
+    from flowbound.book.experiments.report import algorithm1_verdict
 
     s = _summary({"nt": 20.0, "rd": 20.0}, {"nt": 1.0, "rd": 1.0})
     s.final["rd", "true"] = (5.0, 0.0)  # no ratio for rd: nt alone decides

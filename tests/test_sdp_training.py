@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from flowbound.bounds import certify, sdp_bound, sdp_matrix
-from flowbound.eigs import top_eigenpairs
-from flowbound.geometry import aabb_lambda
-from flowbound.models import OneHidden, fit
-from flowbound.sdp_training import SDPDualLoss, dual_sdp_bounds
+from flowbound.certificates.bounds import certify, sdp_bound, sdp_matrix
+from flowbound.certificates.eigs import top_eigenpairs
+from flowbound.networks.architectures import OneHidden
+from flowbound.threat.geometry import aabb_lambda
+from flowbound.training.fit import fit
+from flowbound.training.sdp import SDPDualLoss, dual_sdp_bounds
 
 
 def _sym(b: int, n: int, seed: int) -> torch.Tensor:

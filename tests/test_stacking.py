@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from flowbound import cache
+from flowbound.book.trained import get_model
 from flowbound.data import load_mnist
-from flowbound.models import Linear, OneHidden, STNClassifier, TrainingError, fit, get_model
-from flowbound.stacking import Stacked, fit_stacked, stacks_training
-from flowbound.zoo import VARIANTS
+from flowbound.networks.architectures import Linear, OneHidden, STNClassifier
+from flowbound.training.fit import TrainingError, fit
+from flowbound.training.stacking import Stacked, fit_stacked, stacks_training
+from flowbound.training.zoo import VARIANTS
 
 STACKED = [v.name for v in VARIANTS.values() if v.make_stacked_loss is not None]
 PLAN = {"epochs": 2, "batch_size": 50, "lr": 0.01}
@@ -162,7 +164,7 @@ def test_get_model_trains_the_seeds_together_and_caches_each(tiny, mnist_dir, mo
 
 
 def test_only_the_networks_compared_over_seeds_train_their_seeds(tiny):
-    from flowbound.models import stack_seeds
+    from flowbound.book.trained import stack_seeds
 
     tiny["possibility"].update(seeds=[0, 1, 2], variants=["nt", "sdp"], beyond_variants=["cert"])
     assert stack_seeds(tiny, "nt", 4) == stack_seeds(tiny, "cert", 4) == [0, 1, 2]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowbound.warp import jacobian_paper, jacobian_true, warp, warp_and_jacobian
+from flowbound.threat.warp import jacobian_paper, jacobian_true, warp, warp_and_jacobian
 
 
 def eq1_brute(x: torch.Tensor, du: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:

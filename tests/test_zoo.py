@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import _settings, get_model
 from flowbound.data import load_mnist
-from flowbound.models import VARIANTS, STNClassifier, _build, _settings, get_model
-from flowbound.profiles import load_profile
-from flowbound.training_losses import hinge, spectral_norm_estimate
+from flowbound.networks.architectures import STNClassifier, _build
+from flowbound.training.objectives import hinge, spectral_norm_estimate
+from flowbound.training.zoo import VARIANTS
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +77,9 @@ def test_stn_starts_at_the_identity(mnist_dir):
 def test_a_registered_toy_variant_trains(tiny, mnist_dir, monkeypatch):
     """Extending checklist, 'a network variant': one registration (a loss named by a
     string, imported when it trains); settings, when it has any, go in the profile."""
-    from flowbound.zoo import Variant
+    from flowbound.training.zoo import Variant
 
-    toy = Variant("toy", "hinge only", make_loss="flowbound.training_losses:stn")
+    toy = Variant("toy", "hinge only", make_loss="flowbound.training.objectives:stn")
     monkeypatch.setitem(VARIANTS, "toy", toy)
     trained = get_model("toy", tiny, section=4, progress=False)  # no settings needed
     assert trained.test_accuracy > 0.5 and trained.config["variant"] == "toy"

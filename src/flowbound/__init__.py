@@ -1,21 +1,22 @@
 """flowbound: the paper 'Provable defenses against spatially transformed
 adversarial inputs: impossibility and possibility results', reproduced.
 
-Modules, by layer:
+The package is laid out by concern; each layer imports only the layers listed
+before it (a test checks the import graph):
 
-- inputs and geometry: data (MNIST), warp (Eq. 1), geometry (Prop. 1, 2),
-  loss (Eq. 4, 7), checks (what numeric entry points accept);
-- networks: models (architectures, cached training), zoo (the variant
-  registry), nets (the one view of a network's layers), training_losses and
-  sdp_training (the variants' objectives), eigs (Lanczos for SDP-NN),
-  registry (the named-items dict both registries use);
-- attacks and bounds: attacks (stAdv, PGD, flow_pgd), lbfgs (batched
-  L-BFGS), impossibility (Theorems 1-2, Algorithms 1-2), bounds (the
-  Frobenius, spectral and SDP formulas), certify (the bound registry, the
-  certified 0/1 loss), local_bounds (per-digit certificates, beyond the paper);
-- the book: experiments and plots (one function per figure), stats (intervals
-  and verdicts), glue (a chapter's summary in one call), cache, profiles,
-  device, book (the build), cli (the ``flowbound`` command).
+- the ground floor, here: ``checks`` (what numeric entry points accept),
+  ``device`` (where tensors live, batch sizes), ``cache`` (atomic, verified),
+  ``stats`` (intervals and verdicts), ``progress``, ``data`` (MNIST), ``blas``
+  (MKL's kernels on AMD CPUs), ``registry`` (the named-items dict of every registry);
+- :mod:`flowbound.threat`: the warp (Eq. 1), M and lambda (Prop. 1, 2), the losses
+  (Eq. 2, 4, 7) and the threat sets;
+- :mod:`flowbound.networks`: the architectures and the one view of their layers;
+- :mod:`flowbound.attacks`: stAdv, PGD, flow_pgd, flow_apgd and their registry;
+- :mod:`flowbound.certificates`: the paper's bounds and SDP solver, Theorems 1-2,
+  the per-digit certificate, the bound registry;
+- :mod:`flowbound.training`: the variants, their objectives, the training loops;
+- :mod:`flowbound.book`: profiles, cached networks, experiments, figures, the build
+  and the ``flowbound`` command.
 
 "Readings table, point N" in a docstring is row N of the table "Readings we
 had to choose" in the book's Reproduction report (``book/report.md``, anchor

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from .checks import SettingError
+from flowbound.checks import SettingError
 
 __all__ = ["CHUNKS", "chunk_size", "default_device"]
 

@@ -1,6 +1,6 @@
 """A registry of named things: the network variants and the certified bounds.
 
-:data:`flowbound.zoo.VARIANTS` and :data:`flowbound.certify.BOUNDS` are
+:data:`flowbound.training.zoo.VARIANTS` and :data:`flowbound.certificates.registry.BOUNDS` are
 :class:`Registry` objects: dicts by name that refuse a second item of the
 same name and say which names exist when asked for an unknown one.
 """

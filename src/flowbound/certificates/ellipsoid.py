@@ -1,0 +1,269 @@
+"""Step 2 of the per-digit certificate: the flow terms' values over the threat set.
+
+For rows c (the weights of hidden neurons, or the last step's coefficients) the
+slope term sup (c a)^T r and the kink term sup (c b)^T |r| (its positive and
+negative parts), each the smaller of the ellipsoid value eps ||M^{-1} c||_2 and
+the box value eps sum_i |c_i| lambda_i. |r| stays in the ellipsoid: M^T M has no
+positive entry off its diagonal, so ||M |r| || <= ||M r||. The ellipsoid value is
+computed from the smoothest eigenvectors of M^T M (the rest bounded by the next
+eigenvalue), over the pixels where the warp can change the digit only, and for
+the neurons the box value leaves unstable only.
+
+Used in: :mod:`flowbound.certificates.local`, :mod:`flowbound.certificates.propagation`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from flowbound.certificates.pixels import PixelBounds
+from flowbound.threat.geometry import aabb_lambda, mtm_eigh
+
+__all__ = []
+
+
+#: The flow terms whose ellipsoid value a certificate computes (the others take their
+#: box value): every subset is sound; fewer are cheaper and looser.
+ELLIPSOID_TERMS = frozenset({"linear", "kink"})
+
+
+#: Above this share of the hidden neurons left to bound in a chunk, the ellipsoid value
+#: is computed for all of them (gathering their weights would cost more than it saves).
+_GATHER_SHARE = 0.6
+
+
+class _Values(NamedTuple):
+    """Per row c: the flow term's value sup c^T (a flow) (``linear``), and the kink
+    term's sup (c b)^T |flow| split by sign: ``up`` for the part that raises c^T g
+    (the positive entries of c b), ``down`` for the part that lowers it (the negative
+    ones). Each (N, rows)."""
+
+    linear: torch.Tensor
+    up: torch.Tensor | None
+    down: torch.Tensor
+
+
+class _Flow:
+    """Values over the threat set of the flow terms of rows c (module notes, step 2):
+    sup over flows of sum_t (c a_t)^T flow_t, and of sum_t q_t^T |flow_t| for q = the
+    positive or the negative part of c b_t (t = u, or u and v), each the smaller of
+    the ellipsoid value and the box value. |flow| lies in the ellipsoid with the flow:
+    M^T M has no positive entry off its diagonal, so ||M |r| || <= ||M r||.
+
+    The ellipsoid value needs ||M^{-1} c||^2 = sum_i (q_i^T c)^2 / mu_i over the
+    eigenpairs (mu_i, q_i) of M^T M (ascending). With ``modes`` = k < d it is bounded
+    above by sum_{i <= k} (q_i^T c)^2 (1 / mu_i - 1 / mu_{k+1}) + ||c||^2 / mu_{k+1}
+    (mu_{k+1} <= mu_i for i > k), a sound bound several times cheaper; only pixels
+    where a slope or kink is nonzero (the image's support) enter the products with q.
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        threat: str,
+        side: int,
+        device,
+        modes: int | None,
+        dtype,
+        ellipsoid: frozenset[str] = ELLIPSOID_TERMS,
+    ) -> None:
+        self.ellipsoid = ellipsoid  # the terms whose ellipsoid value is computed
+        mu, q = mtm_eigh(side)
+        d = side * side
+        k = d if modes is None or modes >= d else int(modes)
+        self.scale = eps if threat == "tied" else math.sqrt(2) * eps
+        weight = 1.0 / mu[:k] - (1.0 / mu[k] if k < d else 0.0)
+        q_pad = np.zeros((d + 1, k))  # row d: the padding pixel (zero)
+        q_pad[:d] = q[:, :k] * np.sqrt(weight)
+        self.q = torch.from_numpy(q_pad).to(device, dtype)
+        self.tail = float(1.0 / mu[k]) if k < d else 0.0
+        self.lam = torch.from_numpy(np.array(aabb_lambda(side))).to(device, dtype)
+
+    def _finish(self, top, sq, box) -> torch.Tensor:
+        ell2 = (top + self.tail * sq) * (1 + 1e-12)  # rounding allowance: never too small
+        ell = (ell2 + torch.finfo(ell2.dtype).tiny).sqrt()  # finite gradient at 0
+        return self.scale * torch.minimum(ell, box)
+
+    def _box_shared(self, w, pb):
+        """(squares, box values) of the three terms for rows W_k: ((N, h) x 3) x 2."""
+        w2, wabs = w.square().T, w.abs().T
+        wp, wn = w.clamp(min=0).T, (-w).clamp(min=0).T
+        sq = [sum(sl.square() @ w2 for sl in _slopes(pb))]
+        box = [sum((sl.abs() * self.lam) @ wabs for sl in _slopes(pb))]
+        for sign in (1, -1):  # up: (c b)_+ = b_+ w_+ + b_- w_-; down: b_- w_+ + b_+ w_-
+            sq.append(
+                sum(
+                    (sign * kb).clamp(min=0).square() @ wp.square()
+                    + (-sign * kb).clamp(min=0).square() @ wn.square()
+                    for kb in _kinks(pb)
+                )
+            )
+            box.append(
+                sum(
+                    ((sign * kb).clamp(min=0) * self.lam) @ wp
+                    + ((-sign * kb).clamp(min=0) * self.lam) @ wn
+                    for kb in _kinks(pb)
+                )
+            )
+        return sq, box
+
+    def shared(
+        self,
+        w: torch.Tensor,
+        pb: PixelBounds,
+        idx: torch.Tensor,
+        chunk: int,
+        decided: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> _Values:
+        """Rows c = W_k (h, d), the same for every image: each value (N, h).
+
+        With ``decided`` = (centre, spread) of the pre-activations without the flow terms
+        (both (N, h)), a neuron whose sign the box values already fix gets the box
+        values: the ellipsoid could only narrow a bound that the ReLU relaxation of a
+        stable neuron does not read, so the margins are the same and the products with
+        q are spent on the other neurons."""
+        n = len(idx)
+        w_pad = torch.cat([w, torch.zeros_like(w[:, :1])], 1).T  # (d + 1, h)
+        sq, box = self._box_shared(w, pb)
+        top = [torch.zeros_like(sq[0]) for _ in range(3)]
+        lin, kin = "linear" in self.ellipsoid, "kink" in self.ellipsoid
+        if not (lin or kin):
+            decided = None  # nothing to skip
+        top = [
+            t if on else torch.full_like(t, math.inf)  # inf: the box value
+            for t, on in zip(top, (lin, kin, kin), strict=True)
+        ]
+        need = None
+        if decided is not None:
+            centre, spread = decided
+            reach_up = spread + self.scale * (box[0] + box[1])
+            reach_down = spread + self.scale * (box[0] + box[2])
+            need = (centre - reach_down < 0) & (centre + reach_up > 0)
+            top = [torch.where(need, t, torch.full_like(t, math.inf)) for t in top]  # box
+        slopes, kinks = _slopes(pb) if lin else [], _kinks(pb) if kin else []
+        for s in range(0, n if (lin or kin) else 0, chunk):
+            i = _trimmed(idx[s : s + chunk], self.q.shape[0] - 1)
+            cols = None if need is None else _trimmed_rows(need[s : s + chunk])
+            if need is not None and cols is None:
+                continue  # every neuron of the chunk is decided
+            if cols is not None and cols.shape[1] > _GATHER_SHARE * w.shape[0]:
+                cols = None  # nearly all neurons: the plain product is cheaper than gathering
+            if cols is None:
+                # (b, s, h); index_select, whose backward (index_add) is several times
+                # faster on a CPU than that of w_pad[i] (f_cert's training)
+                ws = w_pad.index_select(0, i.reshape(-1)).view(*i.shape, -1)
+            else:  # (b, s, m): the neurons to bound
+                ws = w_pad[i[:, :, None], cols.clamp(max=w.shape[0] - 1)[:, None, :]]
+            qi = self.q[i]  # (b, s, k)
+            qt = qi.transpose(1, 2)
+            parts = [
+                sum(
+                    torch.bmm(
+                        (_on_support(sl[s : s + chunk], i)[:, :, None] * qi).transpose(1, 2), ws
+                    )
+                    .square()
+                    .sum(1)
+                    for sl in slopes
+                )
+            ]
+            prods = [_on_support(kb[s : s + chunk], i)[:, :, None] * ws for kb in kinks]
+            for sign in (1, -1):
+                parts.append(
+                    sum(torch.bmm(qt, (sign * p).clamp(min=0)).square().sum(1) for p in prods)
+                )
+            for t, part in zip(top, parts, strict=True):
+                if isinstance(part, int):
+                    continue  # a term left to its box value
+                if cols is None:
+                    t[s : s + chunk] += part  # a decided neuron stays at inf: the box value
+                else:  # scatter back; padding columns (index h) fall off the end
+                    pad = part.new_zeros(len(part), w.shape[0] + 1)
+                    t[s : s + chunk] += pad.scatter_(1, cols, part)[:, :-1]
+        values = [self._finish(t, q, b) for t, q, b in zip(top, sq, box, strict=True)]
+        return _Values(*values)
+
+    def per_image(self, rho: torch.Tensor, pb: PixelBounds, idx: torch.Tensor, chunk: int):
+        """Rows c = rho (N, R, d), one set per image: the ``linear`` and ``down`` values
+        (N, R) (``up`` None: a lower bound of c^T g does not read it)."""
+        n = len(idx)
+        lin, kin = "linear" in self.ellipsoid, "kink" in self.ellipsoid
+        slopes = _slopes(pb)
+        downs = [(-rho * kb[:, None, :]).clamp(min=0) for kb in _kinks(pb)]
+        sq = [
+            sum(torch.bmm(rho.square(), sl.square()[:, :, None])[..., 0] for sl in slopes),
+            sum(dn.square().sum(-1) for dn in downs),
+        ]
+        box = [
+            sum(torch.bmm(rho.abs(), (sl.abs() * self.lam)[:, :, None])[..., 0] for sl in slopes),
+            sum((dn * self.lam).sum(-1) for dn in downs),
+        ]
+        top = [
+            torch.zeros_like(t) if on else torch.full_like(t, math.inf)  # inf: the box value
+            for t, on in zip(sq, (lin, kin), strict=True)
+        ]
+        slopes, downs = slopes if lin else [], downs if kin else []
+        pad = torch.zeros_like(rho[..., :1])
+        rho_pad = torch.cat([rho, pad], -1)
+        downs_pad = [torch.cat([dn, pad], -1) for dn in downs]
+        for s in range(0, n if (lin or kin) else 0, chunk):
+            i = _trimmed(idx[s : s + chunk], self.q.shape[0] - 1)
+            at = i[:, None, :].expand(-1, rho.shape[1], -1)
+            rs = rho_pad[s : s + chunk].gather(2, at)
+            qi = self.q[i]  # (b, s, k)
+            for sl in slopes:
+                x = _on_support(sl[s : s + chunk], i)[:, :, None] * qi
+                top[0][s : s + chunk] += torch.bmm(rs, x).square().sum(-1)
+            for dn in downs_pad:
+                top[1][s : s + chunk] += (
+                    torch.bmm(dn[s : s + chunk].gather(2, at), qi).square().sum(-1)
+                )
+        lin, down = (self._finish(t, q, b) for t, q, b in zip(top, sq, box, strict=True))
+        return _Values(lin, None, down)
+
+
+def _support(pb: PixelBounds) -> torch.Tensor:
+    """Per image the pixels where a slope or a kink is nonzero, padded with index d:
+    (N, s)."""
+    mask = torch.zeros_like(pb.slope_u, dtype=torch.bool)
+    for t in _slopes(pb) + _kinks(pb):
+        mask = mask | (t != 0)
+    d = mask.shape[1]
+    width = max(int(mask.sum(1).max()), 1) if len(mask) else 1
+    order = torch.sort(mask.to(torch.int8), dim=1, descending=True, stable=True)
+    idx = order.indices[:, :width]
+    return torch.where(order.values[:, :width] > 0, idx, torch.full_like(idx, d))
+
+
+def _trimmed(idx: torch.Tensor, pad: int) -> torch.Tensor:
+    """A chunk's support indices without the columns that are padding for all its rows."""
+    width = max(int((idx != pad).sum(1).max()), 1)
+    return idx[:, :width]
+
+
+def _trimmed_rows(mask: torch.Tensor) -> torch.Tensor | None:
+    """Per row the column indices where ``mask`` holds, padded with the column count:
+    (b, m) with m the most any row has; None when no row has any."""
+    width = int(mask.sum(1).max()) if len(mask) else 0
+    if width == 0:
+        return None
+    order = torch.sort(mask.to(torch.int8), dim=1, descending=True, stable=True)
+    cols = order.indices[:, :width]
+    return torch.where(order.values[:, :width] > 0, cols, torch.full_like(cols, mask.shape[1]))
+
+
+def _on_support(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(b, d) -> (b, s) entries at idx, 0 at the padding index."""
+    pad = torch.cat([t, torch.zeros_like(t[:, :1])], 1)
+    return pad.gather(1, idx)
+
+
+def _slopes(pb: PixelBounds) -> list[torch.Tensor]:
+    return [pb.slope_u] if pb.slope_v is None else [pb.slope_u, pb.slope_v]
+
+
+def _kinks(pb: PixelBounds) -> list[torch.Tensor]:
+    return [pb.kink_u] if pb.kink_v is None else [pb.kink_u, pb.kink_v]

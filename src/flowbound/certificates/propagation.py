@@ -1,0 +1,97 @@
+"""Step 3 of the per-digit certificate: through the network.
+
+Pre-activation bounds of h = W g(r; x) from the pixel bounds (step 1) and the flow
+terms' values (step 2), and the CROWN relaxation of c^T relu(h): stable neurons
+exactly, an unstable one by the chord above and a line alpha h below (alpha in
+[0, 1]; by default 1 where u > -l, else 0).
+
+Used in: :mod:`flowbound.certificates.local`, ``benchmarks/certificate_slack.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flowbound.certificates.ellipsoid import _Flow
+from flowbound.certificates.pixels import PixelBounds
+from flowbound.networks.view import NetView
+
+__all__ = ["relaxed_output"]
+
+
+def _check_relaxation(low, up, c, lower) -> None:
+    for name, t in (("low", low), ("up", up), ("c", c), ("lower", lower)):
+        if t is None and name == "lower":
+            continue
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {t!r:.80}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} has NaN or inf entries")
+    if low.dim() != 2 or up.shape != low.shape:
+        raise ValueError(
+            f"low and up must both have shape (N, h), got {tuple(low.shape)} and {tuple(up.shape)}"
+        )
+    if bool((low > up).any()):
+        raise ValueError("low must be <= up everywhere (pre-activation bounds l <= h <= u)")
+    n, h = low.shape
+    if c.dim() != 3 or c.shape[0] != n or c.shape[2] != h:
+        raise ValueError(f"c must have shape (N, K, h) = ({n}, K, {h}), got {tuple(c.shape)}")
+    if lower is not None:
+        if lower.dim() != 3 or lower.shape[0] != n or lower.shape[2] != h:
+            raise ValueError(
+                f"lower must have shape (N, K, h) = ({n}, {c.shape[1]}, {h}) (or K = 1), got "
+                f"{tuple(lower.shape)}"
+            )
+        if lower.shape[1] not in (1, c.shape[1]):
+            raise ValueError(f"lower must have K = 1 or {c.shape[1]} rows, got {lower.shape[1]}")
+        if bool(((lower < 0) | (lower > 1)).any()):
+            raise ValueError(
+                "lower must lie in [0, 1]: a line alpha h lies below relu(h) on [l, u] with "
+                "l < 0 < u only for 0 <= alpha <= 1"
+            )
+
+
+def relaxed_output(
+    low: torch.Tensor, up: torch.Tensor, c: torch.Tensor, lower: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CROWN for c^T relu(h) with l <= h <= u (each (N, h); c (N, K, h)): the
+    coefficients lam (N, K, h) and constant (N, K) of a linear lower bound
+    lam^T h + const. Stable neurons exactly; an unstable one by the chord above
+    (where c < 0) and the line ``lower`` h below (where c >= 0): ``lower`` (N, K, h) any
+    slopes in [0, 1] (alpha-CROWN), by default 1 where u > -l, else 0.
+
+    Checked first: l and u finite with l <= u, c finite, ``lower`` finite in [0, 1]
+    (any other slope is not a lower bound of relu), shapes that agree; a ValueError or
+    TypeError names the argument."""
+    _check_relaxation(low, up, c, lower)
+    return _relaxed_output(low, up, c, lower)
+
+
+def _relaxed_output(low, up, c, lower=None):
+    """:func:`relaxed_output` on the certificate's own bounds (no checks: the training
+    surrogate keeps its gradient and its NaN, which the training loop reports)."""
+    active, dead = low >= 0, up <= 0
+    unstable = ~(active | dead)
+    width = torch.where(unstable, up - low, torch.ones_like(up))
+    upper_slope = torch.where(unstable, up / width, active.to(up.dtype))
+    upper_icpt = torch.where(unstable, -up * low / width, torch.zeros_like(up))
+    if lower is None:
+        lower_slope = torch.where(unstable, (up > -low).to(up.dtype), active.to(up.dtype))
+        lower = lower_slope[:, None]
+    else:
+        lower = torch.where(unstable[:, None], lower, active[:, None].to(up.dtype))
+    pos = c >= 0
+    lam_ = torch.where(pos, lower, upper_slope[:, None]) * c
+    const = (torch.where(pos, 0.0, c) * upper_icpt[:, None]).sum(-1)
+    return lam_, const
+
+
+def _pre_activation(net: NetView, pb: PixelBounds, flow: _Flow, idx, chunk: int, skip: bool):
+    """Bounds (l, u) of h = W g(r; x), each (N, h); with ``skip``, the ellipsoid values
+    only for the neurons that the box values leave unstable (:meth:`_Flow.shared`)."""
+    mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
+    centre = mid @ net.w.T
+    spread = rad @ net.w.abs().T
+    decided = (centre, spread) if skip else None
+    v = flow.shared(net.w, pb, idx, chunk, decided)
+    return centre - spread - v.linear - v.down, centre + spread + v.linear + v.up

@@ -1,0 +1,134 @@
+"""Training against the per-digit flow certificate: the ``cert`` variant (f_cert).
+
+Beyond the paper. The loss mixes the clean cross-entropy with the
+cross-entropy of the certified worst-case logits, as interval and linear-bound
+training do for pixel noise (Gowal et al., 2018; Zhang et al., 2020):
+
+    (1 - kappa) CE(f(x), y) + kappa CE(-m(x), y),
+
+where m_j(x) is :func:`flowbound.certificates.local.certified_margins` (the lower
+bound of f_y - f_j over the threat set at the training budget, m_y = 0),
+computed with ``grad=True``: the same code as the certificate, on the
+network's own parameters, differentiable. The budget and kappa ramp up
+linearly over the first ``ramp_epochs`` epochs, from eps_train / ramp_epochs
+and kappa / ramp_epochs. The certified term uses the first ``cert_batch``
+images of each batch. The trained network is certified afterwards by the
+ordinary float64 certificate, independently of this surrogate.
+
+Settings (``profile["variants"]["cert"]``): eps, kappa, ramp_epochs,
+cert_batch, modes, threat, kink (true: the certificate's own relaxation, the
+kink in the ellipsoid; false: one chord per pixel, the cheaper first level of
+its cascade).
+
+Used in: Beyond the paper: certifying individual digits (f_cert).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowbound.certificates.local import certified_margins
+from flowbound.certificates.pixels import THREATS
+from flowbound.checks import check_int, check_number
+
+__all__ = ["CertLoss", "robust_cross_entropy"]
+
+
+def robust_cross_entropy(margins: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CE of the worst-case logits z_j = -m_j (z_y = 0): log(1 + sum_{j != y} e^{-m_j})."""
+    worst = -margins.masked_fill(torch.isinf(margins), 0.0)
+    worst = worst.scatter(1, y.view(-1, 1), 0.0)
+    return F.cross_entropy(worst, y)
+
+
+def _checked_settings(settings: Any) -> dict[str, Any]:
+    """The settings of f_cert's loss, each checked (the profile schema's rules)."""
+    keys = ("eps", "kappa", "ramp_epochs", "cert_batch", "modes", "threat", "kink")
+    if not isinstance(settings, dict):
+        raise TypeError(f"settings must be a dict with keys {', '.join(keys)}, got {settings!r}")
+    missing = [k for k in keys if k not in settings]
+    unknown = sorted(set(settings) - set(keys))
+    if missing or unknown:
+        raise ValueError(
+            f"settings must have exactly the keys {', '.join(keys)}; missing: "
+            f"{', '.join(missing) or 'none'}, unknown: {', '.join(unknown) or 'none'}"
+        )
+    s = dict(settings)
+    s["eps"] = check_number("settings['eps']", s["eps"], low=0.0, low_open=True)
+    s["kappa"] = check_number("settings['kappa']", s["kappa"], low=0.0, high=1.0)
+    s["ramp_epochs"] = check_int("settings['ramp_epochs']", s["ramp_epochs"])
+    s["cert_batch"] = check_int("settings['cert_batch']", s["cert_batch"])
+    if s["modes"] is not None:
+        s["modes"] = check_int("settings['modes']", s["modes"], low=0)
+    if not isinstance(s["kink"], bool):
+        raise TypeError(f"settings['kink'] must be true or false, got {s['kink']!r}")
+    if s["threat"] not in THREATS:
+        raise ValueError(
+            f"settings['threat'] must be one of {', '.join(THREATS)}, got {s['threat']!r}"
+        )
+    return s
+
+
+class CertLoss:
+    """(1 - kappa) CE + kappa CE of the certified worst-case logits, eps and kappa ramped.
+
+    ``settings`` are checked when the loss is made; the training plan (``epochs``,
+    ``batch_size``) when it is known: here, or when :func:`flowbound.training.fit.fit`
+    starts (:meth:`on_fit_start`). A ramp longer than the training, or a certified
+    batch larger than the batch, is a ValueError (it would never reach the budget,
+    or silently certify fewer images)."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.s = _checked_settings(settings)
+        self.epoch = 0
+        if epochs is not None or batch_size is not None:
+            self.on_fit_start(epochs=epochs, batch_size=batch_size)
+
+    def on_fit_start(self, *, epochs: int | None, batch_size: int | None) -> None:
+        """Refuse a plan this loss cannot follow (called by ``fit`` before training)."""
+        if epochs is not None and self.s["ramp_epochs"] > check_int("epochs", epochs):
+            raise ValueError(
+                f"settings['ramp_epochs'] = {self.s['ramp_epochs']} is more than the "
+                f"{epochs} training epochs: the budget would never reach eps; lower "
+                f"ramp_epochs or train longer"
+            )
+        if batch_size is not None and self.s["cert_batch"] > check_int("batch_size", batch_size):
+            raise ValueError(
+                f"settings['cert_batch'] = {self.s['cert_batch']} is more than the batch "
+                f"size {batch_size}: only {batch_size} images per batch could be certified; "
+                f"lower cert_batch or raise batch_size"
+            )
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, x: torch.Tensor, y: torch.Tensor):
+        self.epoch = epoch
+
+    def schedule(self) -> tuple[float, float]:
+        """(eps, kappa) for the current epoch."""
+        frac = min(1.0, (self.epoch + 1) / self.s["ramp_epochs"])
+        return frac * self.s["eps"], frac * self.s["kappa"]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        clean = F.cross_entropy(model(x), y)
+        eps, kappa = self.schedule()
+        b = self.s["cert_batch"]
+        margins = certified_margins(
+            model,
+            x[:b],
+            y[:b],
+            eps,
+            threat=self.s["threat"],
+            modes=self.s["modes"],
+            grad=True,
+            kink=self.s["kink"],
+        )
+        return (1 - kappa) * clean + kappa * robust_cross_entropy(margins, y[:b])

@@ -1,0 +1,131 @@
+"""The training loop: Adam over shuffled mini-batches, the loss checked once per epoch.
+
+Used in: :func:`flowbound.book.trained.get_model` (on a cache miss), the tests of
+every objective.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowbound.checks import check_int, check_training_plan, check_training_set
+from flowbound.progress import bar as progress_bar
+from flowbound.training.epoch_loss import EpochLoss
+from flowbound.training.zoo import LossFn
+
+__all__ = ["TrainingError", "accuracy", "cross_entropy", "fit"]
+
+
+class TrainingError(RuntimeError):
+    """Training diverged (a NaN or inf loss) or learned nothing; nothing is cached."""
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``model`` on (x, y)."""
+    return F.cross_entropy(model(x), y)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+    """Fraction of ``x`` classified as ``y``."""
+    dev = next(model.parameters()).device
+    correct = 0
+    for k in range(0, len(x), batch_size):
+        pred = model(x[k : k + batch_size].to(dev)).argmax(1).cpu()
+        correct += int((pred == y[k : k + batch_size]).sum())
+    return correct / len(x)
+
+
+def _classes(model: nn.Module, x: torch.Tensor) -> int:
+    """The number of classes ``model`` scores, from one example of ``x`` (a ValueError
+    naming the shape when it cannot score it)."""
+    if not isinstance(x, torch.Tensor) or len(x) == 0:
+        check_training_set(x, torch.zeros(0, dtype=torch.int64))  # the error for x
+    p = next(model.parameters())
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            scores = model(x[:1].to(p.device, p.dtype))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise ValueError(
+            f"the model cannot score x of shape {tuple(x.shape)}: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from None
+    finally:
+        model.train(was)
+    if scores.dim() != 2:
+        raise ValueError(f"the model must return scores (B, K), got {tuple(scores.shape)}")
+    return scores.shape[1]
+
+
+def fit(
+    model: nn.Module,
+    loss: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    desc: str = "train",
+    progress: bool = True,
+) -> nn.Module:
+    """Minimise ``loss`` with Adam over shuffled mini-batches; in place, returns ``model``.
+
+    If ``loss`` has a method ``on_epoch_start(model, epoch, x, y)``, it is
+    called before every epoch (f_at refreshes its pool of stAdv examples), and
+    ``on_fit_start(epochs=, batch_size=)`` once before training (f_cert checks its
+    ramp against the plan);
+    tensors returned by ``loss.extra_parameters(model)`` are optimised by the
+    same Adam as the weights (f_sdp's dual vectors). Checked first: the plan (integers
+    >= 1, lr > 0, seed >= 0) and the data (finite examples the model can score, labels
+    among its classes, at least one).
+    """
+    epochs, batch_size, lr = check_training_plan(epochs, batch_size, lr)
+    seed = check_int("seed", seed, low=0)
+    check_training_set(x, y, classes=_classes(model, x))
+    start = getattr(loss, "on_fit_start", None)
+    if start is not None:  # a loss that needs the plan checks it (f_cert's ramp)
+        start(epochs=epochs, batch_size=batch_size)
+    dev = next(model.parameters()).device
+    torch.manual_seed(seed)  # losses that draw random numbers (PGD starts) are reproducible
+    extra = getattr(loss, "extra_parameters", None)
+    params = list(model.parameters()) + (list(extra(model)) if extra is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    bar = progress_bar(total=steps, desc=desc, disable=not progress, unit="batch")
+    model.train()
+    hook = getattr(loss, "on_epoch_start", None)
+    per_epoch = (len(x) + batch_size - 1) // batch_size
+    x_dev, y_dev = x.to(dev), y.to(dev)  # resident: no copy from the host per step
+    for epoch in range(epochs):
+        if hook is not None:
+            model.eval()
+            hook(model, epoch, x, y)
+            model.train()
+        order = torch.randperm(len(x), generator=gen).to(dev)
+        watch = EpochLoss((), dev, torch.float32)  # no host sync per step
+        for step, k in enumerate(range(0, len(x), batch_size)):
+            idx = order[k : k + batch_size]
+            value = loss(model, x_dev[idx], y_dev[idx])
+            watch.add(step, value)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            bar.update(1)
+        total, bad = watch.read()
+        if int(bad) >= 0:
+            bar.close()
+            raise TrainingError(
+                f"{desc}: the loss became inf or nan at epoch {epoch + 1}, batch "
+                f"{int(bad) + 1}; lower the learning rate (train.lr) and rerun"
+            )
+        bar.set_postfix(epoch=epoch + 1, loss=f"{float(total) / per_epoch:.4f}", refresh=False)
+    bar.close()
+    model.eval()
+    return model
