@@ -97,7 +97,8 @@ def _registered(domain: str, *, linear: bool) -> Callable[[Any], str | None]:
 
 
 def _known(domain: str, linear: bool) -> list[str]:
-    # the registries sit above the profiles; imported when a profile is checked
+    # imported when a profile is checked, not when this module is: the bound registry
+    # loads the solvers, which `flowbound --help` does not need
     if domain == "variant":
         from flowbound.training.zoo import VARIANTS
 
