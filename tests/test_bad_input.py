@@ -169,14 +169,26 @@ def _x(values, b=2):
     return torch.full((b, 4, 4), values)
 
 
-@pytest.mark.parametrize("attack", ["stadv", "pgd", "flow_pgd"])
-def test_attacks_refuse_nan_and_out_of_domain_images(net, attack):
+def _registered_attacks() -> list[str]:
+    from flowbound.attacks.registry import ATTACKS
+
+    return list(ATTACKS)
+
+
+@pytest.mark.parametrize("name", _registered_attacks())
+def test_every_registered_attack_refuses_bad_input(net, name):
+    """Every attack of the registry (a new one with no edit here): NaN, 0-255 and
+    negative images, an unknown domain, float or ragged labels, a NaN or negative
+    budget: one ValueError or TypeError each; [-1, 1] images with domain='symmetric'."""
+    from flowbound.attacks.registry import attack
+
+    a = attack(name)
+    budget = {"pixels": 0.1, "penalty": 0.005}.get(a.threat, 0.5)
     y = torch.zeros(2, dtype=torch.long)
-    run = {
-        "stadv": lambda x, **k: stadv(net, x, y, steps=3, **k),
-        "pgd": lambda x, **k: pgd(net, x, y, eps=0.1, alpha=0.05, steps=2, **k),
-        "flow_pgd": lambda x, **k: flow_pgd(net, x, y, eps=0.5, steps=2, **k),
-    }[attack]
+
+    def run(x, labels=y, b=budget, **k):
+        return a.run(net, x, labels, b, 0, steps=2, **k)
+
     with pytest.raises(ValueError, match="NaN or inf"):
         run(_x(math.nan))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -186,6 +198,13 @@ def test_attacks_refuse_nan_and_out_of_domain_images(net, attack):
     run(_x(-0.5), domain="symmetric")  # legitimate on [-1, 1]
     with pytest.raises(ValueError, match="domain"):
         run(_x(0.5), domain="0-255")
+    with pytest.raises(BAD):
+        run(_x(0.5), labels=torch.zeros(2))
+    with pytest.raises(BAD):
+        run(_x(0.5), labels=torch.zeros(3, dtype=torch.long))
+    for bad in (math.nan, -1.0):
+        with pytest.raises(BAD):
+            run(_x(0.5), b=bad)
 
 
 @pytest.mark.parametrize(

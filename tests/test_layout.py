@@ -36,7 +36,9 @@ def imports() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
-                    base = me.split(".")[: len(me.split(".")) - node.level + (path.stem == "__init__")]
+                    base = me.split(".")[
+                        : len(me.split(".")) - node.level + (path.stem == "__init__")
+                    ]
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
@@ -46,7 +48,10 @@ def imports() -> dict[str, set[str]]:
             else:
                 continue
             for n in names:
-                if n.startswith("flowbound") and (PKG.parent / (n.replace(".", "/") + ".py")).exists():
+                if (
+                    n.startswith("flowbound")
+                    and (PKG.parent / (n.replace(".", "/") + ".py")).exists()
+                ):
                     found.add(n)
                 elif n.startswith("flowbound") and (PKG.parent / n.replace(".", "/")).is_dir():
                     found.add(n)
@@ -90,3 +95,18 @@ def test_the_top_of_the_package_is_the_ground_floor():
     assert {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(
         LAYERS[1:]
     )
+
+
+def test_threat_sets_are_named_in_their_module_only():
+    """No "tied"/"full" literal outside flowbound.threat.sets (and the profile data): the
+    rest of the code reads the threat-set objects."""
+    import re
+
+    found = [
+        f"{p.relative_to(PKG)}:{i}"
+        for p in sorted(PKG.rglob("*.py"))
+        if p.name != "sets.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"""["'](tied|full)["']""", line)
+    ]
+    assert not found, found

@@ -1,14 +1,13 @@
-"""A flow attack in the style of APGD (Croce & Hein, 2020), for tied and full flows.
+"""A flow attack in the style of APGD (Croce & Hein, 2020), on any threat set.
 
 Beyond the paper: the upper end of Figure 12's bracket. The threat sets are
-those of the per-digit certificate (:mod:`flowbound.certificates.local`):
-
-- ``"tied"``: du = dv = r with ||M r||_2 <= eps (Eq. 3);
-- ``"full"``: ||M du||_2^2 + ||M dv||_2^2 <= 2 eps^2 (l_diff <= sqrt(2) eps, Eq. 2).
-
-Both become a plain l2 ball in z = M r (r = M^{-1} z; for full flows z stacks
-M du and M dv), of radius eps or sqrt(2) eps. On that ball the attack runs
-APGD's schedule: normalised gradient steps of size eta (2 R at first), a
+those of the per-digit certificate (:mod:`flowbound.threat.sets`): for tied flows
+(||M r||_2 <= eps, Eq. 3) and full flows (||M du||^2 + ||M dv||^2 <= 2 eps^2,
+l_diff <= sqrt(2) eps, Eq. 2) the search runs on a plain l2 ball in z = M r (r =
+M^{-1} z; for full flows z stacks M du and M dv), of radius eps or sqrt(2) eps; a
+box threat set is searched in the flow itself with sign steps (APGD's l_inf form).
+The attack runs APGD's
+schedule: normalised gradient steps of size eta (2 R at first), a
 momentum of 0.25 on the previous step, and at checkpoints p_j (0, 0.22, then
 gaps shrinking by 0.03 down to 0.06 of the run) eta halves and the run
 restarts from its best point when fewer than 75% of the steps since the last
@@ -28,18 +27,19 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from flowbound.attacks.result import AttackResult
 from flowbound.checks import check_device, check_images, check_int, check_labels, check_number
-from flowbound.threat.geometry import m_inv_tensor, mtm
+from flowbound.threat.geometry import m_inv_tensor
+from flowbound.threat.sets import TIED, ThreatSet, threat_set
 from flowbound.threat.warp import warp, warp_and_jacobian
 
-__all__ = ["THREATS", "FlowAttackResult", "checkpoints", "flow_apgd"]
+__all__ = ["FlowAttackResult", "checkpoints", "flow_apgd"]
 
-THREATS = ("tied", "full")
 
 #: The dtypes the attack computes in (half precision cannot resolve its steps).
 _DTYPES = (torch.float32, torch.float64)
@@ -49,15 +49,13 @@ _DTYPES = (torch.float32, torch.float64)
 _ALPHA, _RHO = 0.75, 0.75
 
 
-class FlowAttackResult(NamedTuple):
+@dataclass(frozen=True, kw_only=True)
+class FlowAttackResult(AttackResult):
     """images g(r; x) (B, H, W); flows r (B, H, W) tied or (B, 2, H, W) (du, dv);
     success (B,) (the returned image is misclassified, checked by a forward pass);
     budget (B,) ||z||_2 / R * eps, the budget the flow uses (<= eps); margins (B, K),
     the smallest f_y - f_j found per class over every iterate (+inf at j = y)."""
 
-    images: torch.Tensor
-    flows: torch.Tensor
-    success: torch.Tensor
     budget: torch.Tensor
     margins: torch.Tensor
 
@@ -71,21 +69,17 @@ def checkpoints(steps: int) -> list[int]:
     return sorted({math.ceil(round(q * steps, 9)) for q in p[1:]} - {0, steps})
 
 
-def _project(z: torch.Tensor, radius: float) -> torch.Tensor:
-    return z * (radius / z.norm(dim=1, keepdim=True).clamp_min(1e-300)).clamp(max=1.0)
-
-
 class _Problem:
     """The images, labels and threat set of one call: flows and scores from z, and
     what the runs found (per image: the best z, its CW margin, success, the smallest
     margin per class)."""
 
-    def __init__(self, model, x, y, threat: str, eps: float, clean: torch.Tensor) -> None:
-        self.model, self.x, self.y = model, x, y
-        self.parts = 1 if threat == "tied" else 2
+    def __init__(self, model, x, y, threat: ThreatSet, eps: float, clean: torch.Tensor) -> None:
+        self.model, self.x, self.y, self.threat = model, x, y, threat
+        self.parts = threat.parts
         self.side = x.shape[-1]
         self.mi = m_inv_tensor(self.side, dtype=x.dtype, device=x.device)
-        self.radius = eps * (1.0 if threat == "tied" else math.sqrt(2.0))
+        self.radius = threat.radius(eps)
         n = len(x)
         self.z = torch.zeros(n, self.parts * self.side**2, dtype=x.dtype, device=x.device)
         self.margins = torch.full((n, clean.shape[1]), math.inf, dtype=torch.float64)
@@ -95,10 +89,8 @@ class _Problem:
         self.record(torch.arange(n, device=x.device), self.z, clean)
 
     def flows(self, z: torch.Tensor) -> torch.Tensor:
-        """r = M^{-1} z per part."""
-        s, n = self.side, len(z)
-        r = (z.reshape(n, self.parts, s * s) @ self.mi).view(n, self.parts, s, s)
-        return r[:, 0] if self.parts == 1 else r
+        """The flows of z (:meth:`~flowbound.threat.sets.ThreatSet.flows`)."""
+        return self.threat.flows(z, self.side, self.mi)
 
     @torch.no_grad()
     def record(self, rows: torch.Tensor, z: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -139,8 +131,7 @@ def _loss_and_grad(prob: _Problem, rows, z, target, grad: bool = True):
     g = None
     if grad:
         g_r = jac * (g_img if prob.parts == 1 else g_img[:, None])
-        n, d = len(z), prob.side * prob.side
-        g = (g_r.reshape(n, prob.parts, d) @ prob.mi).reshape(n, -1)
+        g = prob.threat.grad_z(g_r, prob.side, prob.mi)
     return scores.detach(), loss.detach(), g
 
 
@@ -183,10 +174,11 @@ def _run(prob: _Problem, rows, z, target, steps: int) -> None:
                 grad = torch.where(stuck[:, None], g_best, grad)
             eta_mark, best_mark = eta, best
             improved, since = torch.zeros_like(improved), 0
-        unit = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-300)
-        nxt = _project(z - eta[:, None] * unit, prob.radius)
+        unit = prob.threat.direction(grad)
+        nxt = prob.threat.project(z - eta[:, None] * unit, prob.radius)
         if step > 0:  # APGD's momentum: a share of the previous step
-            nxt = _project(z + _ALPHA * (nxt - z) + (1 - _ALPHA) * (z - prev), prob.radius)
+            nxt = z + _ALPHA * (nxt - z) + (1 - _ALPHA) * (z - prev)
+            nxt = prob.threat.project(nxt, prob.radius)
         prev, z = z, nxt
 
 
@@ -196,7 +188,7 @@ def flow_apgd(
     y: torch.Tensor,
     *,
     eps: float,
-    threat: str = "tied",
+    threat: str | ThreatSet = TIED,
     steps: int = 100,
     restarts: int = 1,
     targets: int = 3,
@@ -223,8 +215,7 @@ def flow_apgd(
     x = check_images("x", x, domain=domain)
     y = check_labels("y", y, len(x))
     eps = check_number("eps", eps, low=0.0, low_open=True)
-    if threat not in THREATS:
-        raise ValueError(f"threat must be one of {', '.join(THREATS)}, got {threat!r}")
+    threat = threat_set(threat)
     steps = check_int("steps", steps)
     restarts = check_int("restarts", restarts)
     targets = check_int("targets", targets, low=0)
@@ -268,8 +259,7 @@ def flow_apgd(
         # Gaussian by the inverse CDF, element by element (torch's randn transforms
         # blocks of 16 draws, so an image's draws would depend on the batch's size)
         z0 = math.sqrt(2.0) * torch.erfinv(2 * u.clamp(1e-12, 1 - 1e-12) - 1)
-        z0 = z0.to(dev, search)
-        z0 = z0 * (0.5 * prob.radius / z0.norm(dim=1, keepdim=True).clamp_min(1e-300))
+        z0 = threat.start(z0.to(dev, search), u.to(dev, search), prob.radius)
         rows = torch.nonzero(~prob.success).squeeze(1)
         if len(rows) == 0:
             break
@@ -277,7 +267,7 @@ def flow_apgd(
     with torch.no_grad():
         # the best z, projected in float64 (the search's rounding may leave it just
         # outside the ball), its flows in x's dtype, their budget rechecked in float64
-        z = _project(prob.z.double(), prob.radius)
+        z = threat.project(prob.z.double(), prob.radius)
         flows, used = _within_budget(prob, z, x.dtype)
         images = warp(x.detach().to(dev, own), flows.to(own)).to(x.dtype)
         # success is what the model says of the images returned, in the dtype returned
@@ -285,11 +275,11 @@ def flow_apgd(
     margins = prob.margins.scatter(1, ys[:, None], math.inf)
     budget = used * (eps / prob.radius)
     return FlowAttackResult(
-        images.to(x.device),
-        flows.to(x.device),
-        success.to(x.device),
-        budget.to(x.device),
-        margins.to(x.device),
+        images=images.to(x.device),
+        flows=flows.to(x.device),
+        success=success.to(x.device),
+        budget=budget.to(x.device),
+        margins=margins.to(x.device),
     )
 
 
@@ -314,27 +304,21 @@ def _scores(net: nn.Module, xs: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _within_budget(prob: _Problem, z: torch.Tensor, dtype: torch.dtype):
-    """Flows r = M^{-1} z in ``dtype`` whose budget, recomputed from them in float64
-    (sqrt(sum over parts r^T M^T M r)), is at most the radius: a flow that the cast
-    pushed past it is shrunk until it is not. Returns (flows, that budget)."""
+    """The flows of z in ``dtype`` whose size, recomputed from them in float64
+    (:meth:`~flowbound.threat.sets.ThreatSet.size`), is at most the radius: a flow that
+    the cast pushed past it is shrunk until it is not. Returns (flows, that size)."""
     s, n = prob.side, len(z)
     mi = m_inv_tensor(s, dtype=torch.float64, device=z.device)
-    mtm_ = torch.from_numpy(mtm(s)).to(z.device)
-    r64 = (z.reshape(n, prob.parts, s * s) @ mi).reshape(n, prob.parts, s * s)
-
-    def used(r: torch.Tensor) -> torch.Tensor:
-        q = r.double()
-        return torch.einsum("npi,ij,npj->n", q, mtm_, q).clamp(min=0).sqrt()
-
-    shape = (n, s, s) if prob.parts == 1 else (n, 2, s, s)
+    r64 = prob.threat.flows(z, s, mi)
     r = r64.to(dtype)
     scale = torch.ones(n, dtype=torch.float64, device=z.device)
     tiny = torch.finfo(dtype).eps
+    grow = (slice(None),) + (None,) * (r64.dim() - 1)
     for _ in range(60):
-        norm = used(r)
+        norm = prob.threat.size(r)
         over = norm > prob.radius
         if not bool(over.any()):
-            return r.reshape(shape), norm
+            return r, norm
         scale = torch.where(over, scale * (prob.radius / norm) * (1 - 4 * tiny), scale)
-        r = torch.where(over[:, None, None], r64 * scale[:, None, None], r64).to(dtype)
+        r = torch.where(over[grow], r64 * scale[grow], r64).to(dtype)
     raise FloatingPointError("flow_apgd could not bring a flow within its budget")

@@ -10,11 +10,12 @@ Used in: Introduction (Figure 1), the model zoo (``at_pgd``), Possibility result
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from flowbound.attacks.result import AttackResult
 from flowbound.attacks.stadv import cw_margin
 from flowbound.checks import DOMAINS, check_images, check_int, check_labels, check_number
 from flowbound.threat.geometry import flow_norm, m_inv_tensor
@@ -23,11 +24,9 @@ from flowbound.threat.warp import warp
 __all__ = ["FlowPGDResult", "PGDResult", "flow_pgd", "pgd"]
 
 
-class PGDResult(NamedTuple):
-    """PGD output: adversarial images (B, H, W) and per-image success (B,)."""
-
-    images: torch.Tensor
-    success: torch.Tensor
+@dataclass(frozen=True)
+class PGDResult(AttackResult):
+    """PGD output: adversarial images (B, H, W) and per-image success (B,); no flows."""
 
 
 def pgd(
@@ -73,12 +72,10 @@ def pgd(
     return PGDResult(adv.detach(), success)
 
 
-class FlowPGDResult(NamedTuple):
+@dataclass(frozen=True, kw_only=True)
+class FlowPGDResult(AttackResult):
     """Images g(r; x) (B, H, W), tied flows r, success (B,) and ||M r|| (B,)."""
 
-    images: torch.Tensor
-    flows: torch.Tensor
-    success: torch.Tensor
     budget: torch.Tensor
 
 
@@ -137,7 +134,7 @@ def flow_pgd(
     side = x.shape[-1]
     if len(x) == 0:
         empty = torch.zeros(0, dtype=torch.bool, device=x.device)
-        return FlowPGDResult(x.clone(), x.clone(), empty, x.new_zeros(0))
+        return FlowPGDResult(x.clone(), empty, flows=x.clone(), budget=x.new_zeros(0))
     dev, dt = x.device, x.dtype
     mi = m_inv_tensor(side, dtype=dt, device=dev)
     x = x.detach()
@@ -186,4 +183,4 @@ def flow_pgd(
         images = warp(x, best_r)
         success = model(images).argmax(1) != y
     budget = torch.from_numpy(flow_norm(best_r.cpu())).to(dev)
-    return FlowPGDResult(images, best_r, success, budget)
+    return FlowPGDResult(images, success, flows=best_r, budget=budget)

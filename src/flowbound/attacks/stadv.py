@@ -12,13 +12,15 @@ Used in: Introduction (Figure 1), the model zoo (``at``), Possibility results
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from flowbound.attacks.lbfgs import lbfgs
+from flowbound.attacks.result import AttackResult
 from flowbound.checks import check_images, check_int, check_labels, check_number
 from flowbound.device import chunk_size
 from flowbound.progress import bar as progress_bar
@@ -135,7 +137,8 @@ def cw_margin(
     return torch.clamp(gap, min=-kappa)
 
 
-class StAdvResult(NamedTuple):
+@dataclass(frozen=True, kw_only=True)
+class StAdvResult(AttackResult):
     """stAdv output: images (B, H, W), flows (B, 2, H, W) or (B, H, W), success (B,),
     l_diff (B,) of Eq. (2), iterations (B,), and ``success_final`` (B,).
 
@@ -145,9 +148,6 @@ class StAdvResult(NamedTuple):
     stAdv code reports).
     """
 
-    images: torch.Tensor
-    flows: torch.Tensor
-    success: torch.Tensor
     l_diff: torch.Tensor
     iterations: torch.Tensor
     success_final: torch.Tensor
@@ -245,12 +245,12 @@ def stadv(
             empty = torch.zeros(0, dtype=torch.bool, device=x.device)
             shape = (0, h, w) if tied else (0, 2, h, w)
             return StAdvResult(
-                x.clone(),
-                x.new_zeros(shape),
-                empty,
-                x.new_zeros(0),
-                torch.zeros(0, dtype=torch.long, device=x.device),
-                empty.clone(),
+                images=x.clone(),
+                flows=x.new_zeros(shape),
+                success=empty,
+                l_diff=x.new_zeros(0),
+                iterations=torch.zeros(0, dtype=torch.long, device=x.device),
+                success_final=empty.clone(),
             )
         x = x.detach().to(dtype)
         taus = taus.to(dtype=dtype, device=x.device)
@@ -302,12 +302,12 @@ def stadv(
             success_final = _goal_met(model(warp(x, final)), y, targeted)
         ld = torch.from_numpy(np.asarray(l_diff(flows, full=not tied))).to(out_dtype)
         return StAdvResult(
-            images.to(out_dtype),
-            flows.detach().to(out_dtype),
-            success,
-            ld,
-            res.iterations,
-            success_final,
+            images=images.to(out_dtype),
+            flows=flows.detach().to(out_dtype),
+            success=success,
+            l_diff=ld,
+            iterations=res.iterations,
+            success_final=success_final,
         )
 
     if len(x) <= chunk:
@@ -319,4 +319,5 @@ def stadv(
             unit="chunk",
         )
     ]  # fmt: skip
-    return StAdvResult(*(torch.cat(field) for field in zip(*parts, strict=True)))
+    names = [f.name for f in dataclasses.fields(StAdvResult)]
+    return StAdvResult(**{n: torch.cat([getattr(r, n) for r in parts]) for n in names})

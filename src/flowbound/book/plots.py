@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from flowbound.certificates.registry import BOUNDS
 from flowbound.threat.loss import JACOBIAN_TITLES
+from flowbound.threat.sets import TIED
 
 __all__ = [
     "JACOBIAN_TITLES",
@@ -299,7 +300,7 @@ def plot_figure12(d: Any) -> Figure:
         lo, hi = d.attack_ci[name].T
         ax.fill_between(
             eps,
-            d.certified_attacked[name]["tied"],
+            d.certified_attacked[name][TIED.name],
             d.attack[name],
             color=colour,
             alpha=0.18,

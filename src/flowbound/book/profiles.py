@@ -109,6 +109,12 @@ def _known(domain: str, linear: bool) -> list[str]:
     return [n for n, b in BOUNDS.items() if arch in b.applies_to]
 
 
+def _threat_set_name(v: Any) -> str | None:
+    from flowbound.threat.sets import THREAT_SETS  # loads scipy: not at `flowbound --help`
+
+    return None if v in THREAT_SETS else f"one of {', '.join(map(repr, THREAT_SETS))}"
+
+
 def _all(*rules: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         for rule in rules:
@@ -219,7 +225,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "variants.cert.ramp_epochs": POS,
     "variants.cert.cert_batch": POS,
     "variants.cert.modes": _optional(POS),
-    "variants.cert.threat": _choice("tied", "full"),
+    "variants.cert.threat": _threat_set_name,
     "variants.cert.kink": _bool,
     "local.eps": _list(EPS),
     "local.variants": _all(_list(_name), _registered("variant", linear=False)),

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from flowbound.certificates.pixels import PixelBounds
-from flowbound.threat.geometry import aabb_lambda, mtm_eigh
+from flowbound.threat.geometry import mtm_eigh
+from flowbound.threat.sets import ThreatSet, threat_set
 
 __all__ = []
 
@@ -64,24 +65,26 @@ class _Flow:
     def __init__(
         self,
         eps: float,
-        threat: str,
+        threat: str | ThreatSet,
         side: int,
         device,
         modes: int | None,
         dtype,
         ellipsoid: frozenset[str] = ELLIPSOID_TERMS,
     ) -> None:
-        self.ellipsoid = ellipsoid  # the terms whose ellipsoid value is computed
+        threat = threat_set(threat)
+        # the terms whose ellipsoid value is computed (none for a box: its value alone)
+        self.ellipsoid = ellipsoid if threat.ellipsoid else frozenset()
         mu, q = mtm_eigh(side)
         d = side * side
         k = d if modes is None or modes >= d else int(modes)
-        self.scale = eps if threat == "tied" else math.sqrt(2) * eps
+        self.scale = threat.radius(eps)
         weight = 1.0 / mu[:k] - (1.0 / mu[k] if k < d else 0.0)
         q_pad = np.zeros((d + 1, k))  # row d: the padding pixel (zero)
         q_pad[:d] = q[:, :k] * np.sqrt(weight)
         self.q = torch.from_numpy(q_pad).to(device, dtype)
         self.tail = float(1.0 / mu[k]) if k < d else 0.0
-        self.lam = torch.from_numpy(np.array(aabb_lambda(side))).to(device, dtype)
+        self.lam = torch.from_numpy(threat.pixel_scale(side)).to(device, dtype)
 
     def _finish(self, top, sq, box) -> torch.Tensor:
         ell2 = (top + self.tail * sq) * (1 + 1e-12)  # rounding allowance: never too small

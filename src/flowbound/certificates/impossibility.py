@@ -27,6 +27,7 @@ import torch
 from flowbound.networks.view import ordered_pairs, pair_layers
 from flowbound.threat.geometry import m_inv_tensor
 from flowbound.threat.loss import JACOBIANS
+from flowbound.threat.sets import FULL, TIED
 from flowbound.threat.warp import jacobian_one_sided, warp
 
 __all__ = [
@@ -382,7 +383,7 @@ def prop3_first_order(model, pairs, eps, *, side=28) -> dict[str, torch.Tensor]:
         full, eps * 2**0.5, side, start=torch.stack([pattern] * 2, 1)
     )
     val_full = torch.maximum(torch.maximum(val_full, val_from_tied), val_tied)
-    return {"tied": val_tied, "full": val_full}
+    return {TIED.name: val_tied, FULL.name: val_full}
 
 
 def loss_ceiling(model, pairs, *, x_range=(-1.0, 1.0)) -> torch.Tensor:

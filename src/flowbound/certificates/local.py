@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from flowbound.certificates.ellipsoid import ELLIPSOID_TERMS, _Flow, _support
-from flowbound.certificates.pixels import _check_threat, _pixel_bounds, _side
+from flowbound.certificates.pixels import _pixel_bounds, _side
 from flowbound.certificates.propagation import _pre_activation, _relaxed_output
 from flowbound.checks import (
     check_device,
@@ -57,6 +57,7 @@ from flowbound.checks import (
 from flowbound.device import chunk_size
 from flowbound.networks.view import NetView, certified_classifier, classifier_input, view, weights
 from flowbound.progress import bar as progress_bar
+from flowbound.threat.sets import TIED, ThreatSet, threat_set
 
 __all__ = ["certified", "certified_margins"]
 
@@ -99,7 +100,7 @@ def _checked(model, x, y, threat, modes, device, classifier_only=False) -> _Chec
     network (flowbound's own architectures, no biases; a spatial transformer only with
     ``classifier_only=True``), square images of the size the network takes, labels
     among its classes, the threat set, ``modes`` and ``device``."""
-    _check_threat(threat)
+    threat_set(threat)
     net = certified_classifier(model, classifier_only)
     x = check_images("x", x)
     side = _side(x)
@@ -119,7 +120,7 @@ def certified_margins(
     y: torch.Tensor,
     eps: float,
     *,
-    threat: str = "tied",
+    threat: str | ThreatSet = TIED,
     modes: int | None = 200,
     chunk: int = 32,
     device: str | torch.device | None = None,
@@ -159,7 +160,7 @@ def _margins(
     model: nn.Module,
     checked: _Checked,
     eps: float,
-    threat: str,
+    threat: str | ThreatSet,
     chunk: int,
     grad: bool,
     ellipsoid: frozenset[str],
@@ -231,7 +232,7 @@ def certified(
     y: torch.Tensor,
     eps: Sequence[float] | float,
     *,
-    threat: str = "tied",
+    threat: str | ThreatSet = TIED,
     modes: int | None = 200,
     batch: int | None = None,
     progress: bool = False,
@@ -268,7 +269,10 @@ def certified(
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
     steps = [(int(e), eps_list[e]) for e in order]
     bar = progress_bar(
-        total=len(steps), desc=f"certify ({threat})", disable=not progress, unit="eps"
+        total=len(steps),
+        desc=f"certify ({threat_set(threat).name})",
+        disable=not progress,
+        unit="eps",
     )
     # digits with similar areas (a proxy for how many pixels a flow moves) share
     # chunks, so little of each chunk is padding

@@ -22,20 +22,16 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from flowbound.checks import (
     check_images,
     check_number,
 )
-from flowbound.threat.geometry import aabb_lambda
+from flowbound.threat.sets import TIED, ThreatSet, threat_set
 from flowbound.threat.warp import shifted, warp
 
-__all__ = ["THREATS", "PixelBounds", "pixel_bounds"]
-
-
-THREATS = ("tied", "full")
+__all__ = ["PixelBounds", "pixel_bounds"]
 
 
 #: Rounding allowance added to every pixel offset (relative to the pixel scale).
@@ -62,12 +58,6 @@ class PixelBounds(NamedTuple):
     radius: torch.Tensor
     kink_u: torch.Tensor
     kink_v: torch.Tensor | None = None
-
-
-def _check_threat(threat: str) -> str:
-    if not isinstance(threat, str) or threat not in THREATS:
-        raise ValueError(f"threat must be one of {', '.join(THREATS)}, got {threat!r}")
-    return threat
 
 
 def _side(x: torch.Tensor) -> int:
@@ -160,14 +150,15 @@ def pixel_bounds(
     x: torch.Tensor,
     eps: float,
     *,
-    threat: str = "tied",
+    threat: str | ThreatSet = TIED,
     dtype: torch.dtype = torch.float64,
     kink: bool = True,
 ) -> PixelBounds:
     """Sound linear bounds of every warped pixel over the box the budget implies (step 1).
 
     ``x`` (N, s, s) images, computed in ``dtype`` (float64 for certificates); the box
-    is |r_i| <= eps lambda_i (tied) or |du_i|, |dv_i| <= sqrt(2) eps lambda_i (full).
+    is the threat set's (:meth:`~flowbound.threat.sets.ThreatSet.box`): |r_i| <= eps
+    lambda_i for tied flows, |du_i|, |dv_i| <= sqrt(2) eps lambda_i for full ones.
     Any finite eps works in bounded memory: past :func:`_far` pixels g_i is 0.
     ``kink=False``: one chord per pixel (the mean of the two; kinks 0, so the kink
     widens the offset interval instead), the cheaper relaxation of the cascade's
@@ -175,7 +166,7 @@ def pixel_bounds(
     (in float32 the bounds would be beaten by rounding); the training surrogate runs
     the same steps in its model's dtype through ``certified_margins(grad=True)``.
     """
-    _check_threat(threat)
+    threat = threat_set(threat)
     eps = check_number("eps", eps, low=0.0)
     check_images("x", x)
     if dtype != torch.float64:
@@ -189,15 +180,16 @@ def pixel_bounds(
 
 
 def _pixel_bounds(
-    x: torch.Tensor, eps: float, threat: str, dtype: torch.dtype, kink: bool
+    x: torch.Tensor, eps: float, threat: str | ThreatSet, dtype: torch.dtype, kink: bool
 ) -> PixelBounds:
     """:func:`pixel_bounds` on checked arguments, in any floating ``dtype`` (float64 for
     certificates; the model's own for the training surrogate, which is not one)."""
+    threat = threat_set(threat)
     side = _side(x)
     x = x.to(dtype)
     n = len(x)
-    lam = torch.from_numpy(np.array(aabb_lambda(side))).to(x.device, dtype)
-    rad = (eps if threat == "tied" else math.sqrt(2) * eps) * lam
+    lam = torch.from_numpy(threat.pixel_scale(side)).to(x.device, dtype)
+    rad = threat.radius(eps) * lam
     flat = x.reshape(n, -1)
     scale = _ROUNDING * (1 + flat.abs().amax(1, keepdim=True))
     safe = torch.where(rad > 0, rad, torch.ones_like(rad))
@@ -208,7 +200,7 @@ def _pixel_bounds(
         down = torch.where(rad > 0, (zero - minus) / safe, torch.zeros_like(plus))
         return up, down
 
-    if threat == "tied":
+    if threat.parts == 1:
         plus, minus = _warped(x, r, r), _warped(x, -r, -r)
         if kink:
             up, down = chords(plus, flat, minus)

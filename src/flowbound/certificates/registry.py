@@ -56,6 +56,7 @@ from flowbound.networks.view import (
 )
 from flowbound.registry import Registry
 from flowbound.threat.geometry import aabb_lambda
+from flowbound.threat.sets import FULL, THREAT_SETS, TIED
 
 __all__ = [
     "BOUNDS",
@@ -72,7 +73,7 @@ __all__ = [
 
 #: The flows a bound may cover (``Bound.threat``): tied flows with ||M r|| <= eps,
 #: or (du, dv) with l_diff <= sqrt(2) eps.
-BOUND_THREATS = ("tied", "full")
+#: (the threat sets a bound may cover: :data:`flowbound.threat.sets.THREAT_SETS`)
 
 #: The network shapes a bound may apply to (``Bound.applies_to``).
 ARCHITECTURES = ("one_hidden", "linear")
@@ -109,8 +110,8 @@ class Bound:
     pair at eps = 1, linear in eps (every global bound here is) and sound for
     [0, 1] images. An input-dependent one sets ``certify(model, x, y, eps)``
     instead. ``applies_to`` names the networks it accepts (``"one_hidden"``,
-    ``"linear"``); ``threat`` the flows it covers (``"tied"``: ||M r|| <= eps,
-    Sections 2-4; ``"full"``: (du, dv) with l_diff <= sqrt(2) eps), the threat set
+    ``"linear"``); ``threat`` the name of the registered threat set it covers
+    (:mod:`flowbound.threat.sets`: tied flows, Sections 2-4; full flows), the threat set
     of the attack its soundness is checked against; ``sound`` whether it is a bound
     at all (False for the appendix's formulas as printed, shown for comparison: the
     soundness tests check every bound with ``sound=True``); ``label``, ``style`` and
@@ -124,7 +125,7 @@ class Bound:
     style: str = "-"
     applies_to: tuple[str, ...] = ("one_hidden",)
     certify: CertifyFn | None = None
-    threat: str = "tied"
+    threat: str = TIED.name
     sound: bool = True
     marker: str | None = "^"
     short: str = ""
@@ -141,9 +142,9 @@ class Bound:
         for what, fn in (("decrease", self.decrease), ("certify", self.certify)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"bound {self.name!r}: {what} must be callable, got {fn!r}")
-        if self.threat not in BOUND_THREATS:
+        if self.threat not in THREAT_SETS:
             raise ValueError(
-                f"bound {self.name!r}: threat must be one of {', '.join(BOUND_THREATS)}, got "
+                f"bound {self.name!r}: threat must be one of {', '.join(THREAT_SETS)}, got "
                 f"{self.threat!r}"
             )
         if not self.applies_to or any(a not in ARCHITECTURES for a in self.applies_to):
@@ -248,7 +249,7 @@ for _name, _label, _formula in (
 register_bound(
     Bound("linear", "linear (Eq. 16)", _linear, "-", applies_to=("linear",), marker=None)
 )
-for _threat, _style, _marker in (("tied", "-", "o"), ("full", "--", "s")):
+for _threat, _style, _marker in ((TIED.name, "-", "o"), (FULL.name, "--", "s")):
     register_bound(
         Bound(
             f"local_{_threat}",

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowbound.certificates.local import certified_margins
-from flowbound.certificates.pixels import THREATS
 from flowbound.checks import check_int, check_number
+from flowbound.threat.sets import THREAT_SETS
 
 __all__ = ["CertLoss", "robust_cross_entropy"]
 
@@ -66,9 +66,9 @@ def _checked_settings(settings: Any) -> dict[str, Any]:
         s["modes"] = check_int("settings['modes']", s["modes"], low=0)
     if not isinstance(s["kink"], bool):
         raise TypeError(f"settings['kink'] must be true or false, got {s['kink']!r}")
-    if s["threat"] not in THREATS:
+    if s["threat"] not in THREAT_SETS:
         raise ValueError(
-            f"settings['threat'] must be one of {', '.join(THREATS)}, got {s['threat']!r}"
+            f"settings['threat'] must be one of {', '.join(THREAT_SETS)}, got {s['threat']!r}"
         )
     return s
 

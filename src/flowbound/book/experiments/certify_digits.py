@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowbound.attacks.flow_apgd import flow_apgd
-from flowbound.attacks.pgd import flow_pgd
+from flowbound.attacks.registry import attack
 from flowbound.book.glue import count_noun
 from flowbound.book.trained import get_model
 from flowbound.certificates.local import certified
@@ -24,6 +23,7 @@ from flowbound.networks.view import classifier_input, view
 from flowbound.progress import bar as progress_bar
 from flowbound.stats import rate_interval
 from flowbound.threat.geometry import aabb_lambda, flow_norm
+from flowbound.threat.sets import FULL, TIED, ThreatSet
 
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
@@ -61,8 +61,9 @@ VERSIONS = {"certified_accuracy": FIRST_VERSION + 1, "bracket_sides": FIRST_VERS
 _NOT_IN_KEY = ("variants", "report_eps")
 
 #: The threat sets Figure 12 attacks, each with the certificates that cover it
-#: (``Bound.threat``).
-THREATS = ("tied", "full")
+#: (``Bound.threat``), and the CertifiedAccuracy field of each attack's curve.
+THREATS = (TIED, FULL)
+_ATTACK_FIELD = {TIED.name: "attack", FULL.name: "attack_full"}
 
 
 @dataclass(frozen=True)
@@ -108,16 +109,16 @@ class CertifiedAccuracy:
         return replace(self, **{f: {n: getattr(self, f)[n] for n in names} for f in per_network})
 
 
-def _apgd(model, x, y, eps: float, a: dict[str, Any], threat: str = "tied"):
+def _apgd(model, x, y, eps: float, a: dict[str, Any], threat: ThreatSet = TIED):
     """``flow_apgd`` at the profile's attack settings ``a`` (``local.attack``): the
     search in ``search_dtype``, what it finds checked in the model's dtype (float64)."""
-    return flow_apgd(
-        model, x, y, eps=eps, threat=threat, steps=a["steps"], restarts=a["restarts"],
-        targets=a["targets"], seed=a["seed"], search_dtype=getattr(torch, a["search_dtype"]),
+    return attack(f"flow_apgd_{threat.name}").run(
+        model, x, y, eps, a["seed"], steps=a["steps"], restarts=a["restarts"],
+        targets=a["targets"], search_dtype=getattr(torch, a["search_dtype"]),
     )  # fmt: skip
 
 
-def _attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: str) -> np.ndarray:
+def _attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: ThreatSet) -> np.ndarray:
     """(E, A) bool: classified correctly and not broken by ``flow_apgd`` at each eps on
     ``threat``; the classifier of an STN is attacked on the STN's output (what the
     certificates cover). The threat sets grow with eps, so a digit broken at one eps is
@@ -128,7 +129,7 @@ def _attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: str) -> np.
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
     broken = ~correct
     order = np.argsort(eps_list, kind="stable")
-    bar = progress_bar(total=len(order), desc=f"flow_apgd ({threat})", unit="eps")
+    bar = progress_bar(total=len(order), desc=f"flow_apgd ({threat.name})", unit="eps")
     for row in order:
         eps = eps_list[row]
         rows = np.nonzero(~broken)[0]
@@ -197,17 +198,17 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
                 value[kind] = torch.from_numpy(ok.mean(1).astype(np.float64))
                 seconds[kind] = time.perf_counter() - start
             a = p["attack"]
-            for threat in THREATS:
+            for t in THREATS:
                 start = time.perf_counter()
-                robust = _attack_robust(model, xd[:attacked], y_dev[:attacked], eps, a, threat)
-                value[f"attack_{threat}"] = torch.from_numpy(robust)
-                seconds[f"attack_{threat}"] = time.perf_counter() - start
+                robust = _attack_robust(model, xd[:attacked], y_dev[:attacked], eps, a, t)
+                value[f"attack_{t.name}"] = torch.from_numpy(robust)
+                seconds[f"attack_{t.name}"] = time.perf_counter() - start
             return value, {"seconds": seconds, "attack_images": attacked}
 
         value, meta = cached_experiment("certified_accuracy", VERSIONS, config, compute)
         n = meta["attack_images"]
         out["accuracy"][name] = {k: value[k] for k in kinds}
-        for threat, key in (("tied", "attack"), ("full", "attack_full")):
+        for threat, key in _ATTACK_FIELD.items():
             robust = value[f"attack_{threat}"]
             out[key][name] = robust.mean(1)
             out[f"{key}_ci"][name] = np.array([rate_interval(r)[1:] for r in robust])
@@ -278,14 +279,13 @@ def bracket_sides(profile: str | dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
             correct = model(x).argmax(1) == y
         attacks = {
-            "pgd": lambda e: flow_pgd(
-                model, x, y, eps=e, steps=s["steps"], restarts=s["restarts"], lr=s["lr"],
-                seed=s["seed"],
+            "pgd": lambda e: attack("flow_pgd").run(
+                model, x, y, e, s["seed"], steps=s["steps"], restarts=s["restarts"], lr=s["lr"],
             ),
             "apgd": lambda e: _apgd(model, x, y, e, p["attack"]),
         }  # fmt: skip
-        for key, attack in attacks.items():
-            value[key] = torch.stack([(correct & ~attack(e).success).cpu() for e in eps])
+        for key, run in attacks.items():
+            value[key] = torch.stack([(correct & ~run(e).success).cpu() for e in eps])
         i = s["example_digit"]
         one = certified(
             model, x[i : i + 1], y[i : i + 1], grid, modes=p["modes"], classifier_only=True
@@ -361,7 +361,7 @@ def local_summary(d: CertifiedAccuracy) -> dict[str, Any]:
     rows = {}
     for name, acc in d.accuracy.items():
         attack = {"attack": d.attack[name], "attack_full": d.attack_full[name]}
-        gap = d.bracket[name]["tied"]
+        gap = d.bracket[name][TIED.name]
         where = attack["attack"] >= 0.5
         worst = int(np.argmax(np.where(where, gap, -np.inf))) if where.any() else 0
         curves = acc | attack
@@ -514,8 +514,8 @@ def figure12_summary(profile: str | dict[str, Any], d: CertifiedAccuracy) -> dic
         "checked": sum(sum(v.values()) for v in d.checked.values()),
         "n_checked_eps": int((d.eps > 0).sum()),
         "known": "; ".join(
-            f"f_{name}: {known_text(s['known']['tied'])} for tied flows and "
-            f"{known_text(s['known']['full'])} for full flows"
+            f"f_{name}: {known_text(s['known'][TIED.name])} for {TIED.label} and "
+            f"{known_text(s['known'][FULL.name])} for {FULL.label}"
             for name, s in summary.items()
         ),
     }

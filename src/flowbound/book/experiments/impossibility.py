@@ -21,6 +21,7 @@ from flowbound.certificates.impossibility import (
 )
 from flowbound.threat.geometry import aabb_lambda, m_inv_tensor
 from flowbound.threat.loss import JACOBIAN_TITLES
+from flowbound.threat.sets import FULL, TIED
 
 from ._common import FIRST_VERSION, cached_experiment
 from ._common import profile_dict as _profile
@@ -587,7 +588,7 @@ def beyond_the_paper_summary(profile: str | dict[str, Any], b: dict[str, Any]) -
     out |= {"b_eps": b["eps"], "b_l_diff": b["l_diff"]}
     model = get_model("nt", prof, section=3).model.cpu()
     fo = prop3_first_order(model, pairs_of(p), p["sample_eps"])
-    fo_gain = (fo["full"] / fo["tied"]).numpy() - 1
+    fo_gain = (fo[FULL.name] / fo[TIED.name]).numpy() - 1
     untied_gain = b["untied_from_alg1"] / b["search_from_alg1"] - 1
     out |= {
         "fo_gain_median": 100 * float(np.median(fo_gain)),

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from flowbound.attacks.pgd import pgd
-from flowbound.attacks.stadv import flow_loss, stadv
+from flowbound.attacks.registry import attack
+from flowbound.attacks.stadv import flow_loss
 from flowbound.book.trained import TrainedModel, get_model
 from flowbound.data import load_mnist
 from flowbound.stats import Interval, rate_interval
@@ -56,8 +56,10 @@ def figure1(profile: str | dict[str, Any]) -> dict[str, Any]:
         dev = next(model.parameters()).device
         x, y = load_mnist("test")
         x, y = x[:64].to(dev), y[:64].to(dev)
-        pg = pgd(model, x, y, eps=p["pgd_eps"], alpha=p["pgd_alpha"], steps=p["pgd_steps"])
-        st = stadv(model, x, y, tau=p["stadv_tau"], steps=p["stadv_steps"])
+        pg = attack("pgd").run(
+            model, x, y, p["pgd_eps"], 0, alpha=p["pgd_alpha"], steps=p["pgd_steps"]
+        )
+        st = attack("stadv").run(model, x, y, p["stadv_tau"], 0, steps=p["stadv_steps"])
         with torch.no_grad():
             clean = model(x).argmax(1)
         ok = ((clean == y) & pg.success & st.success).nonzero().flatten()
@@ -117,7 +119,7 @@ def stadv_evaluation(
             scores = model(x)
             correct = scores.argmax(1) == y
             top2 = scores.topk(2, dim=1).values
-        res = stadv(model, x, y, tau=tau, steps=steps, border=border, progress=True)
+        res = attack("stadv").run(model, x, y, tau, 0, steps=steps, border=border, progress=True)
         value = {
             "correct": correct.cpu(),
             "success": res.success.cpu(),

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowbound.attacks.pgd import flow_pgd
+from flowbound.attacks.registry import attack
 from flowbound.book.glue import count_word
 from flowbound.book.profiles import with_seed
 from flowbound.book.trained import TrainedModel, get_model
@@ -723,7 +723,9 @@ def budget_attack(profile: str | dict[str, Any], *, beyond: bool = False) -> dic
             with torch.no_grad():
                 correct = model(x).argmax(1) == y
             fooled = [
-                flow_pgd(model, x, y, eps=eps, steps=g["steps"], lr=g["lr"], seed=g["seed"]).success
+                attack("flow_pgd")
+                .run(model, x, y, eps, g["seed"], steps=g["steps"], lr=g["lr"])
+                .success
                 for eps in g["eps"]
             ]
             return {"correct": correct, "fooled": torch.stack(fooled) & correct}, {}

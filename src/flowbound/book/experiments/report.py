@@ -19,6 +19,7 @@ from flowbound.book.glue import count_noun
 from flowbound.book.trained import get_model
 from flowbound.certificates.registry import bound
 from flowbound.stats import UNDETERMINED, verdict_with_interval, wilson_interval
+from flowbound.threat.sets import FULL, TIED
 
 from ._common import profile_dict as _profile
 from .certify_digits import at_eps, certified_accuracy, known_text, local_summary
@@ -303,8 +304,8 @@ def _beyond_local(profile: dict[str, Any]) -> list[dict[str, str]]:
     checked = sum(sum(v.values()) for v in d.checked.values())
     summary = local_summary(d)
     pinned = "; ".join(
-        f"f_{name} {known_text(summary[name]['known']['tied'])} (tied) and "
-        f"{known_text(summary[name]['known']['full'])} (full)"
+        f"f_{name} {known_text(summary[name]['known'][TIED.name])} ({TIED.name}) and "
+        f"{known_text(summary[name]['known'][FULL.name])} ({FULL.name})"
         for name in [v for v in ("nt", "sdp", "cert") if v in summary]
     )
     cases = int((np.asarray(d.eps) > 0).sum())
@@ -417,8 +418,8 @@ def findings(profile: str | dict[str, Any]) -> dict[str, Any]:
         "nt_sdp_last": float(local.eps[some[-1]]) if len(some) else 0.0,
         "local_cert_1": at_eps(local, acc["cert"]["local_tied"], 1.0),
         "local_nt_1": at_eps(local, acc["nt"]["local_tied"], 1.0),
-        "local_nt_known": local_summary(local)["nt"]["known"]["tied"],
-        "local_nt_known_text": known_text(local_summary(local)["nt"]["known"]["tied"]),
+        "local_nt_known": local_summary(local)["nt"]["known"][TIED.name],
+        "local_nt_known_text": known_text(local_summary(local)["nt"]["known"][TIED.name]),
         "local_attacked": local.attack_images,
     }
     out |= finding_sentences(out, shorts)
