@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from flowbound.certificates.registry import BOUNDS
 from flowbound.threat.loss import JACOBIAN_TITLES
 from flowbound.threat.sets import TIED
+from flowbound.training.zoo import VARIANTS
 
 __all__ = [
     "JACOBIAN_TITLES",
@@ -254,15 +255,14 @@ def plot_convergence(curves: list[dict[str, Any]]) -> Figure:
     return fig
 
 
-#: One colour per network across Figures 5, 6, 12 and the budget attack.
-_NETWORK_ORDER = ("nt", "rd", "fro", "spe", "stn", "at", "at_pgd", "sdp", "cert")
-
-
 def network_color(name: str) -> str:
-    """The colour of network ``name`` in every Section-4 figure (a fixed cycle entry)."""
-    if name in _NETWORK_ORDER:
-        return f"C{_NETWORK_ORDER.index(name)}"
-    return f"C{sum(map(ord, name)) % 10}"  # a variant added later: stable across figures
+    """The colour of network ``name`` in every Section-4 figure: the one-hidden-layer
+    variants take the colour cycle in the variant registry's order (f_nt first), any
+    other name a stable entry of its own."""
+    order = [n for n, v in VARIANTS.items() if v.arch != "linear"]
+    if name in order and order.index(name) < 10:
+        return f"C{order.index(name)}"
+    return f"C{sum(map(ord, name)) % 10}"
 
 
 def plot_zero_one(d: Any) -> Figure:

@@ -61,7 +61,6 @@ from flowbound.threat.sets import FULL, THREAT_SETS, TIED
 __all__ = [
     "BOUNDS",
     "Bound",
-    "KINDS",
     "bound",
     "certified_digits",
     "certified_fraction",
@@ -261,9 +260,6 @@ for _threat, _style, _marker in ((TIED.name, "-", "o"), (FULL.name, "--", "s")):
             threat=_threat,
         )
     )
-
-#: The bounds registered by this module (others may be added with :func:`register_bound`).
-KINDS = tuple(BOUNDS)
 
 
 def decrease_bounds(model: torch.nn.Module, kind: str, *, side: int = 28, tol: float = 1e-4):

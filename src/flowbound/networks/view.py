@@ -22,6 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from flowbound.networks.architectures import Linear, OneHidden, STNClassifier
+
 __all__ = [
     "NetView",
     "binary_weights",
@@ -60,7 +62,6 @@ def classifier_of(model: nn.Module) -> nn.Module:
     classes, with bias-free ``nn.Linear`` layers: the bounds read W and V alone, so a
     bias, another layer or an overridden ``forward`` would be certified as if it
     were not there. Anything else is a TypeError, never an approximation."""
-    from flowbound.networks.architectures import Linear, OneHidden, STNClassifier
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

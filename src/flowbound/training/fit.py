@@ -6,6 +6,8 @@ every objective.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,39 +95,74 @@ def fit(
         start(epochs=epochs, batch_size=batch_size)
     dev = next(model.parameters()).device
     torch.manual_seed(seed)  # losses that draw random numbers (PGD starts) are reproducible
-    extra = getattr(loss, "extra_parameters", None)
+    gen = torch.Generator().manual_seed(seed)
+
+    def bad_loss(bad: torch.Tensor, epoch: int) -> str | None:
+        if int(bad) < 0:
+            return None
+        return f"the loss became inf or nan at epoch {epoch}, batch {int(bad) + 1}"
+
+    return run_epochs(
+        model, loss, x, y,
+        orders=lambda: torch.randperm(len(x), generator=gen).to(dev),
+        watch=((), torch.float32), bad_loss=bad_loss,
+        epochs=epochs, batch_size=batch_size, lr=lr, desc=desc, progress=progress,
+    )  # fmt: skip
+
+
+def run_epochs(
+    model: nn.Module,
+    loss: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    orders: Callable[[], torch.Tensor],
+    watch: tuple[tuple[int, ...], torch.dtype],
+    bad_loss: Callable[[torch.Tensor, int], str | None],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    desc: str,
+    progress: bool,
+) -> nn.Module:
+    """The training loop of :func:`fit` and of ``fit_stacked``: per epoch the loss's
+    ``on_epoch_start(model, epoch, x, y)`` (in eval mode), a data order from ``orders()``
+    ((N,), or (M, N) for M stacked members), Adam steps on the batches of that order
+    (the loss summed over members), the losses kept on the device (``watch``: their
+    shape and dtype, :class:`~flowbound.training.epoch_loss.EpochLoss`) and read once;
+    ``bad_loss(first bad batch per member, epoch)`` says what went wrong (None: all
+    finite), raised as a :class:`TrainingError`."""
+    dev = x.device if not list(model.parameters()) else next(model.parameters()).device
+    extra = getattr(loss, "extra_parameters", None)  # f_sdp's dual vectors
     params = list(model.parameters()) + (list(extra(model)) if extra is not None else [])
     opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
-    bar = progress_bar(total=steps, desc=desc, disable=not progress, unit="batch")
-    model.train()
-    hook = getattr(loss, "on_epoch_start", None)
     per_epoch = (len(x) + batch_size - 1) // batch_size
+    bar = progress_bar(total=epochs * per_epoch, desc=desc, disable=not progress, unit="batch")
+    model.train()
+    hook = getattr(loss, "on_epoch_start", None)  # f_at's stAdv pool
     x_dev, y_dev = x.to(dev), y.to(dev)  # resident: no copy from the host per step
     for epoch in range(epochs):
         if hook is not None:
             model.eval()
             hook(model, epoch, x, y)
             model.train()
-        order = torch.randperm(len(x), generator=gen).to(dev)
-        watch = EpochLoss((), dev, torch.float32)  # no host sync per step
+        order = orders()
+        losses = EpochLoss(watch[0], dev, watch[1])  # no host sync per step
         for step, k in enumerate(range(0, len(x), batch_size)):
-            idx = order[k : k + batch_size]
+            idx = order[..., k : k + batch_size]
             value = loss(model, x_dev[idx], y_dev[idx])
-            watch.add(step, value)
+            losses.add(step, value)
             opt.zero_grad(set_to_none=True)
-            value.backward()
+            value.sum().backward()
             opt.step()
             bar.update(1)
-        total, bad = watch.read()
-        if int(bad) >= 0:
+        total, bad = losses.read()
+        problem = bad_loss(bad, epoch + 1)
+        if problem is not None:
             bar.close()
-            raise TrainingError(
-                f"{desc}: the loss became inf or nan at epoch {epoch + 1}, batch "
-                f"{int(bad) + 1}; lower the learning rate (train.lr) and rerun"
-            )
-        bar.set_postfix(epoch=epoch + 1, loss=f"{float(total) / per_epoch:.4f}", refresh=False)
+            raise TrainingError(f"{desc}: {problem}; lower the learning rate (train.lr) and rerun")
+        mean = (total / per_epoch).reshape(-1)
+        bar.set_postfix(epoch=epoch + 1, loss="/".join(f"{v:.4f}" for v in mean), refresh=False)
     bar.close()
     model.eval()
     return model

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from flowbound.checks import SettingError, check_int, check_training_plan, check_training_set
-from flowbound.progress import bar as progress_bar
-from flowbound.training.epoch_loss import EpochLoss
+from flowbound.networks.architectures import Linear, OneHidden
+from flowbound.training.fit import run_epochs
 
 __all__ = ["Stacked", "fit_stacked", "stacks_training"]
 
@@ -62,8 +62,6 @@ class Stacked(nn.Module):
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
-        from flowbound.networks.architectures import Linear, OneHidden
-
         if len(members) == 0:
             raise ValueError("members must hold at least one network")
         kinds = {type(m) for m in members}
@@ -94,8 +92,6 @@ class Stacked(nn.Module):
     def member(self, m: int) -> nn.Module:
         """A copy of member ``m`` as an ordinary network (``OneHidden`` or ``Linear``), in
         the stack's dtype and on its device, with gradients off (f_at's stAdv pool)."""
-        from flowbound.networks.architectures import Linear, OneHidden
-
         k, h = self.V.shape[1:]
         net = Linear(h, k) if self.W is None else OneHidden(self.W.shape[2], h, k)
         net = net.to(self.V.device, self.V.dtype)
@@ -143,8 +139,6 @@ def fit_stacked(
     The loss is checked once per epoch on the device (no host sync per step);
     a NaN or inf raises :class:`~flowbound.training.fit.TrainingError` naming the member, epoch
     and batch where it first appeared."""
-    from flowbound.training.fit import TrainingError
-
     epochs, batch_size, lr = check_training_plan(epochs, batch_size, lr)
     inputs = (net.V if net.W is None else net.W).shape[2]
     check_training_set(x, y, inputs=inputs, classes=net.V.shape[1])
@@ -155,37 +149,20 @@ def fit_stacked(
     start = getattr(loss, "on_stack_start", None)
     if start is not None:  # a loss that draws random numbers seeds one generator per member
         start(seeds)
-    extra = getattr(loss, "extra_parameters", None)  # as in fit (f_sdp's duals)
-    params = list(net.parameters()) + (list(extra(net)) if extra is not None else [])
-    opt = torch.optim.Adam(params, lr=lr)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    per_epoch = (len(x) + batch_size - 1) // batch_size
-    bar = progress_bar(total=epochs * per_epoch, desc=desc, disable=not progress, unit="batch")
-    x_dev, y_dev = x.to(dev), y.to(dev)  # resident: one copy per step would sync
-    hook = getattr(loss, "on_epoch_start", None)  # as in fit (f_at's stAdv pools)
-    for epoch in range(epochs):
-        if hook is not None:
-            hook(net, epoch, x, y)
-        order = torch.stack([torch.randperm(len(x), generator=g) for g in gens]).to(dev)
-        watch = EpochLoss((net.members,), dev, net.V.dtype)  # no host sync per step
-        for step, k in enumerate(range(0, len(x), batch_size)):
-            idx = order[:, k : k + batch_size]  # (M, b)
-            value = loss(net, x_dev[idx], y_dev[idx])  # (M,): each member's loss
-            watch.add(step, value)
-            opt.zero_grad(set_to_none=True)
-            value.sum().backward()
-            opt.step()
-            bar.update(1)
-        total, bad = watch.read()
-        if bool((bad >= 0).any()):
-            bar.close()
-            m = int(torch.nonzero(bad >= 0)[0])
-            raise TrainingError(
-                f"{desc}: the loss of member {m} (seed {seeds[m]}) became inf or nan at epoch "
-                f"{epoch + 1}, batch {int(bad[m]) + 1}; lower the learning rate (train.lr) "
-                f"and rerun"
-            )
-        mean = total / per_epoch
-        bar.set_postfix(epoch=epoch + 1, loss="/".join(f"{v:.4f}" for v in mean), refresh=False)
-    bar.close()
-    return net
+
+    def bad_loss(bad: torch.Tensor, epoch: int) -> str | None:
+        if not bool((bad >= 0).any()):
+            return None
+        m = int(torch.nonzero(bad >= 0)[0])
+        return (
+            f"the loss of member {m} (seed {seeds[m]}) became inf or nan at epoch {epoch}, "
+            f"batch {int(bad[m]) + 1}"
+        )
+
+    return run_epochs(
+        net, loss, x, y,
+        orders=lambda: torch.stack([torch.randperm(len(x), generator=g) for g in gens]).to(dev),
+        watch=((net.members,), net.V.dtype), bad_loss=bad_loss,
+        epochs=epochs, batch_size=batch_size, lr=lr, desc=desc, progress=progress,
+    )  # fmt: skip

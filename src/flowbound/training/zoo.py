@@ -83,7 +83,6 @@ _OBJ, _SDP, _CERT = (
     "flowbound.training.certified",
 )
 
-register(Variant("rd", "randomly initialised, not trained (f_rd, Section 3.2)"))
 register(
     Variant(
         "nt",
@@ -92,6 +91,7 @@ register(
         make_stacked_loss=f"{_OBJ}:nt_stacked",
     )
 )
+register(Variant("rd", "randomly initialised, not trained (f_rd, Section 3.2)"))
 register(
     Variant(
         "fro",

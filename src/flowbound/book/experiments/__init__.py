@@ -1,160 +1,31 @@
 """One function per figure or table: computes (and caches) what a chapter shows.
 
 Each function takes a profile (name or dict) and returns plain data; the
-drawing lives in :mod:`flowbound.book.plots`. Modules follow the book's chapters.
+drawing lives in :mod:`flowbound.book.plots`. Modules follow the book's chapters;
+this package offers every name each of them exports (its ``__all__``), so a
+chapter writes ``experiments.certified_accuracy(profile)``.
 """
 
-from .background import (
-    geometry_summary,
-    jacobians_at_zero,
-    midpoint_convergence,
-    prop1_check,
-    random_ellipsoid_flows,
-    warp_demo,
-)
-from .certify_digits import (
-    CertifiedAccuracy,
-    at_eps,
-    bracket_sides,
-    bracket_table,
-    cert_comparison,
-    cert_comparison_summary,
-    cert_comparison_table,
-    cert_search,
-    cert_search_summary,
-    certified_accuracy,
-    figure12_summary,
-    known_within,
-    largest_eps,
-    local_summary,
-    local_table,
-    sides_summary,
-)
-from .impossibility import (
-    LowerBoundSummary,
-    beyond_the_paper,
-    beyond_the_paper_summary,
-    beyond_the_paper_table,
-    convergence_curves,
-    convergence_summary,
-    figure2_summary,
-    figure2_table,
-    figure8_table,
-    growth_beyond,
-    growth_beyond_summary,
-    growth_shape,
-    impossibility_setup_summary,
-    linear_lower_bounds,
-    lower_bound_summary,
-    lower_bounds,
-    pairs_of,
-    rounds_to,
-)
-from .intro import (
-    evaluation_summary,
-    evaluation_table,
-    figure1,
-    figure1_summary,
-    training_settings_summary,
-)
-from .possibility import (
-    RATES,
-    ObjectiveComparison,
-    StAdvVsTau,
-    ZeroOneLosses,
-    aabb_illustration,
-    attack_vs_certificate,
-    budget_attack,
-    gap_table,
-    objective_comparison,
-    ranks_over_seeds,
-    sdp_robustness_claim,
-    sdp_tightness_claim,
-    section4_beyond_summary,
-    section4_names,
-    stadv_vs_tau,
-    zero_one_losses,
-    zero_one_summary,
-    zero_one_table,
-)
-from .possibility_glue import (
-    beyond_cert_summary,
-    budget_table,
-    figure6_summary,
-    possibility_setup_summary,
-    tightness_summary,
-)
-from .report import claims, findings
+from importlib import import_module
 
-__all__ = [
-    "ObjectiveComparison",
-    "RATES",
-    "StAdvVsTau",
-    "ZeroOneLosses",
-    "CertifiedAccuracy",
-    "training_settings_summary",
-    "figure1_summary",
-    "evaluation_summary",
-    "impossibility_setup_summary",
-    "growth_beyond_summary",
-    "beyond_the_paper_table",
-    "beyond_the_paper_summary",
-    "tightness_summary",
-    "possibility_setup_summary",
-    "figure6_summary",
-    "budget_table",
-    "beyond_cert_summary",
-    "LowerBoundSummary",
-    "aabb_illustration",
-    "at_eps",
-    "attack_vs_certificate",
-    "beyond_the_paper",
-    "budget_attack",
-    "cert_comparison",
-    "cert_comparison_summary",
-    "cert_comparison_table",
-    "cert_search",
-    "cert_search_summary",
-    "bracket_sides",
-    "bracket_table",
-    "certified_accuracy",
-    "claims",
-    "convergence_curves",
-    "convergence_summary",
-    "figure2_summary",
-    "figure2_table",
-    "figure8_table",
-    "gap_table",
-    "evaluation_table",
-    "figure1",
-    "figure12_summary",
-    "findings",
-    "geometry_summary",
-    "growth_beyond",
-    "growth_shape",
-    "jacobians_at_zero",
-    "largest_eps",
-    "known_within",
-    "local_summary",
-    "local_table",
-    "linear_lower_bounds",
-    "lower_bound_summary",
-    "lower_bounds",
-    "midpoint_convergence",
-    "objective_comparison",
-    "pairs_of",
-    "prop1_check",
-    "random_ellipsoid_flows",
-    "ranks_over_seeds",
-    "rounds_to",
-    "sdp_robustness_claim",
-    "sdp_tightness_claim",
-    "section4_beyond_summary",
-    "section4_names",
-    "sides_summary",
-    "stadv_vs_tau",
-    "warp_demo",
-    "zero_one_losses",
-    "zero_one_summary",
-    "zero_one_table",
-]
+#: The chapters' modules, in the book's order.
+MODULES = (
+    "intro",
+    "background",
+    "impossibility",
+    "possibility",
+    "possibility_glue",
+    "certify_digits",
+    "proofs",
+    "report",
+)
+
+__all__: list[str] = []
+for _module in MODULES:
+    _mod = import_module(f"{__name__}.{_module}")
+    for _name in _mod.__all__:
+        if _name in globals() and globals()[_name] is not getattr(_mod, _name):
+            raise ImportError(f"experiments: {_name!r} is exported by two modules")
+        globals()[_name] = getattr(_mod, _name)
+        __all__.append(_name)
+del _module, _mod, _name
