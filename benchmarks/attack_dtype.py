@@ -1,6 +1,6 @@
 """Figure 12's flow attack searching in float64 against float32, side by side.
 
-The chapter's attack (``flowbound.book.experiments.certify_digits._attack_robust``: every
+The chapter's attack (``flowbound.book.experiments.certify_digits.attack_robust``: every
 eps of ``local.eps`` in order, a digit broken at one eps not attacked again) on the
 first ``local.attack.images`` test digits of the networks named, tied and full
 flows, once with ``flow_apgd``'s search in float64 and once in float32 (what it finds
@@ -19,7 +19,7 @@ import time
 import torch
 
 from flowbound.book.experiments._common import frozen
-from flowbound.book.experiments.certify_digits import _attack_robust
+from flowbound.book.experiments.certify_digits import attack_robust
 from flowbound.book.profiles import load_profile
 from flowbound.book.trained import get_model
 from flowbound.data import load_mnist
@@ -47,7 +47,7 @@ def main() -> None:
             for dtype in ("float64", "float32"):
                 a = p["attack"] | {"search_dtype": dtype}
                 start = time.perf_counter()
-                robust[dtype] = _attack_robust(model, x, y, eps, a, threat)
+                robust[dtype] = attack_robust(model, x, y, eps, a, threat)
                 seconds[dtype] = time.perf_counter() - start
             ratio = seconds["float64"] / seconds["float32"]
             differ = int((robust["float64"] != robust["float32"]).sum())

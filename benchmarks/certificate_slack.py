@@ -61,9 +61,9 @@ def main() -> None:
         correct = model(x).argmax(1) == y
     eps = args.eps
     pb = pix.pixel_bounds(x, eps)
-    flow = ell._Flow(eps, "tied", 28, "cpu", None, torch.float64)
-    idx = ell._support(pb)
-    low, up = prop._pre_activation(net, pb, flow, idx, 32, False)
+    flow = ell.FlowTerms(eps, "tied", 28, "cpu", None, torch.float64)
+    idx = ell.support(pb)
+    low, up = prop.pre_activation_bounds(net, pb, flow, idx, 32, False)
     base = _relaxed(net, pb, flow, idx, low, up, y)
     unstable = ~((low >= 0) | (up <= 0))
     start = torch.where(unstable, (up > -low).double(), torch.zeros_like(up))[:, None]

@@ -42,10 +42,10 @@ def _child(args) -> None:
     from flowbound.attacks.stadv import stadv
     from flowbound.book.experiments._common import frozen
     from flowbound.book.profiles import load_profile
-    from flowbound.book.trained import _settings, get_model
+    from flowbound.book.trained import get_model, variant_settings
     from flowbound.certificates.local import certified
     from flowbound.data import load_mnist
-    from flowbound.networks.architectures import _build
+    from flowbound.networks.architectures import build
     from flowbound.training.fit import fit
     from flowbound.training.zoo import VARIANTS
 
@@ -56,8 +56,8 @@ def _child(args) -> None:
     t = prof["train"]
     for name in args.train:
         v = VARIANTS[name]
-        settings = _settings(v, prof)
-        model = _build(v.arch, prof["hidden"]["section4"], 0, settings)
+        settings = variant_settings(v, prof)
+        model = build(v.arch, prof["hidden"]["section4"], 0, settings)
         start = time.perf_counter()
         fit(model, v.loss_factory()(settings), xtr, ytr, epochs=1, batch_size=t["batch_size"],
             lr=t["lr"], seed=0, progress=False)  # fmt: skip
@@ -90,9 +90,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return _child(args)
-    from flowbound.blas import _why_not, shim_library
+    from flowbound.blas import reason_not_applied, shim_library
 
-    if (why := _why_not()) is not None:
+    if (why := reason_not_applied()) is not None:
         raise SystemExit(f"nothing to compare: {why}")
     with tempfile.TemporaryDirectory() as tmp:
         lib = shim_library(Path(tmp))

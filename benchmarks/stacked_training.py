@@ -28,7 +28,7 @@ from flowbound.book.profiles import load_profile
 from flowbound.book.trained import stack_seeds
 from flowbound.data import load_mnist
 from flowbound.device import default_device
-from flowbound.networks.architectures import _build
+from flowbound.networks.architectures import build
 from flowbound.training.fit import accuracy, fit
 from flowbound.training.stacking import Stacked, fit_stacked
 from flowbound.training.zoo import VARIANTS
@@ -70,12 +70,12 @@ def main() -> None:
         start = time.perf_counter()
         alone = []
         for s in seeds:
-            net = _build(v.arch, hidden, s, settings).to(dev)
+            net = build(v.arch, hidden, s, settings).to(dev)
             fit(net, v.loss_factory()(settings), x, y, seed=s, progress=False, **plan)
             alone.append(net)
         _sync(dev)
         t_alone = time.perf_counter() - start
-        members = [_build(v.arch, hidden, s, settings).to(dev) for s in seeds]
+        members = [build(v.arch, hidden, s, settings).to(dev) for s in seeds]
         start = time.perf_counter()
         net = Stacked(members)
         fit_stacked(net, v.stacked_loss_factory()(settings), x, y, seeds=seeds,

@@ -27,7 +27,7 @@ def env(monkeypatch):
 
 
 def test_the_preloaded_kernels_give_the_same_products(env, tmp_path):
-    if (why := blas._why_not()) is not None:
+    if (why := blas.reason_not_applied()) is not None:
         pytest.skip(f"the library does not apply here: {why}")
     line = blas.preload_for_kernels(tmp_path)
     assert "AMD" in line and "FLOWBOUND_MKL_SHIM=0" in line

@@ -178,16 +178,16 @@ def test_neurons_the_box_decides_skip_the_ellipsoid_without_changing_a_margin(
 
     monkeypatch.setattr(ell, "_GATHER_SHARE", share)
     monkeypatch.setattr(ell, "_trimmed_rows", spy)
-    skipping = lb._pre_activation
+    skipping = lb.pre_activation_bounds
 
     def every_neuron(*args, skip):
         return skipping(*args, skip=False)
 
     for eps in (0.02, 0.3):
         got = certified_margins(net, x, y, eps, threat=threat, modes=10)
-        monkeypatch.setattr(lb, "_pre_activation", every_neuron)
+        monkeypatch.setattr(lb, "pre_activation_bounds", every_neuron)
         want = certified_margins(net, x, y, eps, threat=threat, modes=10)
-        monkeypatch.setattr(lb, "_pre_activation", skipping)
+        monkeypatch.setattr(lb, "pre_activation_bounds", skipping)
         torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
     assert any(0 < w < 40 for w in widths)  # some chunks bound only some neurons
 
@@ -221,7 +221,6 @@ def test_the_absolute_flow_stays_in_the_ellipsoid(side):
 def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(threat):
     """The ellipsoid value for no flow term, the linear one, or all: each is a sound
     bound; certified() reports a digit certified by any level."""
-    import flowbound.certificates.ellipsoid as ell
     import flowbound.certificates.local as lb
 
     torch.manual_seed(7)
@@ -231,18 +230,23 @@ def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(thr
         y = net(x).argmax(1)
     eps = 0.3
     res = flow_apgd(net, x, y, eps=eps, threat=threat, steps=40, targets=2)
-    checked = lb._checked(net, x, y, threat, 20, None)
-    levels = [frozenset(), frozenset({"linear"}), frozenset({"kink"}), ell.ELLIPSOID_TERMS]
+    levels = [
+        lb.Level(True, frozenset()),
+        lb.CHORD,
+        lb.Level(True, frozenset({"kink"})),
+        lb.KINKED,
+    ]
     any_level = torch.zeros(12, dtype=torch.bool)
-    for terms in levels:
-        m = lb._margins(net, checked, eps, threat, 4, False, terms)
+    for level in levels:
+        m = lb.level_margins(net, x, y, eps, level, threat=threat, modes=20, chunk=4)
         assert bool((m <= res.margins + 1e-9).all())
         any_level |= (m > 0).all(1)
-    full = lb._margins(net, checked, eps, threat, 4, False, ell.ELLIPSOID_TERMS)
-    boxed = lb._margins(net, checked, eps, threat, 4, False, frozenset())
+    full = lb.level_margins(net, x, y, eps, lb.KINKED, threat=threat, modes=20, chunk=4)
+    boxed = lb.level_margins(net, x, y, eps, levels[0], threat=threat, modes=20, chunk=4)
     assert float((full - boxed)[torch.isfinite(full)].mean()) > 0  # the ellipsoid pays off
     ok = certified(net, x, y, [eps], threat=threat, modes=20)[0]
     cascade = torch.zeros(12, dtype=torch.bool)
-    for terms in lb._CASCADE:
-        cascade |= (lb._margins(net, checked, eps, threat, 4, False, terms) > 0).all(1)
+    for level in lb.CASCADE:
+        m = lb.level_margins(net, x, y, eps, level, threat=threat, modes=20, chunk=4)
+        cascade |= (m > 0).all(1)
     assert (torch.from_numpy(ok) == cascade).all() and bool((cascade <= any_level).all())

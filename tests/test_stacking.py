@@ -30,7 +30,7 @@ def _net(variant: str, seed: int) -> torch.nn.Module:
     return (Linear() if arch == "linear" else OneHidden(784, 24, 10)).double()
 
 
-def _settings(variant: str) -> dict:
+def variant_settings(variant: str) -> dict:
     if variant == "sdp":
         return {"lambda": 0.05, "eps": 0.1, "lanczos_steps": 4, "refresh_tol": 1e-3, "seed": 0}
     if variant == "at":
@@ -52,7 +52,7 @@ def _plan(variant: str) -> dict:
 def _alone(variant: str, seed: int, x, y) -> torch.nn.Module:
     v = VARIANTS.named(variant)
     net = _net(variant, seed)
-    loss = v.loss_factory()(_settings(variant))
+    loss = v.loss_factory()(variant_settings(variant))
     fit(net, loss, x, y, seed=seed, progress=False, **_plan(variant))
     return net
 
@@ -61,7 +61,7 @@ def _stacked(variant: str, seeds: list[int], x, y, plan: dict | None = None) -> 
     v = VARIANTS.named(variant)
     members = [_net(variant, s) for s in seeds]
     net = Stacked(members)
-    loss = v.stacked_loss_factory()(_settings(variant))
+    loss = v.stacked_loss_factory()(variant_settings(variant))
     fit_stacked(net, loss, x, y, seeds=seeds, progress=False, **(plan or _plan(variant)))
     net.write_back(members)
     return members

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from flowbound.book.profiles import load_profile
-from flowbound.book.trained import _settings, get_model
+from flowbound.book.trained import get_model, variant_settings
 from flowbound.data import load_mnist
-from flowbound.networks.architectures import STNClassifier, _build
+from flowbound.networks.architectures import STNClassifier, build
 from flowbound.training.objectives import hinge, spectral_norm_estimate
 from flowbound.training.zoo import VARIANTS
 
@@ -27,10 +27,10 @@ def tiny() -> dict:
 @pytest.mark.parametrize("name", ["nt", "fro", "spe", "stn", "at", "at_pgd"])
 def test_each_variants_loss_decreases_with_training(name, tiny, mnist_dir):
     v = VARIANTS[name]
-    settings = _settings(v, tiny)
+    settings = variant_settings(v, tiny)
     x, y = load_mnist("train")
     xb, yb = x[2000:2256], y[2000:2256]  # not in the training subset
-    before_model = _build(v.arch, 20, tiny["train"]["seed"], settings)
+    before_model = build(v.arch, 20, tiny["train"]["seed"], settings)
     after_model = get_model(name, tiny, section=4, progress=False).model.cpu()
 
     def loss_of(model):

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["preload_for_kernels", "shim_library"]
+__all__ = ["preload_for_kernels", "reason_not_applied", "shim_library"]
 
 _SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
 _NAME = "libflowbound_mkl_vendor.so"
@@ -44,7 +44,7 @@ def _cpu_vendor() -> str:
     return ""
 
 
-def _why_not() -> str | None:
+def reason_not_applied() -> str | None:
     """Why the library does not apply here (None: it does)."""
     if os.environ.get("FLOWBOUND_MKL_SHIM", "1") == "0":
         return "FLOWBOUND_MKL_SHIM=0"
@@ -85,7 +85,7 @@ def shim_library(folder: Path) -> Path | None:
 
 def preload_for_kernels(folder: Path) -> str:
     """Add the library to ``LD_PRELOAD`` for child processes; return a line saying what was done."""
-    why = _why_not()
+    why = reason_not_applied()
     if why is None:
         try:
             lib = shim_library(folder)

@@ -18,13 +18,13 @@ from flowbound.book.profiles import load_profile, validate_profile, with_seed
 from flowbound.cache import cached, load_cached, store
 from flowbound.data import load_mnist
 from flowbound.device import default_device
-from flowbound.networks.architectures import _build
+from flowbound.networks.architectures import build
 from flowbound.progress import finished, stage
 from flowbound.training.fit import TrainingError, accuracy, fit
 from flowbound.training.stacking import Stacked, fit_stacked, stacks_training
 from flowbound.training.zoo import VARIANTS, Variant
 
-__all__ = ["TrainedModel", "get_model"]
+__all__ = ["get_model", "TrainedModel", "variant_settings"]
 
 
 #: Bump when the training code changes in a way that changes the weights.
@@ -55,7 +55,7 @@ def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tens
     return (x, y) if n is None else (x[:n], y[:n])
 
 
-def _settings(v: Variant, profile: dict[str, Any]) -> dict[str, Any]:
+def variant_settings(v: Variant, profile: dict[str, Any]) -> dict[str, Any]:
     return dict(profile.get("variants", {}).get(v.name, {}))
 
 
@@ -72,7 +72,7 @@ def _model_config(v: Variant, hidden: int, profile: dict[str, Any]) -> dict[str,
     }
     if v.make_loss is not None:
         config["train"] = train
-        config["settings"] = _settings(v, profile)
+        config["settings"] = variant_settings(v, profile)
     return config
 
 
@@ -105,8 +105,8 @@ def _train_one(v: Variant, hidden: int, prof: dict[str, Any], progress: bool):
     train = prof["train"]
     label = _label(v, [train["seed"]], hidden, prof)
     stage(f"{label} ...")
-    settings = _settings(v, prof)
-    model = _build(v.arch, hidden, train["seed"], settings).to(default_device())
+    settings = variant_settings(v, prof)
+    model = build(v.arch, hidden, train["seed"], settings).to(default_device())
     start = time.perf_counter()
     if v.make_loss is not None:
         x, y = _subset(*load_mnist("train"), train["train_subset"])
@@ -137,7 +137,7 @@ def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool, 
     :func:`stack_seeds` not yet in the cache (:mod:`flowbound.training.stacking`); store those,
     return this one's (state, meta). Each member's meta records the stack's size and
     its share of the time."""
-    train, settings = prof["train"], _settings(v, prof)
+    train, settings = prof["train"], variant_settings(v, prof)
     own = int(train["seed"])
     seeds = [own] + [
         s
@@ -150,7 +150,7 @@ def _train_stack(v: Variant, hidden: int, prof: dict[str, Any], progress: bool, 
         return _train_one(v, hidden, prof, progress)
     label = _label(v, seeds, hidden, prof)
     stage(f"{label}, stacked ...")
-    members = [_build(v.arch, hidden, s, settings).to(default_device()) for s in seeds]
+    members = [build(v.arch, hidden, s, settings).to(default_device()) for s in seeds]
     net = Stacked(members)
     x, y = _subset(*load_mnist("train"), train["train_subset"])
     start = time.perf_counter()
@@ -209,7 +209,7 @@ def get_model(
         return _train_one(v, hidden, prof, progress)
 
     state, meta = cached("models", config, compute, required=_NEED)
-    model = _build(v.arch, hidden, 0, _settings(v, prof))
+    model = build(v.arch, hidden, 0, variant_settings(v, prof))
     model.load_state_dict(state)
     model.eval()
     model.to(default_device())

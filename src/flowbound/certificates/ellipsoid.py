@@ -24,7 +24,7 @@ from flowbound.certificates.pixels import PixelBounds
 from flowbound.threat.geometry import mtm_eigh
 from flowbound.threat.sets import ThreatSet, threat_set
 
-__all__ = []
+__all__ = ["ELLIPSOID_TERMS", "FlowTerms", "support"]
 
 
 #: The flow terms whose ellipsoid value a certificate computes (the others take their
@@ -48,7 +48,7 @@ class _Values(NamedTuple):
     down: torch.Tensor
 
 
-class _Flow:
+class FlowTerms:
     """Values over the threat set of the flow terms of rows c (module notes, step 2):
     sup over flows of sum_t (c a_t)^T flow_t, and of sum_t q_t^T |flow_t| for q = the
     positive or the negative part of c b_t (t = u, or u and v), each the smaller of
@@ -228,7 +228,7 @@ class _Flow:
         return _Values(lin, None, down)
 
 
-def _support(pb: PixelBounds) -> torch.Tensor:
+def support(pb: PixelBounds) -> torch.Tensor:
     """Per image the pixels where a slope or a kink is nonzero, padded with index d:
     (N, s)."""
     mask = torch.zeros_like(pb.slope_u, dtype=torch.bool)

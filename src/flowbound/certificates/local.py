@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowbound.certificates.ellipsoid import ELLIPSOID_TERMS, _Flow, _support
+from flowbound.certificates.ellipsoid import ELLIPSOID_TERMS, FlowTerms, support
 from flowbound.certificates.pixels import _pixel_bounds, _side
-from flowbound.certificates.propagation import _pre_activation, _relaxed_output
+from flowbound.certificates.propagation import _relaxed_output, pre_activation_bounds
 from flowbound.checks import (
     check_device,
     check_eps_list,
@@ -59,18 +59,30 @@ from flowbound.networks.view import NetView, certified_classifier, classifier_in
 from flowbound.progress import bar as progress_bar
 from flowbound.threat.sets import TIED, ThreatSet, threat_set
 
-__all__ = ["certified", "certified_margins"]
+__all__ = ["CASCADE", "CHORD", "KINKED", "Level", "certified", "certified_margins", "level_margins"]
 
+
+class Level(NamedTuple):
+    """One relaxation the certificate can run: ``kink`` whether each pixel keeps the
+    warp's kink at zero flow (two one-sided chords) or takes one chord (the kink
+    widening its offset interval); ``ellipsoid`` the flow terms (``"linear"``,
+    ``"kink"``) whose ellipsoid value is computed, the others taking their box value.
+    Every level is sound."""
+
+    kink: bool
+    ellipsoid: frozenset[str]
+
+
+#: One chord per pixel, the slope term in the ellipsoid: the cascade's cheap first level
+#: (the certificate before the kink was kept, bit for bit).
+CHORD = Level(False, frozenset({"linear"}))
+#: The kink kept and in the ellipsoid with the slope: the cascade's second level.
+KINKED = Level(True, ELLIPSOID_TERMS)
 
 #: The levels :func:`certified` tries a digit at, cheapest first: a digit one level
 #: certifies is not tried at the next (each level is sound, so either certifying it is
 #: a certificate); the answer is at least the last level's, at a fraction of its cost.
-_CASCADE = (frozenset({"linear"}), ELLIPSOID_TERMS)
-
-
-#: Whether a level of the cascade keeps the kink (False: one chord per pixel, the
-#: relaxation the certificate had before, bit for bit).
-_KINK_AT = {frozenset({"linear"}): False, ELLIPSOID_TERMS: True}
+CASCADE = (CHORD, KINKED)
 
 
 def _check_modes(modes, d: int) -> int | None:
@@ -153,7 +165,35 @@ def certified_margins(
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
     checked = _checked(model, x, y, threat, modes, device, classifier_only)
-    return _margins(model, checked, eps, threat, chunk, grad, _CASCADE[-1 if kink else 0])
+    return _margins(model, checked, eps, threat, chunk, grad, KINKED if kink else CHORD)
+
+
+def level_margins(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    level: Level,
+    *,
+    threat: str | ThreatSet = TIED,
+    modes: int | None = 200,
+    chunk: int = 32,
+    classifier_only: bool = False,
+) -> torch.Tensor:
+    """:func:`certified_margins` at any :class:`Level` (:data:`CHORD` and :data:`KINKED`
+    are the cascade's; others, e.g. every flow term at its box value, for comparison),
+    in float64. Every argument is checked as there."""
+    eps = check_number("eps", eps, low=0.0)
+    chunk = check_int("chunk", chunk)
+    if not isinstance(level, Level) or not isinstance(level.kink, bool):
+        raise TypeError(f"level must be a Level (e.g. CHORD or KINKED), got {level!r}")
+    if not level.ellipsoid <= ELLIPSOID_TERMS:
+        raise ValueError(
+            f"level.ellipsoid must name flow terms among {sorted(ELLIPSOID_TERMS)}, got "
+            f"{sorted(level.ellipsoid)}"
+        )
+    checked = _checked(model, x, y, threat, modes, None, classifier_only)
+    return _margins(model, checked, eps, threat, chunk, False, level)
 
 
 def _margins(
@@ -163,10 +203,9 @@ def _margins(
     threat: str | ThreatSet,
     chunk: int,
     grad: bool,
-    ellipsoid: frozenset[str],
+    level: Level,
 ) -> torch.Tensor:
-    """:func:`certified_margins` on checked arguments, with the ellipsoid value for the
-    flow terms in ``ellipsoid`` (the others take their box value)."""
+    """:func:`certified_margins` on checked arguments at ``level``."""
     net, x, y, modes, dev = checked
     if grad:
         w, v = weights(net)
@@ -180,9 +219,9 @@ def _margins(
     x = x.to(dev, dtype)
     y = y.to(dev)
     n, side = len(x), x.shape[-1]
-    pb = _pixel_bounds(x, eps, threat, dtype, _KINK_AT.get(ellipsoid, True))
-    flow = _Flow(eps, threat, side, dev, modes, dtype, ellipsoid)
-    idx = _support(pb)
+    pb = _pixel_bounds(x, eps, threat, dtype, level.kink)
+    flow = FlowTerms(eps, threat, side, dev, modes, dtype, level.ellipsoid)
+    idx = support(pb)
     k = layers.classes
     c = layers.v[y][:, None, :] - layers.v[None, :, :]  # (N, K, h): V_y - V_j
     if layers.w is None:  # linear: the margin is linear in g
@@ -190,7 +229,7 @@ def _margins(
     else:
         # certificates skip the neurons the box decides; the training surrogate (grad)
         # computes every neuron's value, as it always did
-        low, up = _pre_activation(layers, pb, flow, idx, chunk, skip=not grad)
+        low, up = pre_activation_bounds(layers, pb, flow, idx, chunk, skip=not grad)
         lam_, const = _relaxed_output(low, up, c)
         rho = lam_ @ layers.w  # (N, K, d)
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
@@ -283,12 +322,12 @@ def certified(
             out[row] = alive
             bar.update(1)
             continue
-        for terms in _CASCADE if kink else _CASCADE[:1]:  # each level: what is left open
+        for level in CASCADE if kink else (CHORD,):  # each level: what is left open
             idx = by_area[(alive & ~out[row])[by_area]]
             for s in range(0, len(idx), batch):
                 part = torch.from_numpy(idx[s : s + batch])
                 checked = _Checked(net, x[part], y[part], modes, device)
-                m = _margins(model, checked, e, threat, inner, False, terms)
+                m = _margins(model, checked, e, threat, inner, False, level)
                 out[row, idx[s : s + batch]] = (m > 0).all(1).cpu().numpy()
         alive = out[row].copy()
         bar.update(1)

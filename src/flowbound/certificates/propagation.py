@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from flowbound.certificates.ellipsoid import _Flow
+from flowbound.certificates.ellipsoid import FlowTerms
 from flowbound.certificates.pixels import PixelBounds
 from flowbound.networks.view import NetView
 
-__all__ = ["relaxed_output"]
+__all__ = ["pre_activation_bounds", "relaxed_output"]
 
 
 def _check_relaxation(low, up, c, lower) -> None:
@@ -86,9 +86,11 @@ def _relaxed_output(low, up, c, lower=None):
     return lam_, const
 
 
-def _pre_activation(net: NetView, pb: PixelBounds, flow: _Flow, idx, chunk: int, skip: bool):
+def pre_activation_bounds(
+    net: NetView, pb: PixelBounds, flow: FlowTerms, idx, chunk: int, skip: bool
+):
     """Bounds (l, u) of h = W g(r; x), each (N, h); with ``skip``, the ellipsoid values
-    only for the neurons that the box values leave unstable (:meth:`_Flow.shared`)."""
+    only for the neurons that the box values leave unstable (:meth:`FlowTerms.shared`)."""
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
     centre = mid @ net.w.T
     spread = rad @ net.w.abs().T

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ARCHS", "Linear", "OneHidden", "STNClassifier", "binary_head", "binary_heads"]
+__all__ = ["ARCHS", "binary_head", "binary_heads", "build", "Linear", "OneHidden", "STNClassifier"]
 
 
 class OneHidden(nn.Module):
@@ -130,7 +130,7 @@ ARCHS: dict[str, Callable[[int, dict[str, Any]], nn.Module]] = {
 }
 
 
-def _build(arch: str, hidden: int, seed: int, settings: dict[str, Any]) -> nn.Module:
+def build(arch: str, hidden: int, seed: int, settings: dict[str, Any]) -> nn.Module:
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

@@ -31,25 +31,26 @@ from .intro import stadv_evaluation, stadv_rates
 from .possibility import decrease_of
 
 __all__ = [
-    "CertifiedAccuracy",
     "at_eps",
+    "attack_robust",
+    "bracket_sides",
+    "bracket_table",
+    "cert_comparison",
     "cert_comparison_summary",
     "cert_comparison_table",
+    "cert_search",
     "cert_search_summary",
+    "certified_accuracy",
+    "CertifiedAccuracy",
     "closer_side",
     "example_text",
-    "known_text",
     "figure12_summary",
-    "sides_summary",
-    "bracket_sides",
-    "cert_comparison",
-    "cert_search",
-    "certified_accuracy",
-    "largest_eps",
-    "bracket_table",
+    "known_text",
     "known_within",
+    "largest_eps",
     "local_summary",
     "local_table",
+    "sides_summary",
 ]
 
 #: Each experiment's code version (in its cache key): bump one when its results change.
@@ -118,7 +119,7 @@ def _apgd(model, x, y, eps: float, a: dict[str, Any], threat: ThreatSet = TIED):
     )  # fmt: skip
 
 
-def _attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: ThreatSet) -> np.ndarray:
+def attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: ThreatSet) -> np.ndarray:
     """(E, A) bool: classified correctly and not broken by ``flow_apgd`` at each eps on
     ``threat``; the classifier of an STN is attacked on the STN's output (what the
     certificates cover). The threat sets grow with eps, so a digit broken at one eps is
@@ -200,7 +201,7 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
             a = p["attack"]
             for t in THREATS:
                 start = time.perf_counter()
-                robust = _attack_robust(model, xd[:attacked], y_dev[:attacked], eps, a, t)
+                robust = attack_robust(model, xd[:attacked], y_dev[:attacked], eps, a, t)
                 value[f"attack_{t.name}"] = torch.from_numpy(robust)
                 seconds[f"attack_{t.name}"] = time.perf_counter() - start
             return value, {"seconds": seconds, "attack_images": attacked}
