@@ -8,7 +8,7 @@ from ``profile["variants"][name]``; the objectives are in
 :mod:`flowbound.training.objectives` and :mod:`flowbound.training.sdp`.
 
 To add a variant: write its loss factory, add one ``register`` line here, and
-its settings to the profiles (see the book's "Extending flowbound" page).
+its settings to the profiles (CONTRIBUTING.md, "A network variant").
 
 Used in: Introduction (evaluation table), Sections 3-4 (f_at, f_fro, ...).
 """

@@ -13,6 +13,7 @@ MODULES = (
     "intro",
     "background",
     "impossibility",
+    "deltas",
     "possibility",
     "possibility_glue",
     "certify_digits",

@@ -27,8 +27,8 @@ from flowbound.threat.sets import FULL, TIED, ThreatSet
 
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
+from .deltas import decrease_of
 from .intro import stadv_evaluation, stadv_rates
-from .possibility import decrease_of
 
 __all__ = [
     "at_eps",
@@ -153,7 +153,7 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
     0), the bracket per threat set (attack-robust minus certified accuracy, on the
     attacked digits, the tightest certificate of that threat set per digit), and the
     seconds each certificate took (a global one's Delta is shared with Figure 5,
-    :func:`~.possibility.decrease_of`: its seconds count the SDPs only where this
+    :func:`~.deltas.decrease_of`: its seconds count the SDPs only where this
     experiment solved them first).
     """
     prof = _profile(profile)

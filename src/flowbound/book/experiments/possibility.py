@@ -12,10 +12,10 @@ import torch
 from flowbound.attacks.registry import attack
 from flowbound.book.glue import count_word
 from flowbound.book.profiles import with_seed
-from flowbound.book.trained import TrainedModel, get_model
+from flowbound.book.trained import get_model
 from flowbound.certificates.bounds import sdp_adversarial_bound
 from flowbound.certificates.impossibility import all_pairs, gradient_search
-from flowbound.certificates.registry import bound, certified_fraction, decrease_bounds
+from flowbound.certificates.registry import bound, certified_fraction
 from flowbound.data import load_mnist
 from flowbound.networks.view import classifier_of
 from flowbound.stats import Interval, rate_interval, seed_difference
@@ -23,6 +23,7 @@ from flowbound.threat.geometry import aabb_lambda, mtm
 
 from ._common import FIRST_VERSION, cached_experiment
 from ._common import profile_dict as _profile
+from .deltas import decrease_of
 from .intro import stadv_evaluation, stadv_rates
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "aabb_illustration",
     "attack_vs_certificate",
     "budget_attack",
-    "decrease_of",
     "gap_table",
     "mean_decrease_bounds",
     "objective_comparison",
@@ -129,21 +129,7 @@ VERSIONS = {
     "mean_decrease": FIRST_VERSION,
     "attack_vs_certificate": FIRST_VERSION,
     "budget_attack": FIRST_VERSION,
-    "decrease_bounds": FIRST_VERSION,
 }
-
-
-def decrease_of(trained: TrainedModel, kind: str, tol: float) -> np.ndarray:
-    """Delta at eps = 1 for every class pair of a trained network under the global bound
-    ``kind`` (:func:`~flowbound.certificates.registry.decrease_bounds`, a symmetric (K, K) array),
-    computed once per network, kind and tolerance: Figure 5, the mean decrease bounds,
-    the attack-vs-certificate check and Figure 12 read the same SDPs."""
-    config = {"model": trained.config, "kind": kind, "tol": tol}
-
-    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return {"delta": torch.from_numpy(decrease_bounds(trained.model, kind, tol=tol))}, {}
-
-    return cached_experiment("decrease_bounds", VERSIONS, config, compute)[0]["delta"]
 
 
 def section4_names(p: dict[str, Any], beyond: bool) -> list[str]:
