@@ -116,13 +116,14 @@ def _checked(model, x, y, threat, modes, device, classifier_only=False) -> _Chec
     net = certified_classifier(model, classifier_only)
     x = check_images("x", x)
     side = _side(x)
-    inputs = getattr(net, "W", net.V).weight.shape[1]
+    w, v = weights(net)
+    inputs = (v if w is None else w).shape[1]
     if side * side != inputs:
         raise ValueError(
             f"x has {side} x {side} = {side * side} pixels per image, but the network takes "
             f"{inputs} inputs"
         )
-    y = check_labels("y", y, len(x), classes=net.V.weight.shape[0])
+    y = check_labels("y", y, len(x), classes=v.shape[0])
     return _Checked(net, x, y, _check_modes(modes, side * side), check_device("device", device))
 
 

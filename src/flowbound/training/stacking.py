@@ -32,6 +32,7 @@ from torch import nn
 
 from flowbound.checks import SettingError, check_int, check_training_plan, check_training_set
 from flowbound.networks.architectures import Linear, OneHidden
+from flowbound.networks.view import weights
 from flowbound.training.fit import run_epochs
 
 __all__ = ["Stacked", "fit_stacked", "stacks_training"]
@@ -72,8 +73,9 @@ class Stacked(nn.Module):
         if len(shapes) != 1:
             raise ValueError(f"members must have equal shapes, got {sorted(shapes)}")
         with torch.no_grad():
-            v = torch.stack([m.V.weight for m in members]).clone()
-            w = None if kinds == {Linear} else torch.stack([m.W.weight for m in members]).clone()
+            layers = [weights(m) for m in members]  # (W or None, V) of each member
+            v = torch.stack([lv for _, lv in layers]).clone()
+            w = None if kinds == {Linear} else torch.stack([lw for lw, _ in layers]).clone()
         self.W = None if w is None else nn.Parameter(w)
         self.V = nn.Parameter(v)
 
@@ -103,9 +105,10 @@ class Stacked(nn.Module):
     @torch.no_grad()
     def write_back_one(self, m: int, net: nn.Module) -> None:
         """Copy member ``m``'s weights into ``net``."""
+        w, v = weights(net)
         if self.W is not None:
-            net.W.weight.copy_(self.W[m])
-        net.V.weight.copy_(self.V[m])
+            w.copy_(self.W[m])
+        v.copy_(self.V[m])
 
     @torch.no_grad()
     def write_back(self, members: Sequence[nn.Module]) -> None:
