@@ -250,3 +250,36 @@ def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(thr
         m = lb.level_margins(net, x, y, eps, level, threat=threat, modes=20, chunk=4)
         cascade |= (m > 0).all(1)
     assert (torch.from_numpy(ok) == cascade).all() and bool((cascade <= any_level).all())
+
+
+@pytest.mark.parametrize("modes", [None, 4])
+def test_the_joint_slope_and_kink_value_covers_every_sign_pattern(modes):
+    """sup over ||M r|| <= eps of a^T r + b^T |r| (b >= 0) is at most max over sign
+    patterns s of eps ||M^{-1} (a + s b)||, which the joint value must not undercut (all
+    2^9 patterns on a 3 x 3 grid), and no sample of the ellipsoid exceeds it; the value
+    used is the smaller of the joint and the separate one."""
+    import itertools
+
+    from flowbound.certificates.ellipsoid import FlowTerms, support
+    from flowbound.certificates.local import KINKED
+    from flowbound.certificates.pixels import PixelBounds
+    from flowbound.threat.geometry import m_inv
+
+    gen = torch.Generator().manual_seed(0 if modes is None else 1)
+    side, d, eps = 3, 9, 0.4
+    mi = torch.from_numpy(m_inv(side).copy())
+    for _ in range(5):
+        a = torch.randn(1, d, generator=gen, dtype=torch.float64)
+        b = torch.randn(1, d, generator=gen, dtype=torch.float64).abs()
+        zero = torch.zeros(1, d, dtype=torch.float64)
+        pb = PixelBounds(a, None, zero, zero, torch.full((d,), 0.5, dtype=torch.float64), b)
+        w = torch.ones(1, d, dtype=torch.float64)
+        flow = FlowTerms(eps, "tied", side, "cpu", modes, torch.float64, KINKED.ellipsoid)
+        v = flow.shared(w, pb, support(pb), 4)
+        value = float(v.linear + v.up)
+        patterns = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=d)), dtype=torch.float64)
+        best = float((eps * ((a + patterns * b) @ mi).norm(dim=1)).max())
+        assert value >= best * (1 - 1e-12)
+        r = torch.randn(20000, d, generator=gen, dtype=torch.float64)
+        r = (eps * r / r.norm(dim=1, keepdim=True)) @ mi  # the ellipsoid's surface
+        assert float((r @ a[0] + r.abs() @ b[0]).max()) <= value * (1 + 1e-12)

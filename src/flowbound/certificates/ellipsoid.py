@@ -4,7 +4,12 @@ For rows c (the weights of hidden neurons, or the last step's coefficients) the
 slope term sup (c a)^T r and the kink term sup (c b)^T |r| (its positive and
 negative parts), each the smaller of the ellipsoid value eps ||M^{-1} c||_2 and
 the box value eps sum_i |c_i| lambda_i. |r| stays in the ellipsoid: M^T M has no
-positive entry off its diagonal, so ||M |r| || <= ||M r||. The ellipsoid value is
+positive entry off its diagonal, so ||M |r| || <= ||M r||. When both terms take
+ellipsoid values (the cascade's kinked level) they are also bounded together: over
+every sign pattern s of r, sup (a + s b)^T r = eps ||M^{-1}(a + s b)||, and since
+G = (M^T M)^{-1} is entrywise >= 0, (a + s b)^T G (a + s b) <= a G a + 2 b^T |G a| +
+b G b; the smaller of that and the sum of the two separate values is used. The
+ellipsoid value is
 computed from the smoothest eigenvectors of M^T M (the rest bounded by the next
 eigenvalue), over the pixels where the warp can change the digit only, and for
 the neurons the box value leaves unstable only.
@@ -148,6 +153,8 @@ class FlowTerms:
             need = (centre - reach_down < 0) & (centre + reach_up > 0)
             top = [torch.where(need, t, torch.full_like(t, math.inf)) for t in top]  # box
         slopes, kinks = _slopes(pb) if lin else [], _kinks(pb) if kin else []
+        joint = lin and kin  # the slope and kink terms also bounded together
+        cross = [torch.zeros_like(sq[0]) for _ in range(2)]  # up, down
         for s in range(0, n if (lin or kin) else 0, chunk):
             i = _trimmed(idx[s : s + chunk], self.q.shape[0] - 1)
             cols = None if need is None else _trimmed_rows(need[s : s + chunk])
@@ -163,22 +170,27 @@ class FlowTerms:
                 ws = w_pad[i[:, :, None], cols.clamp(max=w.shape[0] - 1)[:, None, :]]
             qi = self.q[i]  # (b, s, k)
             qt = qi.transpose(1, 2)
-            parts = [
-                sum(
-                    torch.bmm(
-                        (_on_support(sl[s : s + chunk], i)[:, :, None] * qi).transpose(1, 2), ws
-                    )
-                    .square()
-                    .sum(1)
-                    for sl in slopes
-                )
-            ]
+            slopes_on = [_on_support(sl[s : s + chunk], i)[:, :, None] for sl in slopes]
+            projs = [torch.bmm((so * qi).transpose(1, 2), ws) for so in slopes_on]  # (b, k, m)
+            parts = [sum(pr.square().sum(1) for pr in projs)]
             prods = [_on_support(kb[s : s + chunk], i)[:, :, None] * ws for kb in kinks]
             for sign in (1, -1):
                 parts.append(
                     sum(torch.bmm(qt, (sign * p).clamp(min=0)).square().sum(1) for p in prods)
                 )
-            for t, part in zip(top, parts, strict=True):
+            if joint:  # b^T |G a| per axis, G a = tail a + Q Q^T a on the support
+                ga = [
+                    (self.tail * so * ws + torch.bmm(qi, pr)).abs()
+                    for so, pr in zip(slopes_on, projs, strict=True)
+                ]
+                for sign in (1, -1):
+                    parts.append(
+                        sum(
+                            ((sign * p).clamp(min=0) * g).sum(1)
+                            for p, g in zip(prods, ga, strict=True)
+                        )
+                    )
+            for t, part in zip(top + (cross if joint else []), parts, strict=True):
                 if isinstance(part, int):
                     continue  # a term left to its box value
                 if cols is None:
@@ -187,7 +199,26 @@ class FlowTerms:
                     pad = part.new_zeros(len(part), w.shape[0] + 1)
                     t[s : s + chunk] += pad.scatter_(1, cols, part)[:, :-1]
         values = [self._finish(t, q, b) for t, q, b in zip(top, sq, box, strict=True)]
+        if joint:
+            for j in (1, 2):  # up and down: min of the separate and the joint value
+                together = self._joint(top[0], sq[0], top[j], sq[j], cross[j - 1])
+                values[j] = torch.minimum(values[j], together - values[0])
         return _Values(*values)
+
+    def _joint(self, top_a, sq_a, top_b, sq_b, cross) -> torch.Tensor:
+        """sup over the threat set of a^T r + b^T |r| (b >= 0) for the rows' slope terms a
+        and kink parts b, as one value: scale sqrt(a G a + 2 b^T |G a| + b G b) with
+        G = (M^T M)^{-1}, over every sign pattern of r (r_i = s_i |r_i|: (a + s b)^T G
+        (a + s b), and G >= 0 entrywise). With ``modes`` = k < d, G = tail I + Q Q^T + R
+        with ||R||_2 <= tail (module notes of :class:`FlowTerms`), so the cross term takes
+        tail ||a|| ||b|| more; a term at its box value (top inf) leaves it inf."""
+        ga = top_a + self.tail * sq_a
+        gb = top_b + self.tail * sq_b
+        tiny = torch.finfo(sq_a.dtype).tiny  # a finite gradient at 0
+        c = cross + self.tail * (sq_a * sq_b + tiny).sqrt()
+        total = (ga + 2 * c + gb) * (1 + 1e-12)  # rounding allowance: never too small
+        value = self.scale * (total + tiny).sqrt()
+        return torch.where(torch.isinf(total), math.inf, value)  # inf, even at eps = 0
 
     def per_image(self, rho: torch.Tensor, pb: PixelBounds, idx: torch.Tensor, chunk: int):
         """Rows c = rho (N, R, d), one set per image: the ``linear`` and ``down`` values
@@ -208,6 +239,8 @@ class FlowTerms:
             torch.zeros_like(t) if on else torch.full_like(t, math.inf)  # inf: the box value
             for t, on in zip(sq, (lin, kin), strict=True)
         ]
+        joint = lin and kin  # the slope and kink terms also bounded together
+        cross = torch.zeros_like(sq[0])
         slopes, downs = slopes if lin else [], downs if kin else []
         pad = torch.zeros_like(rho[..., :1])
         rho_pad = torch.cat([rho, pad], -1)
@@ -217,15 +250,23 @@ class FlowTerms:
             at = i[:, None, :].expand(-1, rho.shape[1], -1)
             rs = rho_pad[s : s + chunk].gather(2, at)
             qi = self.q[i]  # (b, s, k)
+            gas = []
             for sl in slopes:
-                x = _on_support(sl[s : s + chunk], i)[:, :, None] * qi
-                top[0][s : s + chunk] += torch.bmm(rs, x).square().sum(-1)
-            for dn in downs_pad:
-                top[1][s : s + chunk] += (
-                    torch.bmm(dn[s : s + chunk].gather(2, at), qi).square().sum(-1)
-                )
-        lin, down = (self._finish(t, q, b) for t, q, b in zip(top, sq, box, strict=True))
-        return _Values(lin, None, down)
+                on = _on_support(sl[s : s + chunk], i)
+                proj = torch.bmm(rs, on[:, :, None] * qi)  # (b, R, k): Q^T (rho a)
+                top[0][s : s + chunk] += proj.square().sum(-1)
+                if joint:  # G a = tail a + Q Q^T a on the support
+                    back = torch.bmm(proj, qi.transpose(1, 2))
+                    gas.append((self.tail * rs * on[:, None, :] + back).abs())
+            for j, dn in enumerate(downs_pad):
+                dg = dn[s : s + chunk].gather(2, at)
+                top[1][s : s + chunk] += torch.bmm(dg, qi).square().sum(-1)
+                if joint:
+                    cross[s : s + chunk] += (dg * gas[j]).sum(-1)
+        lin_v, down = (self._finish(t, q, b) for t, q, b in zip(top, sq, box, strict=True))
+        if joint:  # min of the separate and the joint value
+            down = torch.minimum(down, self._joint(top[0], sq[0], top[1], sq[1], cross) - lin_v)
+        return _Values(lin_v, None, down)
 
 
 def support(pb: PixelBounds) -> torch.Tensor:

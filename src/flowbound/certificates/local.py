@@ -12,7 +12,8 @@ The construction, every step in float64, one module each:
 1. :mod:`~flowbound.certificates.pixels`: each warped pixel bounded over the box
    the ellipsoid implies, g_i = a_i r_i + b_i |r_i| + e_i with e_i in an interval;
 2. :mod:`~flowbound.certificates.ellipsoid`: the flow terms' values over the
-   threat set (the smaller of ellipsoid and box values);
+   threat set (the smaller of ellipsoid and box values; at the kinked level the
+   slope and kink terms also jointly, over every sign pattern of the flow);
 3. :mod:`~flowbound.certificates.propagation`: pre-activation bounds and the
    CROWN relaxation of the ReLUs;
 4. here: the last step, a term-by-term lower bound of the margin's minimum (the

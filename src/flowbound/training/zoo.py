@@ -146,7 +146,9 @@ register(
         "cert",
         "trained against the per-digit flow certificate (f_cert, beyond the paper)",
         make_loss=f"{_CERT}:CertLoss",
-        version=2,  # 2: the surrogate is the certificate with the kink setting (kink)
+        # 2: the surrogate is the certificate with the kink setting (kink); 3: with
+        # kink, slope and kink terms are also bounded jointly (kink=False is unchanged)
+        version=3,
     )
 )
 # Linear classifiers f(x) = V x (appendix 6.3-6.5, Figures 8 and 11).
