@@ -132,9 +132,11 @@ def execute_chapter(root: Path, name: str, profile: str, *, progress: bool = Tru
                 kernel_name="python3",
                 cwd=str(root),
                 progress_bar=False,
-                # the kernel's own warnings (ipykernel warns that its local TCP
-                # sockets are unencrypted) would drown the progress lines
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # the kernel's own log (ipykernel warns that its local TCP sockets are
+                # unencrypted, and now and then logs at ERROR a KeyboardInterrupt from
+                # the shutdown) would drown the progress lines; a failing cell is
+                # reported by papermill, not by this log
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
     except papermill.PapermillExecutionError as exc:
         running.replace(failed)
