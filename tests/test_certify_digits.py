@@ -125,3 +125,20 @@ def test_the_findings_sentences_follow_the_numbers_either_way():
     assert s["sdp_cert_bounds"] == "the paper's SDP bound (Figure 5)"
     tie = finding_sentences({**v, "alg_value_paper": 2.0}, ["SDP"])
     assert "as well" in tie["alg_headline"]
+
+
+def test_the_refinement_adds_sound_certificates_on_open_attacked_digits_only(local_profile):
+    """The exact level runs on the attacked digits left open where few are: what it adds
+    is on those digits only, never broken by the attack, and not in the accuracy curve."""
+    d = ex.certified_accuracy(local_profile)
+    plain = __import__("copy").deepcopy(local_profile)
+    plain["local"]["refine_bracket"] = 0.0  # never refine
+    base = ex.certified_accuracy(plain)
+    for name in d.accuracy:
+        np.testing.assert_array_equal(
+            d.accuracy[name]["local_tied"], base.accuracy[name]["local_tied"]
+        )
+        assert sum(base.refined[name].values()) == 0
+        assert sum(d.violations[name].values()) == 0
+        for threat in d.bracket[name]:
+            assert np.all(d.bracket_digits[name][threat] <= base.bracket_digits[name][threat])

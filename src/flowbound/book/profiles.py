@@ -246,6 +246,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "local.sides.seed": SEED,
     "local.sides.example_digit": NONNEG,
     "local.report_eps": _list(EPS),
+    "local.refine_bracket": _num(0.0, 1.0),
 }
 
 
