@@ -162,7 +162,7 @@ def test_neurons_the_box_decides_skip_the_ellipsoid_without_changing_a_margin(
     leaves unstable: the margins equal those with every neuron's value (the training
     surrogate's path), with some neurons of some chunks skipped."""
     import flowbound.certificates.ellipsoid as ell
-    import flowbound.certificates.local as lb
+    import flowbound.certificates.propagation as lb
 
     torch.manual_seed(4)
     net = OneHidden(64, 40, 3).double()
@@ -180,8 +180,8 @@ def test_neurons_the_box_decides_skip_the_ellipsoid_without_changing_a_margin(
     monkeypatch.setattr(ell, "_trimmed_rows", spy)
     skipping = lb.pre_activation_bounds
 
-    def every_neuron(*args, skip):
-        return skipping(*args, skip=False)
+    def every_neuron(*args, skip, **kw):
+        return skipping(*args, skip=False, **kw)
 
     for eps in (0.02, 0.3):
         got = certified_margins(net, x, y, eps, threat=threat, modes=10)

@@ -34,6 +34,7 @@ from torch import nn
 
 from flowbound.attacks.result import AttackResult
 from flowbound.checks import check_device, check_images, check_int, check_labels, check_number
+from flowbound.networks.chain import image_model
 from flowbound.threat.geometry import m_inv_tensor
 from flowbound.threat.sets import TIED, ThreatSet, threat_set
 from flowbound.threat.warp import warp, warp_and_jacobian
@@ -212,6 +213,7 @@ def flow_apgd(
     starts are drawn for every image, in order, whichever images still run)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = image_model(model)  # a Sequential: the images in the shape its first layer reads
     x = check_images("x", x, domain=domain)
     y = check_labels("y", y, len(x))
     eps = check_number("eps", eps, low=0.0, low_open=True)

@@ -46,7 +46,11 @@ from torch import nn
 
 from flowbound.certificates.ellipsoid import ELLIPSOID_TERMS, FlowTerms, support
 from flowbound.certificates.pixels import _pixel_bounds, _side
-from flowbound.certificates.propagation import _relaxed_output, pre_activation_bounds
+from flowbound.certificates.propagation import (
+    back_substituted,
+    chain_pre_activation_bounds,
+    over_threat,
+)
 from flowbound.checks import (
     check_device,
     check_eps_list,
@@ -56,7 +60,8 @@ from flowbound.checks import (
     check_number,
 )
 from flowbound.device import chunk_size
-from flowbound.networks.view import NetView, certified_classifier, classifier_input, view, weights
+from flowbound.networks.chain import chain, is_own
+from flowbound.networks.view import certified_classifier, classifier_input, weights
 from flowbound.progress import bar as progress_bar
 from flowbound.threat.sets import TIED, ThreatSet, threat_set
 
@@ -110,21 +115,27 @@ class _Checked(NamedTuple):
 
 def _checked(model, x, y, threat, modes, device, classifier_only=False) -> _Checked:
     """Every argument of a certificate, checked before any work (or early return): the
-    network (flowbound's own architectures, no biases; a spatial transformer only with
-    ``classifier_only=True``), square images of the size the network takes, labels
-    among its classes, the threat set, ``modes`` and ``device``."""
+    network (flowbound's own architectures, a spatial transformer only with
+    ``classifier_only=True``; any other network as a chain of supported layers,
+    :func:`~flowbound.networks.chain.chain`), square images of the size the network
+    takes, labels among its classes, the threat set, ``modes`` and ``device``."""
     threat_set(threat)
-    net = certified_classifier(model, classifier_only)
     x = check_images("x", x)
     side = _side(x)
-    w, v = weights(net)
-    inputs = (v if w is None else w).shape[1]
-    if side * side != inputs:
-        raise ValueError(
-            f"x has {side} x {side} = {side * side} pixels per image, but the network takes "
-            f"{inputs} inputs"
-        )
-    y = check_labels("y", y, len(x), classes=v.shape[0])
+    if is_own(model):
+        net = certified_classifier(model, classifier_only)
+        w, v = weights(net)
+        inputs, classes = (v if w is None else w).shape[1], v.shape[0]
+        if side * side != inputs:
+            raise ValueError(
+                f"x has {side} x {side} = {side * side} pixels per image, but the network "
+                f"takes {inputs} inputs"
+            )
+    else:
+        if not isinstance(classifier_only, bool):
+            raise TypeError(f"classifier_only must be True or False, got {classifier_only!r}")
+        net, classes = model, chain(model, side).classes  # refusals and sizes
+    y = check_labels("y", y, len(x), classes=classes)
     return _Checked(net, x, y, _check_modes(modes, side * side), check_device("device", device))
 
 
@@ -209,35 +220,38 @@ def _margins(
 ) -> torch.Tensor:
     """:func:`certified_margins` on checked arguments at ``level``."""
     net, x, y, modes, dev = checked
-    if grad:
-        w, v = weights(net)
-        layers, dtype, dev = NetView(w, v), v.dtype, v.device
+    if is_own(model):
+        _, x = classifier_input(model, x)  # an STN: its classifier on the transformed images
+    side = x.shape[-1]
+    if grad:  # the model's own parameters, in their dtype and on their device
+        layers = chain(net, side, dtype=None)
+        dtype, dev = layers.dtype, layers.device
     else:
         dev = dev if dev is not None else x.device
-        layers, dtype = view(net, device=dev), torch.float64
+        layers, dtype = chain(net, side, device=dev), torch.float64
+    k = layers.classes
     if len(x) == 0:
-        return torch.zeros(0, layers.classes, dtype=dtype, device=dev)
-    _, x = classifier_input(model, x)  # an STN: its classifier on the transformed images
+        return torch.zeros(0, k, dtype=dtype, device=dev)
     x = x.to(dev, dtype)
     y = y.to(dev)
-    n, side = len(x), x.shape[-1]
+    n = len(x)
     pb = _pixel_bounds(x, eps, threat, dtype, level.kink)
     flow = FlowTerms(eps, threat, side, dev, modes, dtype, level.ellipsoid)
     idx = support(pb)
-    k = layers.classes
-    c = layers.v[y][:, None, :] - layers.v[None, :, :]  # (N, K, h): V_y - V_j
-    if layers.w is None:  # linear: the margin is linear in g
-        rho, const = c, torch.zeros(n, k, dtype=dtype, device=dev)
+    # certificates skip the neurons the box decides; the training surrogate (grad)
+    # computes every neuron's value, as it always did
+    bounds = chain_pre_activation_bounds(layers.stages, pb, flow, idx, chunk, skip=not grad)
+    last = layers.stages[-1]
+    a = last.matrix()
+    if a is None:
+        a = last.back(torch.eye(k, dtype=dtype, device=dev))
+    c = a[y][:, None, :] - a[None, :, :]  # (N, K, n): rows of f_y - f_j
+    if last.bias is None:
+        const = torch.zeros(n, k, dtype=dtype, device=dev)
     else:
-        # certificates skip the neurons the box decides; the training surrogate (grad)
-        # computes every neuron's value, as it always did
-        low, up = pre_activation_bounds(layers, pb, flow, idx, chunk, skip=not grad)
-        lam_, const = _relaxed_output(low, up, c)
-        rho = lam_ @ layers.w  # (N, K, d)
-    mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
-    out = const + (rho * mid[:, None]).sum(-1) - (rho.abs() * rad[:, None]).sum(-1)
-    v = flow.per_image(rho, pb, idx, chunk)
-    out = out - v.linear - v.down
+        const = last.bias[y][:, None] - last.bias[None, :]
+    rho, const = back_substituted(layers.stages, bounds, len(layers.stages) - 1, c, const)
+    out = over_threat(rho, const, pb, flow, idx, chunk)
     if not grad and not bool(torch.isfinite(out).all()):  # fail closed: never a bound
         raise FloatingPointError(
             "a certified margin came out NaN or infinite (check the network's weights): "
@@ -251,12 +265,11 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """(N,) bool: every other class scores strictly below y, in float64 (the certificate
     at eps = 0: a tie is not a certificate); an STN's classifier on its output."""
     with torch.no_grad():
-        _, xc = classifier_input(model, x)
-        layers = view(model, device=xc.device)
-        z = xc.flatten(1).to(torch.float64)
-        if layers.w is not None:
-            z = (z @ layers.w.T).clamp(min=0)
-        scores = z @ layers.v.T
+        net = model
+        if is_own(model):
+            net, x = classifier_input(model, x)
+        layers = chain(net, x.shape[-1], device=x.device)
+        scores = layers.scores(x.flatten(1).to(torch.float64))
         if not bool(torch.isfinite(scores).all()):
             raise FloatingPointError(
                 "the network's scores came out NaN or infinite (check its weights): no certificate"

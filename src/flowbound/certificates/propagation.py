@@ -16,7 +16,13 @@ from flowbound.certificates.ellipsoid import FlowTerms
 from flowbound.certificates.pixels import PixelBounds
 from flowbound.networks.view import NetView
 
-__all__ = ["pre_activation_bounds", "relaxed_output"]
+__all__ = [
+    "back_substituted",
+    "chain_pre_activation_bounds",
+    "over_threat",
+    "pre_activation_bounds",
+    "relaxed_output",
+]
 
 
 def _check_relaxation(low, up, c, lower) -> None:
@@ -87,13 +93,86 @@ def _relaxed_output(low, up, c, lower=None):
 
 
 def pre_activation_bounds(
-    net: NetView, pb: PixelBounds, flow: FlowTerms, idx, chunk: int, skip: bool
+    net: NetView, pb: PixelBounds, flow: FlowTerms, idx, chunk: int, skip: bool, bias=None
 ):
-    """Bounds (l, u) of h = W g(r; x), each (N, h); with ``skip``, the ellipsoid values
-    only for the neurons that the box values leave unstable (:meth:`FlowTerms.shared`)."""
+    """Bounds (l, u) of h = W g(r; x) + b (``bias`` b (h,) or None), each (N, h); with
+    ``skip``, the ellipsoid values only for the neurons that the box values leave
+    unstable (:meth:`FlowTerms.shared`)."""
     mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
     centre = mid @ net.w.T
+    if bias is not None:
+        centre = centre + bias
     spread = rad @ net.w.abs().T
     decided = (centre, spread) if skip else None
     v = flow.shared(net.w, pb, idx, chunk, decided)
     return centre - spread - v.linear - v.down, centre + spread + v.linear + v.up
+
+
+#: Deeper layers: rows (images x rows x inputs) back-substituted at once, at most.
+_ROW_ENTRIES = 1 << 24
+
+
+def back_substituted(stages, bounds, top: int, rows: torch.Tensor, const: torch.Tensor):
+    """CROWN back-substitution: a linear lower bound rows^T relu(z) + const of the
+    input of stage ``top`` (z the pre-activations of stage top - 1, bounded by
+    ``bounds``), carried through every ReLU and stage below it: (rows on the network's
+    input (N, R, n_0), constant (N, R)). Stages are
+    :class:`~flowbound.networks.chain.Stage`."""
+    for j in range(top - 1, -1, -1):
+        low, up = bounds[j]
+        lam_, c0 = _relaxed_output(low, up, rows)
+        const = const + c0
+        stage = stages[j]
+        if stage.bias is not None:
+            const = const + lam_ @ stage.bias
+        rows = stage.back(lam_)
+    return rows, const
+
+
+def over_threat(rows, const, pb: PixelBounds, flow: FlowTerms, idx, chunk: int) -> torch.Tensor:
+    """A lower bound (N, R) of rows^T g(r; x) + const over the threat set: the pixel
+    offsets at their interval's worst end, the flow terms at their values (step 2)."""
+    mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
+    out = const + (rows * mid[:, None]).sum(-1) - (rows.abs() * rad[:, None]).sum(-1)
+    v = flow.per_image(rows, pb, idx, chunk)
+    return out - v.linear - v.down
+
+
+def chain_pre_activation_bounds(stages, pb: PixelBounds, flow: FlowTerms, idx, chunk, skip):
+    """Bounds (l, u) of every ReLU's input, first to last: the first stage's rows are the
+    same for every image (:func:`pre_activation_bounds`, the ellipsoid values only where
+    the box leaves a neuron unstable with ``skip``), a deeper stage's by back-substitution
+    through the ReLUs below it (:func:`back_substituted`), lower and upper bound as the
+    lower bounds of z and -z, in blocks of rows."""
+    n = len(pb.lower)
+    bounds = []
+    for k, stage in enumerate(stages[:-1]):
+        a = stage.matrix()
+        if k == 0 and a is not None:
+            first = NetView(a, a)  # rows W = A_0, the same for every image
+            bounds.append(
+                pre_activation_bounds(first, pb, flow, idx, chunk, skip=skip, bias=stage.bias)
+            )
+            continue
+        widest = max(s.n_in for s in stages[: k + 1])
+        block = max(1, _ROW_ENTRIES // max(1, 2 * n * widest))
+        lows, ups = [], []
+        for s in range(0, stage.n_out, block):
+            if a is not None:
+                a_part = a[s : s + block]  # (b, n_in)
+            else:
+                eye = torch.eye(stage.n_out, dtype=pb.lower.dtype, device=pb.lower.device)
+                a_part = stage.back(eye[s : s + block])
+            rows = torch.cat([a_part, -a_part])[None].expand(n, -1, -1)
+            if stage.bias is None:
+                const = torch.zeros(n, len(rows[0]), dtype=rows.dtype, device=rows.device)
+            else:
+                b = stage.bias[s : s + block]
+                const = torch.cat([b, -b])[None].expand(n, -1)
+            rows, const = back_substituted(stages, bounds, k, rows, const)
+            lower = over_threat(rows, const, pb, flow, idx, chunk)
+            m = len(a_part)
+            lows.append(lower[:, :m])
+            ups.append(-lower[:, m:])
+        bounds.append((torch.cat(lows, 1), torch.cat(ups, 1)))
+    return bounds

@@ -46,6 +46,7 @@ from flowbound.certificates.bounds import (
 )
 from flowbound.certificates.local import certified as local_certified
 from flowbound.checks import check_eps_list, check_images, check_labels
+from flowbound.networks.chain import chain, is_own
 from flowbound.networks.view import (
     NetView,
     binary_weights,
@@ -75,7 +76,9 @@ __all__ = [
 #: (the threat sets a bound may cover: :data:`flowbound.threat.sets.THREAT_SETS`)
 
 #: The network shapes a bound may apply to (``Bound.applies_to``).
-ARCHITECTURES = ("one_hidden", "linear")
+#: ``"chain"``: any other network the per-digit certificate reads as a chain of
+#: supported layers (:func:`flowbound.networks.chain.chain`: biases, deeper MLPs, CNNs).
+ARCHITECTURES = ("one_hidden", "linear", "chain")
 
 #: Pairwise decrease bounds at eps = 1 (B,) from a network view, unordered pairs,
 #: the image side and the solver tolerance.
@@ -265,7 +268,7 @@ for _threat, _style, _marker in ((TIED.name, "-", "o"), (FULL.name, "--", "s")):
             f"per digit, {_threat} flows",
             style=_style,
             marker=_marker,
-            applies_to=("one_hidden", "linear"),
+            applies_to=("one_hidden", "linear", "chain"),
             certify=_local(_threat),
             refine=_local(_threat, exact=True),
             threat=_threat,
@@ -347,9 +350,20 @@ def certified_digits(
     if not isinstance(kind, str):
         raise TypeError(f"kind must be a bound's name (a string), got {type(kind).__name__}")
     b = bound(kind)
-    certified_classifier(model, classifier_only)
     check_images("x", x, domain="unit")
-    k = view(model).classes
+    if is_own(model):
+        certified_classifier(model, classifier_only)
+        k = view(model).classes
+    else:
+        if "chain" not in b.applies_to:
+            raise ValueError(
+                f"the {kind!r} bound applies to {', '.join(b.applies_to)} networks (flowbound's "
+                f"own); {type(model).__name__} is certified by the per-digit certificates "
+                f"({', '.join(n for n, o in BOUNDS.items() if 'chain' in o.applies_to)})"
+            )
+        if not isinstance(classifier_only, bool):
+            raise TypeError(f"classifier_only must be True or False, got {classifier_only!r}")
+        k = chain(model, x.shape[-1]).classes
     check_labels("y", y, len(x), classes=k)
     eps = np.asarray(check_eps_list("eps", eps))
     if len(x) == 0:
