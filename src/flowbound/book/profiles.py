@@ -247,6 +247,16 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "local.sides.example_digit": NONNEG,
     "local.report_eps": _list(EPS),
     "local.refine_bracket": _num(0.0, 1.0),
+    "own.channels": _list(POS, min_len=2),
+    "own.kernel": POS,
+    "own.hidden": POS,
+    "own.epochs": POS,
+    "own.batch_size": POS,
+    "own.lr": POS_NUM,
+    "own.seed": SEED,
+    "own.images": POS,
+    "own.eps": _list(EPS),
+    "own.report_eps": EPS,
 }
 
 
@@ -305,6 +315,13 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
         raise ProfileError(
             f"{source}: local.report_eps {missing} must be on the grid local.eps "
             f"({local['eps']}): the report reads Figure 12's values there"
+        )
+    own = data["own"]
+    if len(own["channels"]) != 2:
+        raise ProfileError(f"{source}: own.channels must name two widths, got {own['channels']}")
+    if own["report_eps"] not in own["eps"]:
+        raise ProfileError(
+            f"{source}: own.report_eps {own['report_eps']} must be on the grid own.eps"
         )
     return data
 

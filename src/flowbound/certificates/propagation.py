@@ -138,12 +138,31 @@ def over_threat(rows, const, pb: PixelBounds, flow: FlowTerms, idx, chunk: int) 
     return out - v.linear - v.down
 
 
+def _unsettled(stage, a, below):
+    """(the neurons of ``stage`` worth back-substituting, their box bounds or None): the
+    box (interval) bounds of A relu(z) + b from the bounds of z below already fix the
+    sign of most neurons, and the ReLU relaxation reads only the sign of a neuron whose
+    sign is fixed; the others (unstable for some image) are back-substituted. Without a
+    dense A (a stage too large to form), every neuron."""
+    if a is None:
+        return torch.arange(stage.n_out, device=below[0].device), None
+    lo, hi = below[0].clamp(min=0), below[1].clamp(min=0)
+    centre = (lo + hi) / 2 @ a.T
+    if stage.bias is not None:
+        centre = centre + stage.bias
+    spread = (hi - lo) / 2 @ a.abs().T
+    low, up = centre - spread, centre + spread
+    open_ = ((low < 0) & (up > 0)).any(0)
+    return torch.nonzero(open_).squeeze(1), (low, up)
+
+
 def chain_pre_activation_bounds(stages, pb: PixelBounds, flow: FlowTerms, idx, chunk, skip):
     """Bounds (l, u) of every ReLU's input, first to last: the first stage's rows are the
     same for every image (:func:`pre_activation_bounds`, the ellipsoid values only where
     the box leaves a neuron unstable with ``skip``), a deeper stage's by back-substitution
     through the ReLUs below it (:func:`back_substituted`), lower and upper bound as the
-    lower bounds of z and -z, in blocks of rows."""
+    lower bounds of z and -z, in blocks of rows, for the neurons whose sign the box
+    bounds leave open (:func:`_unsettled`), the box bounds for the others."""
     n = len(pb.lower)
     bounds = []
     for k, stage in enumerate(stages[:-1]):
@@ -154,25 +173,35 @@ def chain_pre_activation_bounds(stages, pb: PixelBounds, flow: FlowTerms, idx, c
                 pre_activation_bounds(first, pb, flow, idx, chunk, skip=skip, bias=stage.bias)
             )
             continue
+        rows_of, box = _unsettled(stage, a, bounds[k - 1])
         widest = max(s.n_in for s in stages[: k + 1])
         block = max(1, _ROW_ENTRIES // max(1, 2 * n * widest))
         lows, ups = [], []
-        for s in range(0, stage.n_out, block):
+        for s in range(0, len(rows_of), block):
+            which = rows_of[s : s + block]
             if a is not None:
-                a_part = a[s : s + block]  # (b, n_in)
+                a_part = a[which]  # (b, n_in)
             else:
                 eye = torch.eye(stage.n_out, dtype=pb.lower.dtype, device=pb.lower.device)
-                a_part = stage.back(eye[s : s + block])
+                a_part = stage.back(eye[which])
             rows = torch.cat([a_part, -a_part])[None].expand(n, -1, -1)
             if stage.bias is None:
                 const = torch.zeros(n, len(rows[0]), dtype=rows.dtype, device=rows.device)
             else:
-                b = stage.bias[s : s + block]
+                b = stage.bias[which]
                 const = torch.cat([b, -b])[None].expand(n, -1)
             rows, const = back_substituted(stages, bounds, k, rows, const)
             lower = over_threat(rows, const, pb, flow, idx, chunk)
             m = len(a_part)
             lows.append(lower[:, :m])
             ups.append(-lower[:, m:])
-        bounds.append((torch.cat(lows, 1), torch.cat(ups, 1)))
+        if box is None:
+            bounds.append((torch.cat(lows, 1), torch.cat(ups, 1)))
+            continue
+        low, up = box
+        if len(rows_of):  # the tighter of the box and back-substituted values
+            low, up = low.clone(), up.clone()
+            low[:, rows_of] = torch.maximum(low[:, rows_of], torch.cat(lows, 1))
+            up[:, rows_of] = torch.minimum(up[:, rows_of], torch.cat(ups, 1))
+        bounds.append((low, up))
     return bounds

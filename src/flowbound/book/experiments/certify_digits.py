@@ -19,6 +19,7 @@ from flowbound.certificates.local import certified
 from flowbound.certificates.registry import bound, certified_digits
 from flowbound.data import load_mnist
 from flowbound.device import default_device
+from flowbound.networks.chain import image_model, is_own
 from flowbound.networks.view import classifier_input, view
 from flowbound.progress import bar as progress_bar
 from flowbound.stats import rate_interval
@@ -129,7 +130,10 @@ def attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: ThreatSet) -
     ``threat``; the classifier of an STN is attacked on the STN's output (what the
     certificates cover). The threat sets grow with eps, so a digit broken at one eps is
     broken at every larger one (its flow stays feasible) and is not attacked again."""
-    net, x = classifier_input(model, x)
+    if is_own(model):
+        net, x = classifier_input(model, x)
+    else:  # any other network: the images in the shape its first layer reads
+        net = image_model(model)
     with torch.no_grad():
         correct = (net(x).argmax(1) == y).cpu().numpy()
     out = np.zeros((len(eps_list), len(x)), dtype=bool)
