@@ -123,6 +123,9 @@ def test_no_flow_in_the_threat_set_beats_a_certified_margin(
     y = torch.tensor([0, 2])
     bound = certified_margins(net, x, y, eps, threat=threat, modes=side * side // 2)
     chord = level_margins(net, x, y, eps, CHORD, threat=threat)
+    ibp = certified_margins(
+        net, x, y, eps, threat=threat, modes=side * side // 2, deeper="interval"
+    )
     attack = flow_apgd(net, x, y, eps=eps, threat=threat, steps=25, targets=2)
     after = _margins_of(net, attack.images, y)
     for b in range(2):
@@ -133,6 +136,7 @@ def test_no_flow_in_the_threat_set_beats_a_certified_margin(
         found[y[b]] = math.inf
         assert bool((found >= bound[b] - 1e-9).all()), (found, bound[b])
         assert bool((found >= chord[b] - 1e-9).all()), (found, chord[b])
+        assert bool((found >= ibp[b] - 1e-9).all()), (found, ibp[b])
 
 
 def test_flowbounds_own_networks_and_their_sequential_twins_give_the_same_margins():
@@ -248,6 +252,27 @@ def test_the_surrogate_runs_on_a_cnn_and_its_gradient_reaches_every_layer():
     m[torch.isfinite(m)].sum().backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+
+
+def test_interval_deeper_layers_train_a_cnn_and_change_nothing_on_one_hidden_layer():
+    from flowbound.training.certified import CertLoss
+
+    own = OneHidden(36, 7, 3).double()
+    x, y = torch.rand(4, 6, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    a = certified_margins(own, x, y, 0.3, modes=None)
+    b = certified_margins(own, x, y, 0.3, modes=None, deeper="interval")
+    assert torch.equal(a, b)  # no layer after the first: the same computation
+    with pytest.raises(ValueError, match="deeper must be one of crown, interval"):
+        certified_margins(own, x, y, 0.3, deeper="ibp")
+    net = _network("cnn", 8, 5, 2, True, 4).float()
+    s = {"eps": 0.5, "kappa": 0.5, "ramp_epochs": 1, "cert_batch": 3, "modes": 8,
+         "threat": "tied", "kink": False, "deeper": "interval"}  # fmt: skip
+    loss = CertLoss(s)(image_model(net), torch.rand(3, 8, 8), torch.tensor([0, 1, 2]))
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+    with pytest.raises(ValueError, match=r"settings\['deeper'\] must be one of"):
+        CertLoss({**s, "deeper": "box"})
 
 
 def test_an_stn_is_still_refused_unless_its_classifier_alone_is_asked_for():

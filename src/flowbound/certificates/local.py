@@ -90,6 +90,9 @@ KINKED = Level(True, ELLIPSOID_TERMS)
 #: a certificate); the answer is at least the last level's, at a fraction of its cost.
 CASCADE = (CHORD, KINKED)
 
+#: How :func:`certified_margins` bounds the layers after the first (``deeper``).
+DEEPER = ("crown", "interval")
+
 
 def _check_modes(modes, d: int) -> int | None:
     """None (all eigenvectors of M^T M), or an int >= 0; values above d mean all d."""
@@ -152,6 +155,7 @@ def certified_margins(
     grad: bool = False,
     kink: bool = True,
     classifier_only: bool = False,
+    deeper: str = "crown",
 ) -> torch.Tensor:
     """Certified lower bounds (N, K) of min over the threat set of f_y(g) - f_j(g) in
     float64 (+inf at j = y); > 0 for every j certifies x at eps. Steps 1-3 of the module
@@ -168,17 +172,25 @@ def certified_margins(
     and V. A certificate is what ``grad=False`` returns (float64, detached).
 
     Every argument is checked first (:func:`_checked`; ``chunk`` an int >= 1): a
-    network the bound cannot represent exactly (a bias, another layer type) is a
-    TypeError, a bad size or value a ValueError naming the argument. An empty batch
-    gives a (0, K) result. ``kink=False``: one chord per pixel (the first level of
-    :func:`certified`'s cascade; cheaper, looser)."""
+    network the bound cannot represent exactly (a layer outside
+    :data:`flowbound.networks.chain.SUPPORTED`) is a TypeError, a bad size or value a
+    ValueError naming the argument. An empty batch gives a (0, K) result.
+    ``kink=False``: one chord per pixel (the first level of :func:`certified`'s
+    cascade; cheaper, looser). ``deeper``: how the pre-activations of the layers after
+    the first are bounded, ``"crown"`` (back-substitution) or ``"interval"`` (interval
+    arithmetic from the first layer's bounds, as CROWN-IBP trains: sound, looser, far
+    cheaper; the margins themselves are back-substituted either way); a network with
+    one hidden layer has no such layer."""
     eps = check_number("eps", eps, low=0.0)
     chunk = check_int("chunk", chunk)
     for name, flag in (("grad", grad), ("kink", kink)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if deeper not in DEEPER:
+        raise ValueError(f"deeper must be one of {', '.join(DEEPER)}, got {deeper!r}")
     checked = _checked(model, x, y, threat, modes, device, classifier_only)
-    return _margins(model, checked, eps, threat, chunk, grad, KINKED if kink else CHORD)
+    level = KINKED if kink else CHORD
+    return _margins(model, checked, eps, threat, chunk, grad, level, deeper)
 
 
 def level_margins(
@@ -217,6 +229,7 @@ def _margins(
     chunk: int,
     grad: bool,
     level: Level,
+    deeper: str = "crown",
 ) -> torch.Tensor:
     """:func:`certified_margins` on checked arguments at ``level``."""
     net, x, y, modes, dev = checked
@@ -240,7 +253,9 @@ def _margins(
     idx = support(pb)
     # certificates skip the neurons the box decides; the training surrogate (grad)
     # computes every neuron's value, as it always did
-    bounds = chain_pre_activation_bounds(layers.stages, pb, flow, idx, chunk, skip=not grad)
+    bounds = chain_pre_activation_bounds(
+        layers.stages, pb, flow, idx, chunk, skip=not grad, deeper=deeper
+    )
     last = layers.stages[-1]
     a = last.matrix()
     if a is None:

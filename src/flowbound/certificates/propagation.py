@@ -156,13 +156,18 @@ def _unsettled(stage, a, below):
     return torch.nonzero(open_).squeeze(1), (low, up)
 
 
-def chain_pre_activation_bounds(stages, pb: PixelBounds, flow: FlowTerms, idx, chunk, skip):
+def chain_pre_activation_bounds(
+    stages, pb: PixelBounds, flow: FlowTerms, idx, chunk, skip, deeper: str = "crown"
+):
     """Bounds (l, u) of every ReLU's input, first to last: the first stage's rows are the
     same for every image (:func:`pre_activation_bounds`, the ellipsoid values only where
     the box leaves a neuron unstable with ``skip``), a deeper stage's by back-substitution
     through the ReLUs below it (:func:`back_substituted`), lower and upper bound as the
     lower bounds of z and -z, in blocks of rows, for the neurons whose sign the box
-    bounds leave open (:func:`_unsettled`), the box bounds for the others."""
+    bounds leave open (:func:`_unsettled`), the box bounds for the others.
+    ``deeper="interval"``: every deeper stage takes its box bounds (interval
+    propagation from the first stage's bounds, CROWN-IBP's intermediate bounds: looser,
+    a fraction of the cost) wherever the stage has a dense matrix."""
     n = len(pb.lower)
     bounds = []
     for k, stage in enumerate(stages[:-1]):
@@ -174,6 +179,8 @@ def chain_pre_activation_bounds(stages, pb: PixelBounds, flow: FlowTerms, idx, c
             )
             continue
         rows_of, box = _unsettled(stage, a, bounds[k - 1])
+        if deeper == "interval" and box is not None:
+            rows_of = rows_of[:0]
         widest = max(s.n_in for s in stages[: k + 1])
         block = max(1, _ROW_ENTRIES // max(1, 2 * n * widest))
         lows, ups = [], []

@@ -377,9 +377,12 @@ def chain(
     """The network as a :class:`Chain` on images with ``side`` x ``side`` pixels, its
     weights detached in ``dtype`` on ``device``; ``dtype=None``: the model's own
     parameters, differentiable (the training surrogate). flowbound's own networks as
-    they are (an STN: its classifier); anything else by the rules of the module notes."""
+    they are (an STN: its classifier); :func:`image_model`'s wrapper as the network it
+    wraps; anything else by the rules of the module notes."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, _Images):
+        model = model.net
     mods = _own_modules(model) if is_own(model) else _modules(model)
     for m in mods:
         if isinstance(m, nn.Dropout) and m.training and m.p > 0:

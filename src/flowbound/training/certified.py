@@ -18,7 +18,9 @@ ordinary float64 certificate, independently of this surrogate.
 Settings (``profile["variants"]["cert"]``): eps, kappa, ramp_epochs,
 cert_batch, modes, threat, kink (true: the certificate's own relaxation, the
 kink in the ellipsoid; false: one chord per pixel, the cheaper first level of
-its cascade).
+its cascade), and optionally deeper ("crown", the default, or "interval": how a
+deeper network's later layers are bounded, :func:`certified_margins`; CROWN-IBP
+trains with "interval").
 
 Used in: Beyond the paper: certifying individual digits (f_cert).
 """
@@ -31,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowbound.certificates.local import certified_margins
+from flowbound.certificates.local import DEEPER, certified_margins
 from flowbound.checks import check_int, check_number
 from flowbound.threat.sets import THREAT_SETS
 
@@ -51,10 +53,10 @@ def _checked_settings(settings: Any) -> dict[str, Any]:
     if not isinstance(settings, dict):
         raise TypeError(f"settings must be a dict with keys {', '.join(keys)}, got {settings!r}")
     missing = [k for k in keys if k not in settings]
-    unknown = sorted(set(settings) - set(keys))
+    unknown = sorted(set(settings) - set(keys) - {"deeper"})
     if missing or unknown:
         raise ValueError(
-            f"settings must have exactly the keys {', '.join(keys)}; missing: "
+            f"settings must have the keys {', '.join(keys)} (and optionally deeper); missing: "
             f"{', '.join(missing) or 'none'}, unknown: {', '.join(unknown) or 'none'}"
         )
     s = dict(settings)
@@ -69,6 +71,11 @@ def _checked_settings(settings: Any) -> dict[str, Any]:
     if s["threat"] not in THREAT_SETS:
         raise ValueError(
             f"settings['threat'] must be one of {', '.join(THREAT_SETS)}, got {s['threat']!r}"
+        )
+    s.setdefault("deeper", "crown")
+    if s["deeper"] not in DEEPER:
+        raise ValueError(
+            f"settings['deeper'] must be one of {', '.join(DEEPER)}, got {s['deeper']!r}"
         )
     return s
 
@@ -130,5 +137,6 @@ class CertLoss:
             modes=self.s["modes"],
             grad=True,
             kink=self.s["kink"],
+            deeper=self.s["deeper"],
         )
         return (1 - kappa) * clean + kappa * robust_cross_entropy(margins, y[:b])
