@@ -162,7 +162,7 @@ def own_network_summary(d: dict[str, Any]) -> dict[str, Any]:
             out[f"own_{name}_{t.name}_robust"] = float(s["robust"][i])
             out[f"own_{name}_{t.name}_gap"] = float(s["robust"][i] - s["certified"][i])
             out[f"own_{name}_{t.name}_s"] = s["per_digit_s"]
-    out["own_ratio"] = (cnn["tied"]["per_digit_s"] + cnn["full"]["per_digit_s"]) / max(
-        nt["tied"]["per_digit_s"] + nt["full"]["per_digit_s"], 1e-12
-    )
+    cnn_s = sum(cnn[t.name]["per_digit_s"] for t in THREATS)
+    nt_s = sum(nt[t.name]["per_digit_s"] for t in THREATS)
+    out["own_ratio"] = cnn_s / max(nt_s, 1e-12)
     return out

@@ -1,0 +1,70 @@
+"""Seconds per digit and peak memory of the per-digit certificate on the profile's CNN
+beside f_nt, in one run, as a ratio.
+
+The CNN is the paper profile's ``own`` network (two strided convolutions, a dense
+layer, biases everywhere), trained here with cross-entropy for ``own.epochs``; f_nt
+is the cached paper network. Both are certified on the first ``--images`` test
+digits over the profile's ``own.eps`` grid, on tied and full flows (the cascade of
+:func:`flowbound.certificates.local.certified`, float64); the peak resident memory of
+the process is read after each network (ru_maxrss: it only grows, so the CNN, run
+first, sets it unless f_nt needs more).
+
+    python benchmarks/own_network.py --images 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from flowbound.book.experiments.your_network import own_cnn
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import get_model
+from flowbound.certificates.local import certified
+from flowbound.data import load_mnist
+from flowbound.networks.chain import image_model
+from flowbound.training.fit import accuracy, cross_entropy, fit
+
+
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--profile", default="paper")
+    args = parser.parse_args()
+    prof = load_profile(args.profile)
+    p, modes = prof["own"], prof["local"]["modes"]
+    x, y = load_mnist("train")
+    torch.manual_seed(p["seed"])
+    cnn = own_cnn(p["channels"], p["kernel"], p["hidden"])
+    fit(image_model(cnn), cross_entropy, x, y, epochs=p["epochs"], batch_size=p["batch_size"],
+        lr=p["lr"], seed=p["seed"], progress=False)  # fmt: skip
+    xt, yt = load_mnist("test")
+    print(f"CNN clean accuracy {accuracy(image_model(cnn), xt, yt):.4f}")
+    nt = get_model("nt", args.profile, section=4, progress=False).model.cpu()
+    xt, yt = xt[: args.images].double(), yt[: args.images]
+    rows, per = [], {}
+    for name, net in (("CNN", cnn.double().eval()), ("f_nt", nt.double())):
+        for threat in ("tied", "full"):
+            start = time.perf_counter()
+            ok = certified(net, xt, yt, p["eps"], threat=threat, modes=modes, progress=True)
+            s = (time.perf_counter() - start) / args.images
+            per[name, threat] = s
+            shares = " / ".join(f"{v:.3f}" for v in ok.mean(1))
+            rows.append(f"| {name} | {threat} | {s:.3f} | {_peak_gib():.2f} | {shares} |")
+    print(f"{args.images} digits, eps {p['eps']}, modes {modes}, {torch.get_num_threads()} threads")
+    print("| network | flows | s per digit (whole grid) | peak RSS so far (GiB) | certified |")
+    print("|---|---|---:|---:|---|")
+    print("\n".join(rows))
+    for threat in ("tied", "full"):
+        print(f"{threat}: CNN / f_nt = {per['CNN', threat] / per['f_nt', threat]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
