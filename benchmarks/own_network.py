@@ -20,13 +20,13 @@ import time
 
 import torch
 
-from flowbound.book.experiments.your_network import own_cnn
+from flowbound.book.experiments.your_network import trained_own_cnn
 from flowbound.book.profiles import load_profile
 from flowbound.book.trained import get_model
 from flowbound.certificates.local import certified
 from flowbound.data import load_mnist
 from flowbound.networks.chain import image_model
-from flowbound.training.fit import accuracy, cross_entropy, fit
+from flowbound.training.fit import accuracy
 
 
 def _peak_gib() -> float:
@@ -40,11 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     prof = load_profile(args.profile)
     p, modes = prof["own"], prof["local"]["modes"]
-    x, y = load_mnist("train")
-    torch.manual_seed(p["seed"])
-    cnn = own_cnn(p["channels"], p["kernel"], p["hidden"])
-    fit(image_model(cnn), cross_entropy, x, y, epochs=p["epochs"], batch_size=p["batch_size"],
-        lr=p["lr"], seed=p["seed"], progress=False)  # fmt: skip
+    cnn, _ = trained_own_cnn(prof, torch.device("cpu"))
     xt, yt = load_mnist("test")
     print(f"CNN clean accuracy {accuracy(image_model(cnn), xt, yt):.4f}")
     nt = get_model("nt", args.profile, section=4, progress=False).model.cpu()

@@ -92,17 +92,22 @@ def _relaxed_output(low, up, c, lower=None):
     return lam_, const
 
 
+def _box(low, up, a, bias):
+    """Interval arithmetic for A v + b with low <= v <= up (each (N, n)): the centre
+    (N, m) and the half-width (N, m) of its box."""
+    centre = (low + up) / 2 @ a.T
+    if bias is not None:
+        centre = centre + bias
+    return centre, (up - low) / 2 @ a.abs().T
+
+
 def pre_activation_bounds(
     net: NetView, pb: PixelBounds, flow: FlowTerms, idx, chunk: int, skip: bool, bias=None
 ):
     """Bounds (l, u) of h = W g(r; x) + b (``bias`` b (h,) or None), each (N, h); with
     ``skip``, the ellipsoid values only for the neurons that the box values leave
     unstable (:meth:`FlowTerms.shared`)."""
-    mid, rad = (pb.lower + pb.upper) / 2, (pb.upper - pb.lower) / 2
-    centre = mid @ net.w.T
-    if bias is not None:
-        centre = centre + bias
-    spread = rad @ net.w.abs().T
+    centre, spread = _box(pb.lower, pb.upper, net.w, bias)
     decided = (centre, spread) if skip else None
     v = flow.shared(net.w, pb, idx, chunk, decided)
     return centre - spread - v.linear - v.down, centre + spread + v.linear + v.up
@@ -146,11 +151,7 @@ def _unsettled(stage, a, below):
     dense A (a stage too large to form), every neuron."""
     if a is None:
         return torch.arange(stage.n_out, device=below[0].device), None
-    lo, hi = below[0].clamp(min=0), below[1].clamp(min=0)
-    centre = (lo + hi) / 2 @ a.T
-    if stage.bias is not None:
-        centre = centre + stage.bias
-    spread = (hi - lo) / 2 @ a.abs().T
+    centre, spread = _box(below[0].clamp(min=0), below[1].clamp(min=0), a, stage.bias)
     low, up = centre - spread, centre + spread
     open_ = ((low < 0) & (up > 0)).any(0)
     return torch.nonzero(open_).squeeze(1), (low, up)

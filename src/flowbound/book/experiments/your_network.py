@@ -31,7 +31,13 @@ from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
 from .certify_digits import attack_robust
 
-__all__ = ["own_cnn", "own_network", "own_network_summary", "own_network_table"]
+__all__ = [
+    "own_cnn",
+    "own_network",
+    "own_network_summary",
+    "own_network_table",
+    "trained_own_cnn",
+]
 
 #: The experiment's code version (in its cache key).
 VERSIONS = {"own_network": FIRST_VERSION}
@@ -58,6 +64,21 @@ def own_cnn(channels: list[int], kernel: int, hidden: int, classes: int = 10) ->
     )
 
 
+def trained_own_cnn(prof: dict[str, Any], device: torch.device) -> tuple[nn.Sequential, float]:
+    """The profile's CNN (:func:`own_cnn`, settings ``own``) trained with cross-entropy on
+    the profile's training images, and the seconds training took."""
+    p, subset = prof["own"], prof["train"]["train_subset"]
+    x, y = load_mnist("train")
+    if subset is not None:
+        x, y = x[:subset], y[:subset]
+    torch.manual_seed(p["seed"])
+    cnn = own_cnn(p["channels"], p["kernel"], p["hidden"]).to(device)
+    start = time.perf_counter()
+    fit(image_model(cnn), cross_entropy, x, y, epochs=p["epochs"], batch_size=p["batch_size"],
+        lr=p["lr"], seed=p["seed"], desc="CNN")  # fmt: skip
+    return cnn, time.perf_counter() - start
+
+
 def own_network(profile: str | dict[str, Any]) -> dict[str, Any]:
     """The CNN and f_nt side by side (module notes): per network its clean test
     accuracy and parameter count, and per threat set (E,) curves of certified and
@@ -72,15 +93,7 @@ def own_network(profile: str | dict[str, Any]) -> dict[str, Any]:
 
     def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         dev = default_device()
-        x, y = load_mnist("train")
-        if prof["train"]["train_subset"] is not None:
-            x, y = x[: prof["train"]["train_subset"]], y[: prof["train"]["train_subset"]]
-        torch.manual_seed(p["seed"])
-        cnn = own_cnn(p["channels"], p["kernel"], p["hidden"]).to(dev)
-        start = time.perf_counter()
-        fit(image_model(cnn), cross_entropy, x, y, epochs=p["epochs"],
-            batch_size=p["batch_size"], lr=p["lr"], seed=p["seed"], desc="CNN")  # fmt: skip
-        train_s = time.perf_counter() - start
+        cnn, train_s = trained_own_cnn(prof, dev)
         xt, yt = load_mnist("test")
         clean = {"cnn": accuracy(image_model(cnn), xt.to(dev), yt.to(dev))}
         clean["nt"] = float(nt.test_accuracy)
