@@ -34,5 +34,8 @@ def test_own_network_brackets_the_cnn_and_f_nt_soundly(tiny, mnist_dir):
         assert np.all(per["full"]["certified"] <= per["tied"]["certified"])
     s = ex.own_network_summary(d)
     assert s["own_at"] == "0.2" and s["own_broken"] == "zero certified digits"
+    rate, lo, hi = (float(v) for v in s["own_cnn_tied_robust"].replace("[", "").replace(",", "")
+                    .replace("]", "").split())  # fmt: skip
+    assert lo <= rate <= hi and rate == pytest.approx(d["nets"]["cnn"]["tied"]["robust"][1])
     header, rows = ex.own_network_table(d)
     assert len(rows) == 4 and len(header) == 4

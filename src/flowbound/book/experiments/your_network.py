@@ -124,7 +124,8 @@ def own_network(profile: str | dict[str, Any]) -> dict[str, Any]:
             per[t.name] = {
                 "certified": ok.mean(1),
                 "robust": robust.mean(1),
-                "robust_ci": np.array([rate_interval(r)[1:] for r in robust]),
+                "certified_ci": [rate_interval(c) for c in ok],
+                "robust_ci": [rate_interval(r) for r in robust],
                 "bracket_digits": robust.sum(1) - ok.sum(1),
                 "broken": int((ok & ~robust).sum()),
                 "per_digit_s": meta["seconds"][f"{name}_{t.name}"] / max(n, 1),
@@ -152,7 +153,7 @@ def own_network_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def own_network_summary(d: dict[str, Any]) -> dict[str, Any]:
     """The numbers the section's prose reads, at the profile's ``own.report_eps`` where
-    one eps is named."""
+    one eps is named; each rate as text with its 95% Wilson interval over the digits."""
     at = d["report_eps"]
     i = list(d["eps"]).index(at)
     cnn, nt = d["nets"]["cnn"], d["nets"]["nt"]
@@ -171,8 +172,8 @@ def own_network_summary(d: dict[str, Any]) -> dict[str, Any]:
     for name, per in (("cnn", cnn), ("nt", nt)):
         for t in THREATS:
             s = per[t.name]
-            out[f"own_{name}_{t.name}_cert"] = float(s["certified"][i])
-            out[f"own_{name}_{t.name}_robust"] = float(s["robust"][i])
+            out[f"own_{name}_{t.name}_cert"] = s["certified_ci"][i].text()
+            out[f"own_{name}_{t.name}_robust"] = s["robust_ci"][i].text()
             out[f"own_{name}_{t.name}_gap"] = float(s["robust"][i] - s["certified"][i])
             out[f"own_{name}_{t.name}_s"] = s["per_digit_s"]
     cnn_s = sum(cnn[t.name]["per_digit_s"] for t in THREATS)
