@@ -260,6 +260,18 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+#: Keys a profile may leave out (absent: the default the code documents), checked when
+#: given. f_cert's optional recipe settings (:mod:`flowbound.training.certified`): absent
+#: from a profile, they leave its networks' cache keys as they were.
+OPTIONAL_SCHEMA: dict[str, Callable[[Any], str | None]] = {
+    "variants.cert.deeper": _choice("crown", "interval"),
+    "variants.cert.adv_steps": NONNEG,
+    "variants.cert.decay_epochs": _list(POS, min_len=0),
+    "variants.cert.decay_factor": _num(0.0, 1.0, open_low=True),
+    "variants.cert.init": _choice("default", "ibp"),
+}
+
+
 def _leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -275,14 +287,15 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: a profile is a JSON object, got {type(data).__name__}")
     leaves = _leaves(data)
-    for key in sorted(set(leaves) - set(SCHEMA)):
+    for key in sorted(set(leaves) - set(SCHEMA) - set(OPTIONAL_SCHEMA)):
         below = sorted(k[len(key) + 1 :] for k in SCHEMA if k.startswith(f"{key}."))
         if below:  # a section given as something else than an object
             raise ProfileError(
                 f"{source}: {key} must be an object with the keys {', '.join(below)}, got "
                 f"{leaves[key]!r}"
             )
-        near = [k for k in SCHEMA if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0]]
+        here = key.rsplit(".", 1)[0]
+        near = [k for k in (*SCHEMA, *OPTIONAL_SCHEMA) if k.rsplit(".", 1)[0] == here]
         hint = (
             f" (known keys here: {', '.join(k.rsplit('.', 1)[-1] for k in near)})" if near else ""
         )
@@ -293,6 +306,10 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
         problem = rule(leaves[key])
         if problem:
             raise ProfileError(f"{source}: {key} must be {problem}, got {leaves[key]!r}")
+    for key, rule in OPTIONAL_SCHEMA.items():
+        problem = rule(leaves[key]) if key in leaves else None
+        if problem:
+            raise ProfileError(f"{source}: {key} must be {problem}, got {leaves[key]!r}")
     p = data["possibility"]
     if p["claim_tau"] not in p["taus"]:
         raise ProfileError(f"{source}: possibility.claim_tau {p['claim_tau']} is not in taus")
@@ -301,6 +318,11 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
         raise ProfileError(
             f"{source}: variants.cert.ramp_epochs {cert['ramp_epochs']} is more than "
             f"train.epochs {train['epochs']}"
+        )
+    late = [e for e in cert.get("decay_epochs", []) if e > train["epochs"]]
+    if late:
+        raise ProfileError(
+            f"{source}: variants.cert.decay_epochs {late} lie past train.epochs {train['epochs']}"
         )
     if cert["cert_batch"] > train["batch_size"]:
         raise ProfileError(

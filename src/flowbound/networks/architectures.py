@@ -10,6 +10,7 @@ Used in: every chapter that trains or evaluates a network.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ARCHS", "binary_head", "binary_heads", "build", "Linear", "OneHidden", "STNClassifier"]
+__all__ = [
+    "ARCHS",
+    "INITS",
+    "binary_head",
+    "binary_heads",
+    "build",
+    "initialised",
+    "Linear",
+    "OneHidden",
+    "STNClassifier",
+]
 
 
 class OneHidden(nn.Module):
@@ -122,9 +133,28 @@ def binary_heads(
     return f
 
 
+#: Initialisations a variant's settings may name (``init``); "default" is torch's.
+INITS = ("default", "ibp")
+
+
+def initialised(model: OneHidden, init: str) -> OneHidden:
+    """``model`` with its hidden layer redrawn as ``init`` says: "default" leaves torch's
+    uniform draw; "ibp" draws W from N(0, 2 pi / d^2) (Shi et al., 2021, IBP
+    initialisation: an interval's width neither grows nor shrinks through the layer at
+    the start; the last layer is left as drawn)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if init == "ibp":
+        with torch.no_grad():
+            model.W.weight.normal_(0.0, math.sqrt(2 * math.pi) / model.W.in_features)
+    return model
+
+
 #: Architectures by name: build(hidden, settings) -> module mapping images to (B, 10).
 ARCHS: dict[str, Callable[[int, dict[str, Any]], nn.Module]] = {
-    "one_hidden": lambda hidden, settings: OneHidden(784, hidden, 10),
+    "one_hidden": lambda hidden, settings: initialised(
+        OneHidden(784, hidden, 10), settings.get("init", "default")
+    ),
     "linear": lambda hidden, settings: Linear(784, 10),
     "stn": lambda hidden, settings: STNClassifier(hidden, settings.get("stn_hidden", 100)),
 }

@@ -6,7 +6,7 @@ every objective.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from flowbound.progress import bar as progress_bar
 from flowbound.training.epoch_loss import EpochLoss
 from flowbound.training.zoo import LossFn
 
-__all__ = ["TrainingError", "accuracy", "cross_entropy", "fit"]
+__all__ = ["TrainingError", "accuracy", "cross_entropy", "fit", "step_decay"]
 
 
 class TrainingError(RuntimeError):
@@ -63,6 +63,13 @@ def _classes(model: nn.Module, x: torch.Tensor) -> int:
     return scores.shape[1]
 
 
+def step_decay(epochs: Sequence[int], factor: float) -> Callable[[int], float]:
+    """The multiplier of a step decay: ``factor`` once for each of ``epochs`` (1-based
+    epoch numbers, from which on the learning rate is lower) reached by 0-based epoch e."""
+    marks = sorted(int(e) for e in epochs)
+    return lambda e: factor ** sum(1 for m in marks if m <= e + 1)
+
+
 def fit(
     model: nn.Module,
     loss: LossFn,
@@ -81,7 +88,8 @@ def fit(
     If ``loss`` has a method ``on_epoch_start(model, epoch, x, y)``, it is
     called before every epoch (f_at refreshes its pool of stAdv examples), and
     ``on_fit_start(epochs=, batch_size=)`` once before training (f_cert checks its
-    ramp against the plan);
+    ramp against the plan), and ``lr_scale(epoch)`` (0-based) multiplies ``lr`` in that
+    epoch (f_cert's optional step decay, :func:`step_decay`);
     tensors returned by ``loss.extra_parameters(model)`` are optimised by the
     same Adam as the weights (f_sdp's dual vectors). Checked first: the plan (integers
     >= 1, lr > 0, seed >= 0) and the data (finite examples the model can score, labels
@@ -125,7 +133,8 @@ def run_epochs(
     desc: str,
     progress: bool,
 ) -> nn.Module:
-    """The training loop of :func:`fit` and of ``fit_stacked``: per epoch the loss's
+    """The training loop of :func:`fit` and of ``fit_stacked``: per epoch the learning
+    rate lr * ``loss.lr_scale(epoch)`` where the loss has that method, the loss's
     ``on_epoch_start(model, epoch, x, y)`` (in eval mode), a data order from ``orders()``
     ((N,), or (M, N) for M stacked members), Adam steps on the batches of that order
     (the loss summed over members), the losses kept on the device (``watch``: their
@@ -133,6 +142,7 @@ def run_epochs(
     ``bad_loss(first bad batch per member, epoch)`` says what went wrong (None: all
     finite), raised as a :class:`TrainingError`."""
     dev = x.device if not list(model.parameters()) else next(model.parameters()).device
+    scale = getattr(loss, "lr_scale", None)  # f_cert's learning-rate decay
     extra = getattr(loss, "extra_parameters", None)  # f_sdp's dual vectors
     params = list(model.parameters()) + (list(extra(model)) if extra is not None else [])
     opt = torch.optim.Adam(params, lr=lr)
@@ -142,6 +152,9 @@ def run_epochs(
     hook = getattr(loss, "on_epoch_start", None)  # f_at's stAdv pool
     x_dev, y_dev = x.to(dev), y.to(dev)  # resident: no copy from the host per step
     for epoch in range(epochs):
+        if scale is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr * scale(epoch)
         if hook is not None:
             model.eval()
             hook(model, epoch, x, y)
