@@ -9,6 +9,11 @@ JSON as it finishes, so a run cut short keeps what finished.
 
     python benchmarks/cert_sweep.py --jobs 8 --out sweep/
     python benchmarks/cert_sweep.py --only kinked chord --jobs 1   # on a CPU
+    python benchmarks/cert_sweep.py --merge sweep/ --machine "this 2-core CPU"
+
+``--merge`` adds a finished run's JSONs to the book's record
+(``flowbound/records/cert_sweep.json``, which the chapter reads), each with the
+machine that ran it; the record's ``adopted`` settings are chosen by hand there.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ SETTINGS: dict[str, dict] = {
     "chord_adv5": {"kink": False, "adv_steps": 5},
     "chord_ibp": {"kink": False, "init": "ibp"},
     "chord_decay_adv5": {"kink": False, "decay_epochs": [8], "adv_steps": 5},
+    "chord_decay_ibp": {"kink": False, "decay_epochs": [8], "init": "ibp"},
     "chord_cb64_decay": {"kink": False, "cert_batch": 64, "decay_epochs": [8]},
     "chord_long_decay": {
         "kink": False,
@@ -103,6 +109,32 @@ def one(name: str, out: Path, eps: list[float], profile: str, train: int, valid:
     print(name, json.dumps(result), flush=True)
 
 
+RECORD = Path(__file__).resolve().parents[1] / "src/flowbound/records/cert_sweep.json"
+
+
+def merged(out: Path, machine: str) -> None:
+    """Add every setting's JSON in ``out`` to :data:`RECORD` (replacing a setting of the
+    same name), with ``machine`` and the command that ran it."""
+    rec = json.loads(RECORD.read_text())
+    names = []
+    for f in sorted(out.glob("*.json")):
+        r = json.loads(f.read_text())
+        rec["settings"][f.stem] = {
+            "setting": r["setting"],
+            "threat": r["threat"],
+            "machine": machine,
+            "valid_accuracy": r["valid_accuracy"],
+            "certified": r["certified"],
+            "train_seconds": r["train_seconds"],
+            "device": r["device"],
+            "torch": r["torch"],
+        }
+        names.append(f.stem)
+    rec["what"].append(f"benchmarks/cert_sweep.py --jobs 1 --only {' '.join(names)}")
+    RECORD.write_text(json.dumps(rec, indent=1) + "\n")
+    print(f"added {len(names)} settings to {RECORD}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
@@ -112,8 +144,15 @@ def main() -> None:
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--train", type=int, default=TRAIN, help="training images (the first)")
     parser.add_argument("--valid", type=int, default=VALID, help="validation images (the next)")
+    parser.add_argument("--merge", metavar="DIR", help="add DIR's results to the record")
+    parser.add_argument("--machine", help="with --merge: the machine that ran them")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child: train and judge one
     args = parser.parse_args()
+    if args.merge:
+        if not args.machine:
+            parser.error("--merge needs --machine: say which machine ran the settings")
+        merged(Path(args.merge), args.machine)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.one:

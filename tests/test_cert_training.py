@@ -17,7 +17,7 @@ from flowbound.certificates.local import certified, certified_margins
 from flowbound.data import load_mnist
 from flowbound.networks.architectures import OneHidden, build
 from flowbound.training.certified import CertLoss, robust_cross_entropy
-from flowbound.training.fit import cross_entropy, fit, step_decay
+from flowbound.training.fit import StepDecayed, cross_entropy, fit, step_decay
 
 
 def test_certified_margin_gradients_match_finite_differences():
@@ -97,17 +97,11 @@ def test_fit_trains_at_the_decayed_rate():
     x = torch.rand(64, 5, 5, generator=torch.Generator().manual_seed(0))
     y = torch.arange(64) % 3
 
-    class Frozen:
-        def __call__(self, model, xb, yb):
-            return cross_entropy(model, xb, yb)
-
-        def lr_scale(self, epoch):
-            return 1.0 if epoch == 0 else 0.0
-
     nets = [OneHidden(25, 6, 3) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     fit(nets[0], cross_entropy, x, y, epochs=1, batch_size=16, lr=0.01, seed=0, progress=False)
-    fit(nets[1], Frozen(), x, y, epochs=3, batch_size=16, lr=0.01, seed=0, progress=False)
+    stopped = StepDecayed(cross_entropy, [2], 0.0)
+    fit(nets[1], stopped, x, y, epochs=3, batch_size=16, lr=0.01, seed=0, progress=False)
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         torch.testing.assert_close(a, b)
     moved = OneHidden(25, 6, 3)

@@ -220,13 +220,6 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "possibility.border_compare": _all(
         _list(_name, min_len=0), _registered("variant", linear=False)
     ),
-    "variants.cert.eps": POS_NUM,
-    "variants.cert.kappa": _num(0.0, 1.0),
-    "variants.cert.ramp_epochs": POS,
-    "variants.cert.cert_batch": POS,
-    "variants.cert.modes": _optional(POS),
-    "variants.cert.threat": _threat_set_name,
-    "variants.cert.kink": _bool,
     "local.eps": _list(EPS),
     "local.variants": _all(_list(_name), _registered("variant", linear=False)),
     "local.kinds": _all(_list(_name), _registered("bound", linear=False)),
@@ -253,6 +246,8 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "own.epochs": POS,
     "own.batch_size": POS,
     "own.lr": POS_NUM,
+    "own.decay_epochs": _list(POS, min_len=0),
+    "own.decay_factor": _num(0.0, 1.0, open_low=True),
     "own.seed": SEED,
     "own.images": POS,
     "own.eps": _list(EPS),
@@ -260,15 +255,33 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+#: The variants trained against the per-digit certificate (f_cert on tied flows,
+#: f_cert_full on full flows): the same settings each.
+CERT_VARIANTS = ("cert", "cert_full")
+
+_CERT_RULES: dict[str, Callable[[Any], str | None]] = {
+    "eps": POS_NUM,
+    "kappa": _num(0.0, 1.0),
+    "ramp_epochs": POS,
+    "cert_batch": POS,
+    "modes": _optional(POS),
+    "threat": _threat_set_name,
+    "kink": _bool,
+}
+SCHEMA |= {f"variants.{v}.{k}": rule for v in CERT_VARIANTS for k, rule in _CERT_RULES.items()}
+
 #: Keys a profile may leave out (absent: the default the code documents), checked when
 #: given. f_cert's optional recipe settings (:mod:`flowbound.training.certified`): absent
 #: from a profile, they leave its networks' cache keys as they were.
+_CERT_OPTIONAL: dict[str, Callable[[Any], str | None]] = {
+    "deeper": _choice("crown", "interval"),
+    "adv_steps": NONNEG,
+    "decay_epochs": _list(POS, min_len=0),
+    "decay_factor": _num(0.0, 1.0, open_low=True),
+    "init": _choice("default", "ibp"),
+}
 OPTIONAL_SCHEMA: dict[str, Callable[[Any], str | None]] = {
-    "variants.cert.deeper": _choice("crown", "interval"),
-    "variants.cert.adv_steps": NONNEG,
-    "variants.cert.decay_epochs": _list(POS, min_len=0),
-    "variants.cert.decay_factor": _num(0.0, 1.0, open_low=True),
-    "variants.cert.init": _choice("default", "ibp"),
+    f"variants.{v}.{k}": rule for v in CERT_VARIANTS for k, rule in _CERT_OPTIONAL.items()
 }
 
 
@@ -313,22 +326,8 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
     p = data["possibility"]
     if p["claim_tau"] not in p["taus"]:
         raise ProfileError(f"{source}: possibility.claim_tau {p['claim_tau']} is not in taus")
-    cert, train = data["variants"]["cert"], data["train"]
-    if cert["ramp_epochs"] > train["epochs"]:
-        raise ProfileError(
-            f"{source}: variants.cert.ramp_epochs {cert['ramp_epochs']} is more than "
-            f"train.epochs {train['epochs']}"
-        )
-    late = [e for e in cert.get("decay_epochs", []) if e > train["epochs"]]
-    if late:
-        raise ProfileError(
-            f"{source}: variants.cert.decay_epochs {late} lie past train.epochs {train['epochs']}"
-        )
-    if cert["cert_batch"] > train["batch_size"]:
-        raise ProfileError(
-            f"{source}: variants.cert.cert_batch {cert['cert_batch']} is more than "
-            f"train.batch_size {train['batch_size']}"
-        )
+    for name in CERT_VARIANTS:
+        _check_cert_plan(data["variants"][name], data["train"], f"{source}: variants.{name}")
     if data["train"]["seed"] not in p["seeds"]:
         raise ProfileError(f"{source}: train.seed must be one of possibility.seeds")
     local = data["local"]
@@ -341,11 +340,31 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
     own = data["own"]
     if len(own["channels"]) != 2:
         raise ProfileError(f"{source}: own.channels must name two widths, got {own['channels']}")
+    late = [e for e in own["decay_epochs"] if e > own["epochs"]]
+    if late:
+        raise ProfileError(f"{source}: own.decay_epochs {late} lie past own.epochs {own['epochs']}")
     if own["report_eps"] not in own["eps"]:
         raise ProfileError(
             f"{source}: own.report_eps {own['report_eps']} must be on the grid own.eps"
         )
     return data
+
+
+def _check_cert_plan(cert: dict[str, Any], train: dict[str, Any], where: str) -> None:
+    """A certified-training recipe the training plan can follow: its ramp and decays
+    within train.epochs, its certified images within a batch."""
+    if cert["ramp_epochs"] > train["epochs"]:
+        raise ProfileError(
+            f"{where}.ramp_epochs {cert['ramp_epochs']} is more than train.epochs {train['epochs']}"
+        )
+    late = [e for e in cert.get("decay_epochs", []) if e > train["epochs"]]
+    if late:
+        raise ProfileError(f"{where}.decay_epochs {late} lie past train.epochs {train['epochs']}")
+    if cert["cert_batch"] > train["batch_size"]:
+        raise ProfileError(
+            f"{where}.cert_batch {cert['cert_batch']} is more than train.batch_size "
+            f"{train['batch_size']}"
+        )
 
 
 @cache

@@ -133,6 +133,7 @@ class CertLoss:
         self.s = _checked_settings(settings)
         self.epoch = 0
         self._draws = 0
+        self._decay = step_decay(self.s["decay_epochs"], self.s["decay_factor"])
         if epochs is not None or batch_size is not None:
             self.on_fit_start(epochs=epochs, batch_size=batch_size)
 
@@ -162,7 +163,7 @@ class CertLoss:
 
     def lr_scale(self, epoch: int) -> float:
         """The learning rate's multiplier in (0-based) ``epoch`` (``decay_epochs``)."""
-        return step_decay(self.s["decay_epochs"], self.s["decay_factor"])(epoch)
+        return self._decay(epoch)
 
     def schedule(self) -> tuple[float, float]:
         """(eps, kappa) for the current epoch."""

@@ -17,7 +17,7 @@ from flowbound.progress import bar as progress_bar
 from flowbound.training.epoch_loss import EpochLoss
 from flowbound.training.zoo import LossFn
 
-__all__ = ["TrainingError", "accuracy", "cross_entropy", "fit", "step_decay"]
+__all__ = ["StepDecayed", "TrainingError", "accuracy", "cross_entropy", "fit", "step_decay"]
 
 
 class TrainingError(RuntimeError):
@@ -68,6 +68,17 @@ def step_decay(epochs: Sequence[int], factor: float) -> Callable[[int], float]:
     epoch numbers, from which on the learning rate is lower) reached by 0-based epoch e."""
     marks = sorted(int(e) for e in epochs)
     return lambda e: factor ** sum(1 for m in marks if m <= e + 1)
+
+
+class StepDecayed:
+    """``loss`` with a step-decayed learning rate: :func:`fit` multiplies its ``lr`` by
+    ``factor`` from each of ``epochs`` (1-based) on (:func:`step_decay`)."""
+
+    def __init__(self, loss: LossFn, epochs: Sequence[int], factor: float) -> None:
+        self.loss, self.lr_scale = loss, step_decay(epochs, factor)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss(model, x, y)
 
 
 def fit(

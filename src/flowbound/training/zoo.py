@@ -151,6 +151,14 @@ register(
         version=3,
     )
 )
+register(
+    Variant(
+        "cert_full",
+        "trained against the per-digit flow certificate on full flows (f_cert_full, beyond "
+        "the paper)",
+        make_loss=f"{_CERT}:CertLoss",
+    )
+)
 # Linear classifiers f(x) = V x (appendix 6.3-6.5, Figures 8 and 11).
 register(Variant("lin_rd", "linear, randomly initialised", arch="linear"))
 register(

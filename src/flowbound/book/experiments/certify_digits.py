@@ -463,24 +463,32 @@ def bracket_table(d: CertifiedAccuracy) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def cert_search() -> tuple[list[str], list[list[str]], dict[str, Any]]:
-    """f_cert's settings search as recorded (``flowbound/records/cert_sweep.json``,
-    written by ``benchmarks/cert_sweep.py``: each setting trained on the first 55,000
-    training images and judged on the last 5,000, never on the test set): a table of
-    the settings and their validation numbers, and the record (``adopted``: the
-    setting the profile uses). Read, not recomputed: the build trains only the adopted
-    recipe."""
+def cert_search(
+    threat: str = TIED.name,
+) -> tuple[list[str], list[list[str]], dict[str, Any]]:
+    """The certified-training settings search as recorded (``flowbound/records/
+    cert_sweep.json``, written by ``benchmarks/cert_sweep.py``: each setting trained on
+    the first 55,000 training images and judged on the last 5,000, never on the test
+    set), for the settings trained on ``threat``'s flows: a table of the settings, the
+    machine that ran each, and their validation numbers, and the record (``adopted``:
+    the setting each certified variant of the profile uses). Read, not recomputed: the
+    build trains only the adopted recipes."""
     rec = json.loads(
         resources.files("flowbound").joinpath("records", "cert_sweep.json").read_text()
     )
-    eps = list(next(iter(rec["settings"].values()))["certified"])
-    header = ["setting", "changes", "valid accuracy", *[f"certified, eps = {e}" for e in eps]]
+    chosen = {n: r for n, r in rec["settings"].items() if r["threat"] == threat}
+    if not chosen:
+        raise ValueError(f"cert_search: no setting in the record trains on {threat!r} flows")
+    eps = list(next(iter(chosen.values()))["certified"])
+    header = ["setting", "changes", "machine", "valid accuracy"]
+    header += [f"certified, eps = {e}" for e in eps]
+    adopted = set(rec["adopted"].values())
     rows = []
-    for name, r in rec["settings"].items():
-        change = ", ".join(f"{k} {v}" for k, v in r["setting"].items())
-        mark = " (adopted)" if name == rec["adopted"] else ""
+    for name, r in chosen.items():
+        change = ", ".join(f"{k} {v}" for k, v in r["setting"].items() if k != "threat")
+        mark = " (adopted)" if name in adopted else ""
         cells = [f"{r['certified'][e]:.3f}" for e in eps]
-        rows.append([f"`{name}`{mark}", change, f"{r['valid_accuracy']:.4f}", *cells])
+        rows.append([f"`{name}`{mark}", change, r["machine"], f"{r['valid_accuracy']:.4f}", *cells])
     return header, rows, rec
 
 
@@ -664,23 +672,36 @@ def closer_side(certificate: float, attack: float) -> str:
 
 
 def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -> dict[str, Any]:
-    """What the chapter cites of f_cert's settings search (``search`` from
-    :func:`cert_search`): the machine, the chord and kinked settings' validation numbers,
-    and whether the profile's f_cert is the adopted setting."""
-    out: dict[str, Any] = {"search_machine": search["machine"]}
+    """What the chapter cites of the certified-training settings search (``search`` from
+    :func:`cert_search`): the chord and kinked settings' validation numbers, each
+    adopted setting's, and whether the profile's f_cert and f_cert_full are the
+    adopted settings."""
+    out: dict[str, Any] = {}
+    runs = search["settings"]
     for key in ("chord", "kinked"):
-        r = search["settings"][key]
+        r = runs[key]
         out[f"{key}_1"] = r["certified"]["1"]
         out[f"{key}_15"] = r["certified"]["1.5"]
         out[f"{key}_acc"] = r["valid_accuracy"]
-    adopted = search["settings"][search["adopted"]]["setting"]
-    settings = _profile(profile)["variants"]["cert"]
-    same = all(settings.get(k) == v for k, v in adopted.items() if not k.startswith("train."))
-    out["adopted_text"] = (
-        f"the adopted setting ({search['adopted']})"
-        if same
-        else f"not the adopted setting ({search['adopted']}): this profile changes it"
-    )
+        out[f"{key}_machine"] = r["machine"]
+    variants = _profile(profile)["variants"]
+    for variant, adopted in search["adopted"].items():
+        r = runs[adopted]
+        tag = r["threat"]
+        out[f"adopted_{tag}_name"] = adopted
+        out[f"adopted_{tag}_acc"] = r["valid_accuracy"]
+        out[f"adopted_{tag}_machine"] = r["machine"]
+        for e, v in r["certified"].items():
+            out[f"adopted_{tag}_{e.replace('.', '')}"] = v
+        settings = variants[variant]
+        same = all(
+            settings.get(k) == v for k, v in r["setting"].items() if not k.startswith("train.")
+        )
+        out[f"adopted_{tag}_text"] = (
+            f"the adopted setting ({adopted})"
+            if same
+            else f"not the adopted setting ({adopted}): this profile changes it"
+        )
     return out
 
 
@@ -705,6 +726,9 @@ def cert_comparison_summary(
         "cert_shape": _shape(get_model("cert", prof, section=4).model),
         "cert_eps": settings["eps"],
         "cert_kappa": settings["kappa"],
+        "cert_decay_text": _decay_text(
+            settings.get("decay_epochs", []), settings.get("decay_factor", 0.1)
+        ),  # fmt: skip
         "cert_batch": settings["cert_batch"],
         "cert_batch_text": count_noun(settings["cert_batch"], "digit"),
         "cert_modes": settings["modes"],
@@ -720,6 +744,16 @@ def cert_comparison_summary(
         out[f"cert_at_{e:g}".replace(".", "")] = at_eps(d, cert["certified"], e)
     out["cert_half"] = largest_eps(d.eps, cert["certified"], 0.5)
     return out
+
+
+def _decay_text(epochs: list[int], factor: float) -> str:
+    """The learning-rate schedule in words ("the learning rate held constant", "the
+    learning rate multiplied by 0.1 after epoch 8")."""
+    if not epochs:
+        return "the learning rate held constant"
+    after = ", ".join(str(e) for e in epochs)
+    noun = "epochs" if len(epochs) > 1 else "epoch"
+    return f"the learning rate multiplied by {factor:g} after {noun} {after}"
 
 
 def _shape(model: torch.nn.Module) -> str:

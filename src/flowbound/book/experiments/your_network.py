@@ -25,7 +25,7 @@ from flowbound.device import default_device
 from flowbound.networks.chain import image_model
 from flowbound.stats import rate_interval
 from flowbound.threat.sets import FULL, TIED
-from flowbound.training.fit import accuracy, cross_entropy, fit
+from flowbound.training.fit import StepDecayed, accuracy, cross_entropy, fit
 
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
@@ -66,7 +66,8 @@ def own_cnn(channels: list[int], kernel: int, hidden: int, classes: int = 10) ->
 
 def trained_own_cnn(prof: dict[str, Any], device: torch.device) -> tuple[nn.Sequential, float]:
     """The profile's CNN (:func:`own_cnn`, settings ``own``) trained with cross-entropy on
-    the profile's training images, and the seconds training took."""
+    the profile's training images (Adam at ``own.lr``, times ``own.decay_factor`` from
+    each of ``own.decay_epochs`` on), and the seconds training took."""
     p, subset = prof["own"], prof["train"]["train_subset"]
     x, y = load_mnist("train")
     if subset is not None:
@@ -74,7 +75,8 @@ def trained_own_cnn(prof: dict[str, Any], device: torch.device) -> tuple[nn.Sequ
     torch.manual_seed(p["seed"])
     cnn = own_cnn(p["channels"], p["kernel"], p["hidden"]).to(device)
     start = time.perf_counter()
-    fit(image_model(cnn), cross_entropy, x, y, epochs=p["epochs"], batch_size=p["batch_size"],
+    loss = StepDecayed(cross_entropy, p["decay_epochs"], p["decay_factor"])
+    fit(image_model(cnn), loss, x, y, epochs=p["epochs"], batch_size=p["batch_size"],
         lr=p["lr"], seed=p["seed"], desc="CNN")  # fmt: skip
     return cnn, time.perf_counter() - start
 
@@ -132,6 +134,8 @@ def own_network(profile: str | dict[str, Any]) -> dict[str, Any]:
             }
         out["nets"][name] = per
     out["train_s"] = meta["train_s"]
+    out["shape"] = p
+
     out["report_eps"] = float(p["report_eps"])
     return out
 
@@ -165,6 +169,8 @@ def own_network_summary(d: dict[str, Any]) -> dict[str, Any]:
         "own_nt_params": f"{nt['params']:,}",
         "own_at": f"{at:g}",
         "own_train_s": d["train_s"],
+        "own_cnn_shape": _shape_text(d["shape"]),
+        "own_train_plan": _plan_text(d["shape"]),
         "own_broken": count_noun(
             sum(per[t.name]["broken"] for per in (cnn, nt) for t in THREATS), "certified digit"
         ),
@@ -180,3 +186,24 @@ def own_network_summary(d: dict[str, Any]) -> dict[str, Any]:
     nt_s = sum(nt[t.name]["per_digit_s"] for t in THREATS)
     out["own_ratio"] = cnn_s / max(nt_s, 1e-12)
     return out
+
+
+def _shape_text(p: dict[str, Any]) -> str:
+    """The CNN's layers in words, from the profile's ``own`` settings."""
+    c1, c2 = p["channels"]
+    k = p["kernel"]
+    return (
+        f"convolutions of {c1} and {c2} channels, {k} x {k}, stride 2, then "
+        f"{p['hidden']} hidden neurons"
+    )
+
+
+def _plan_text(p: dict[str, Any]) -> str:
+    """The CNN's training plan in words: epochs and the learning rate's decays."""
+    plan = f"{count_noun(p['epochs'], 'epoch')} at a learning rate of {p['lr']:g}"
+    marks = [str(e) for e in p["decay_epochs"]]
+    if marks:
+        at = marks[0] if len(marks) == 1 else f"{', '.join(marks[:-1])} and {marks[-1]}"
+        plan += f", multiplied by {p['decay_factor']:g} at the start of epoch"
+        plan += f"{'s' if len(marks) > 1 else ''} {at}"
+    return plan
