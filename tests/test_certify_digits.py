@@ -142,3 +142,28 @@ def test_the_refinement_adds_sound_certificates_on_open_attacked_digits_only(loc
         assert sum(d.violations[name].values()) == 0
         for threat in d.bracket[name]:
             assert np.all(d.bracket_digits[name][threat] <= base.bracket_digits[name][threat])
+
+
+def test_the_settings_search_is_shown_per_threat_set_with_each_adopted_setting():
+    """cert_search keeps a threat set's settings only (the adopted ones marked);
+    the summary names each certified variant's adopted setting and says whether the
+    profile trains it; the clean-accuracy gap sentence follows the numbers."""
+    for threat in ("tied", "full"):
+        header, rows, rec = ex.cert_search(threat)
+        ours = [n for n, r in rec["settings"].items() if r["threat"] == threat]
+        assert [r[0].split("`")[1] for r in rows] == ours
+        assert all(len(r) == len(header) for r in rows)
+        for name in rec["adopted"].values():
+            marked = [r for r in rows if r[0] == f"`{name}` (adopted)"]
+            assert len(marked) == (rec["settings"][name]["threat"] == threat)
+    with pytest.raises(ValueError, match="no setting"):
+        ex.cert_search("nowhere")
+    _, _, rec = ex.cert_search()
+    paper, smoke = (ex.cert_search_summary(p, rec) for p in ("paper", "smoke"))
+    for name in rec["adopted"].values():
+        tag = rec["settings"][name]["threat"]
+        assert paper[f"adopted_{tag}_text"] == f"the adopted setting ({name})"
+        assert smoke[f"adopted_{tag}_text"].startswith("not the adopted setting")
+    gap = paper["adopted_tied_acc"] - paper["adopted_full_acc"]
+    word = "below" if gap > 0 else "above"
+    assert word in paper["full_clean_gap_text"] or abs(gap) < 5e-4

@@ -691,6 +691,8 @@ def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -
         out[f"adopted_{tag}_name"] = adopted
         out[f"adopted_{tag}_acc"] = r["valid_accuracy"]
         out[f"adopted_{tag}_machine"] = r["machine"]
+        if r["train_seconds"] is not None:
+            out[f"adopted_{tag}_train_min"] = round(r["train_seconds"] / 60)
         for e, v in r["certified"].items():
             out[f"adopted_{tag}_{e.replace('.', '')}"] = v
         settings = variants[variant]
@@ -701,6 +703,12 @@ def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -
             f"the adopted setting ({adopted})"
             if same
             else f"not the adopted setting ({adopted}): this profile changes it"
+        )
+    if "adopted_full_acc" in out:
+        gap = out["adopted_tied_acc"] - out["adopted_full_acc"]
+        side = "below" if gap > 0 else "above"
+        out["full_clean_gap_text"] = (
+            f"{100 * abs(gap):.1f} points {side}" if abs(gap) >= 5e-4 else "the same as"
         )
     return out
 
