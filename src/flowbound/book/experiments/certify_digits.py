@@ -751,6 +751,11 @@ def cert_comparison_summary(
     for e in (e for e in _CERT_EPS if e in cmp["eps"].tolist()):
         out[f"cert_at_{e:g}".replace(".", "")] = at_eps(d, cert["certified"], e)
     out["cert_half"] = largest_eps(d.eps, cert["certified"], 0.5)
+    full = d.accuracy["cert"][f"local_{FULL.name}"]  # f_cert against full flows
+    near = d.eps[d.eps <= 0.5 + 1e-12].max()  # eps 0.5, or the grid's nearest below
+    out["cert_fullflows_eps"] = float(near)
+    out["cert_fullflows_at"] = at_eps(d, full, near)
+    out["cert_fullflows_at_1"] = at_eps(d, full, 1.0)
     return out
 
 
