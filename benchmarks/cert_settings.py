@@ -18,12 +18,12 @@ import copy
 import json
 import time
 
+from cert_sweep import EPS_OF
+
 from flowbound.book.profiles import load_profile
 from flowbound.book.trained import get_model
 from flowbound.certificates.local import certified
 from flowbound.data import load_mnist
-
-EPS = {"tied": [0.7, 1.0, 1.5], "full": [0.3, 0.5, 1.0]}
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
             "clean": trained.test_accuracy,
             "train_seconds": round(trained.train_seconds, 1),
         }
-        for threat, eps in EPS.items():
+        for threat, eps in EPS_OF.items():
             start = time.perf_counter()
             ok = certified(model, x.double(), y, eps, threat=threat)
             row |= {f"{threat}_{e:g}": float(ok[k].mean()) for k, e in enumerate(eps)}

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from cert_sweep import TRAIN  # the same split as f_cert's search
 
 #: Changes per setting: channels/kernel/hidden/epochs of the CNN, the rest to the loss.
 SETTINGS: dict[str, dict] = {
@@ -29,8 +30,6 @@ SETTINGS: dict[str, dict] = {
     "c8_k03": {"channels": [8, 16], "kappa": 0.3},
     "c4_k01": {"channels": [4, 8], "kappa": 0.1},
 }
-
-TRAIN = 55_000
 
 
 def one(name: str, out: Path, eps: list[float], valid: int) -> None:

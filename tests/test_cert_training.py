@@ -172,3 +172,15 @@ def test_the_profile_takes_the_recipe_settings_only_when_given_and_checks_them(t
         wrong["variants"]["cert"][key] = bad
         with pytest.raises(ProfileError, match=match):
             validate_profile(wrong)
+
+
+def test_the_decay_in_words_names_the_epochs_step_decay_lowers_the_rate_in():
+    """decay_text's "at the start of epoch k" is the 1-based epoch from which
+    step_decay's multiplier (read per 0-based epoch) is lower."""
+    from flowbound.book.glue import decay_text
+
+    assert decay_text([], 0.1) == ""
+    assert decay_text([3], 0.5) == "multiplied by 0.5 at the start of epoch 3"
+    assert decay_text([2, 4], 0.1) == "multiplied by 0.1 at the start of epochs 2 and 4"
+    scale = step_decay([3], 0.5)
+    assert [scale(e) for e in range(4)] == [1.0, 1.0, 0.5, 0.5]  # epochs 1, 2, 3, 4

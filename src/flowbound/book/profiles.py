@@ -340,9 +340,7 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
     own = data["own"]
     if len(own["channels"]) != 2:
         raise ProfileError(f"{source}: own.channels must name two widths, got {own['channels']}")
-    late = [e for e in own["decay_epochs"] if e > own["epochs"]]
-    if late:
-        raise ProfileError(f"{source}: own.decay_epochs {late} lie past own.epochs {own['epochs']}")
+    _check_decays(own["decay_epochs"], own["epochs"], f"{source}: own", "own.epochs")
     if own["report_eps"] not in own["eps"]:
         raise ProfileError(
             f"{source}: own.report_eps {own['report_eps']} must be on the grid own.eps"
@@ -357,14 +355,19 @@ def _check_cert_plan(cert: dict[str, Any], train: dict[str, Any], where: str) ->
         raise ProfileError(
             f"{where}.ramp_epochs {cert['ramp_epochs']} is more than train.epochs {train['epochs']}"
         )
-    late = [e for e in cert.get("decay_epochs", []) if e > train["epochs"]]
-    if late:
-        raise ProfileError(f"{where}.decay_epochs {late} lie past train.epochs {train['epochs']}")
+    _check_decays(cert.get("decay_epochs", []), train["epochs"], where, "train.epochs")
     if cert["cert_batch"] > train["batch_size"]:
         raise ProfileError(
             f"{where}.cert_batch {cert['cert_batch']} is more than train.batch_size "
             f"{train['batch_size']}"
         )
+
+
+def _check_decays(decays: list[int], epochs: int, where: str, epochs_key: str) -> None:
+    """Learning-rate decays (1-based epochs) that lie within the ``epochs`` trained."""
+    late = [e for e in decays if e > epochs]
+    if late:
+        raise ProfileError(f"{where}.decay_epochs {late} lie past {epochs_key} {epochs}")
 
 
 @cache

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from flowbound.attacks.registry import attack
-from flowbound.book.glue import count_noun
+from flowbound.book.glue import count_noun, decay_text
 from flowbound.book.trained import get_model
 from flowbound.certificates.local import certified
 from flowbound.certificates.registry import bound, certified_digits
@@ -25,6 +25,7 @@ from flowbound.progress import bar as progress_bar
 from flowbound.stats import rate_interval
 from flowbound.threat.geometry import aabb_lambda, flow_norm
 from flowbound.threat.sets import FULL, TIED, ThreatSet
+from flowbound.training.certified import OPTIONAL
 
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
@@ -726,6 +727,7 @@ def cert_comparison_summary(
     certifying half."""
     prof = _profile(profile)
     settings = prof["variants"]["cert"]
+    recipe = {**OPTIONAL, **settings}  # the optional settings as CertLoss reads them
     cert = cmp["rows"]["cert"]
     out: dict[str, Any] = {
         "cert_ramp": settings["ramp_epochs"],
@@ -734,9 +736,8 @@ def cert_comparison_summary(
         "cert_shape": _shape(get_model("cert", prof, section=4).model),
         "cert_eps": settings["eps"],
         "cert_kappa": settings["kappa"],
-        "cert_decay_text": _decay_text(
-            settings.get("decay_epochs", []), settings.get("decay_factor", 0.1)
-        ),  # fmt: skip
+        "cert_decay_text": "the learning rate "
+        + (decay_text(recipe["decay_epochs"], recipe["decay_factor"]) or "held constant"),
         "cert_batch": settings["cert_batch"],
         "cert_batch_text": count_noun(settings["cert_batch"], "digit"),
         "cert_modes": settings["modes"],
@@ -757,16 +758,6 @@ def cert_comparison_summary(
     out["cert_fullflows_at"] = at_eps(d, full, near)
     out["cert_fullflows_at_1"] = at_eps(d, full, 1.0)
     return out
-
-
-def _decay_text(epochs: list[int], factor: float) -> str:
-    """The learning-rate schedule in words ("the learning rate held constant", "the
-    learning rate multiplied by 0.1 after epoch 8")."""
-    if not epochs:
-        return "the learning rate held constant"
-    after = ", ".join(str(e) for e in epochs)
-    noun = "epochs" if len(epochs) > 1 else "epoch"
-    return f"the learning rate multiplied by {factor:g} after {noun} {after}"
 
 
 def _shape(model: torch.nn.Module) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowbound.book.glue import count_noun
+from flowbound.book.glue import count_noun, decay_text
 from flowbound.book.trained import get_model
 from flowbound.certificates.local import certified
 from flowbound.data import load_mnist
@@ -201,9 +201,5 @@ def _shape_text(p: dict[str, Any]) -> str:
 def _plan_text(p: dict[str, Any]) -> str:
     """The CNN's training plan in words: epochs and the learning rate's decays."""
     plan = f"{count_noun(p['epochs'], 'epoch')} at a learning rate of {p['lr']:g}"
-    marks = [str(e) for e in p["decay_epochs"]]
-    if marks:
-        at = marks[0] if len(marks) == 1 else f"{', '.join(marks[:-1])} and {marks[-1]}"
-        plan += f", multiplied by {p['decay_factor']:g} at the start of epoch"
-        plan += f"{'s' if len(marks) > 1 else ''} {at}"
-    return plan
+    decay = decay_text(p["decay_epochs"], p["decay_factor"])
+    return f"{plan}, {decay}" if decay else plan
