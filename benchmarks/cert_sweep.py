@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 #: Changes from the paper profile's f_cert, one setting each (train.* keys go to the
-#: training plan, the rest to variants.cert).
+#: training plan, hidden.* to the hidden widths, the rest to variants.cert).
 SETTINGS: dict[str, dict] = {
     "kinked": {"kink": True},
     "chord": {"kink": False},
@@ -60,6 +60,9 @@ SETTINGS: dict[str, dict] = {
     "full_chord": {"kink": False, "threat": "full"},
     "full_chord_decay": {"kink": False, "threat": "full", "decay_epochs": [8]},
     "full_chord_e08_decay": {"kink": False, "threat": "full", "eps": 0.8, "decay_epochs": [8]},
+    # the hidden layer's width as a frontier axis (the paper's 500 stays the book's)
+    "chord_decay_h250": {"kink": False, "decay_epochs": [8], "hidden.section4": 250},
+    "chord_decay_h1000": {"kink": False, "decay_epochs": [8], "hidden.section4": 1000},
 }
 
 #: The eps at which a setting is judged, per the threat set it trains on (full flows
@@ -81,8 +84,9 @@ def one(name: str, out: Path, eps: list[float], profile: str, train: int, valid:
     prof = load_profile(profile)
     prof["train"]["train_subset"] = train
     for key, value in SETTINGS[name].items():
-        if key.startswith("train."):
-            prof["train"][key.split(".", 1)[1]] = value
+        part, _, sub = key.partition(".")
+        if part in ("train", "hidden") and sub:
+            prof[part][sub] = value
         else:
             prof["variants"]["cert"][key] = value
     start = time.perf_counter()
@@ -158,7 +162,7 @@ def main() -> None:
     if args.one:
         one(args.one, out, args.eps, args.profile, args.train, args.valid)
         return
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     waiting, running = list(args.only), []
     eps = [str(e) for e in args.eps or []]
     while waiting or running:

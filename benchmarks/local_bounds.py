@@ -12,6 +12,7 @@ ratio and the number of (digit, eps) outcomes that differ.
     python benchmarks/local_bounds.py --images 10000 --profile paper
     python benchmarks/local_bounds.py --network cert --baseline ../flowbound-old
     python benchmarks/local_bounds.py --kink    # with and without the kink, one run
+    python benchmarks/local_bounds.py --levels --images 1000  # what each level adds
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from _baseline import under
 
 from flowbound.book.profiles import load_profile
 from flowbound.book.trained import get_model
-from flowbound.certificates.local import certified
+from flowbound.certificates.local import CASCADE, certified
 from flowbound.data import load_mnist
 
 
@@ -45,6 +46,11 @@ def main() -> None:
         "--kink",
         action="store_true",
         help="the certificate with the kink in the ellipsoid against one chord per pixel",
+    )
+    parser.add_argument(
+        "--levels",
+        action="store_true",
+        help="what each level of the cascade adds: its first 1, 2, ... levels, one run",
     )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the child
     args = parser.parse_args()
@@ -81,6 +87,27 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    if args.levels:
+        shown = [e for e in (0.2, 0.3, 0.4, 0.5, 0.7, 1.0) if e in eps]
+        print(f"network f_{args.network}, {len(x)} digits, eps {eps}")
+        print(f"| flows | levels | ms per digit | certified at {' / '.join(map(str, shown))} |")
+        print("|---|---|---:|---|")
+        for threat in args.threats:
+            for k in range(1, len(CASCADE) + 1):
+                start = time.perf_counter()
+                ok = certified(
+                    model,
+                    x,
+                    y,
+                    eps,
+                    threat=threat,
+                    modes=prof["local"]["modes"],
+                    levels=CASCADE[:k],
+                )
+                ms = 1000 * (time.perf_counter() - start) / len(x)
+                at = " / ".join(f"{ok[eps.index(e)].mean():.3f}" for e in shown)
+                print(f"| {threat} | first {k} | {ms:.1f} | {at} |", flush=True)
+        return
     if args.kink:
         shown = [e for e in (0.2, 0.4, 0.5, 0.7, 1.0) if e in eps]
         print(f"network f_{args.network}, {len(x)} digits, eps {eps}")

@@ -13,7 +13,13 @@ import torch.nn.functional as F
 from flowbound.attacks.flow_apgd import flow_apgd
 from flowbound.book.profiles import ProfileError, validate_profile
 from flowbound.book.trained import get_model
-from flowbound.certificates.local import certified, certified_margins
+from flowbound.certificates.local import (
+    CHORD,
+    KINKED,
+    certified,
+    certified_margins,
+    level_margins,
+)
 from flowbound.data import load_mnist
 from flowbound.networks.architectures import OneHidden, build
 from flowbound.training.certified import CertLoss, robust_cross_entropy
@@ -56,9 +62,14 @@ def test_the_surrogate_is_the_certificate_in_float64():
     net = OneHidden(36, 8, 3).double()
     x = torch.rand(4, 6, 6, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 0])
-    a = certified_margins(net, x, y, 0.2, grad=True).detach()
-    b = certified_margins(net, x, y, 0.2)
-    torch.testing.assert_close(a, b)
+    for kink in (False, True):
+        a = certified_margins(net, x, y, 0.2, grad=True, kink=kink).detach()
+        # kink=True: the surrogate is the kinked level, which the cached networks
+        # trained with; the certificate's last level (own slopes) only tightens it
+        level = KINKED if kink else CHORD
+        torch.testing.assert_close(a, level_margins(net, x, y, 0.2, level))
+        b = certified_margins(net, x, y, 0.2, kink=kink)
+        assert bool((b >= a - 1e-12).all())
 
 
 def test_training_against_the_certificate_certifies_more_digits(tiny, mnist_dir):

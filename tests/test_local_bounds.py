@@ -235,6 +235,7 @@ def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(thr
         lb.CHORD,
         lb.Level(True, frozenset({"kink"})),
         lb.KINKED,
+        lb.SLOPED,
     ]
     any_level = torch.zeros(12, dtype=torch.bool)
     for level in levels:
@@ -283,3 +284,89 @@ def test_the_joint_slope_and_kink_value_covers_every_sign_pattern(modes):
         r = torch.randn(20000, d, generator=gen, dtype=torch.float64)
         r = (eps * r / r.norm(dim=1, keepdim=True)) @ mi  # the ellipsoid's surface
         assert float((r @ a[0] + r.abs() @ b[0]).max()) <= value * (1 + 1e-12)
+
+
+def _exact_sup(a, b, eps, mi, sign):
+    """sup over ||M r|| <= eps of sign (a^T r + b^T |r|), exactly: per orthant s a
+    linear objective over the ellipsoid and the orthant (cvxpy, each a small SOCP)."""
+
+    import cvxpy as cp
+
+    m = np.linalg.inv(mi)
+    d = len(a)
+    best = -np.inf
+    for s in itertools.product((-1.0, 1.0), repeat=d):
+        s = np.array(s)
+        r = cp.Variable(d)
+        prob = cp.Problem(
+            cp.Maximize(sign * (a + s * b) @ r),
+            [cp.norm(m @ r) <= eps, cp.multiply(s, r) >= 0],
+        )
+        prob.solve(solver="CLARABEL")
+        best = max(best, prob.value)
+    return best
+
+
+@pytest.mark.parametrize("modes", [None, 3])
+def test_each_rows_own_slopes_stay_above_the_exact_supremum(modes):
+    """The sloped level's values (a kink part against the bound moved into the slope
+    term, slopes between the chords) against the exact sup of +-(a^T r + b^T |r|) over
+    the ellipsoid on a 2 x 2 grid, b of both signs (every orthant solved by cvxpy):
+    never below it, for the neurons' rows (up and down) and a margin's rows (down);
+    and no larger than the kinked level's, smaller on some rows."""
+    from flowbound.certificates.ellipsoid import FlowTerms, support
+    from flowbound.certificates.local import KINKED, SLOPED
+    from flowbound.certificates.pixels import PixelBounds
+    from flowbound.threat.geometry import m_inv
+
+    gen = torch.Generator().manual_seed(5 if modes is None else 6)
+    side, d, eps = 2, 4, 0.4
+    mi = m_inv(side).copy()
+    gained = 0.0
+    for _ in range(6):
+        a = torch.randn(1, d, generator=gen, dtype=torch.float64)
+        b = torch.randn(1, d, generator=gen, dtype=torch.float64)
+        zero = torch.zeros(1, d, dtype=torch.float64)
+        pb = PixelBounds(a, None, zero, zero, torch.full((d,), 0.5, dtype=torch.float64), b)
+        w = torch.ones(1, d, dtype=torch.float64)
+        values = {}
+        for level in (KINKED, SLOPED):
+            flow = FlowTerms(eps, "tied", side, "cpu", modes, torch.float64, level.ellipsoid)
+            v = flow.shared(w, pb, support(pb), 2)
+            mine = flow.per_image(w[None], pb, support(pb), 2)
+            values[level] = [float(v.linear + v.up), float(v.linear + v.down)]
+            values[level].append(float(mine.linear + mine.down))
+        up = _exact_sup(a[0].numpy(), b[0].numpy(), eps, mi, 1.0)
+        down = _exact_sup(a[0].numpy(), b[0].numpy(), eps, mi, -1.0)
+        for got, exact in zip(values[SLOPED], (up, down, down), strict=True):
+            assert got >= exact * (1 - 1e-7) - 1e-9
+        for new, old in zip(values[SLOPED], values[KINKED], strict=True):
+            assert new <= old * (1 + 1e-12) + 1e-15
+            gained = max(gained, old - new)
+    assert gained > 1e-3  # the own slopes pay off on some row
+
+
+def test_levels_pick_a_prefix_of_the_cascade_and_bad_levels_are_refused():
+    """``levels`` = the cascade's first level is the one-chord certificate
+    (``kink=False``); more levels certify at least as many digits; a single Level, an
+    empty list or levels with kink=False are refused."""
+    import flowbound.certificates.local as lb
+
+    torch.manual_seed(3)
+    net = OneHidden(36, 10, 3).double()
+    x = torch.rand(10, 6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps = [0.2, 0.5]
+    first = lb.certified(net, x, y, eps, levels=lb.CASCADE[:1], modes=10)
+    assert (first == lb.certified(net, x, y, eps, kink=False, modes=10)).all()
+    previous = first
+    for k in (2, 3):
+        now = lb.certified(net, x, y, eps, levels=lb.CASCADE[:k], modes=10)
+        assert (now >= previous).all()
+        previous = now
+    for bad in (lb.SLOPED, [], ["chord"]):
+        with pytest.raises(TypeError, match="levels"):
+            lb.certified(net, x, y, eps, levels=bad)
+    with pytest.raises(ValueError, match="kink=False or levels"):
+        lb.certified(net, x, y, eps, kink=False, levels=lb.CASCADE)

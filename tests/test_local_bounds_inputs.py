@@ -25,7 +25,7 @@ from torch import nn
 
 from flowbound.attacks.flow_apgd import flow_apgd
 from flowbound.book.profiles import ProfileError, load_profile, validate_profile
-from flowbound.certificates.local import certified, certified_margins
+from flowbound.certificates.local import KINKED, certified, certified_margins, level_margins
 from flowbound.certificates.pixels import pixel_bounds
 from flowbound.certificates.registry import bound
 from flowbound.networks.architectures import Linear, OneHidden, STNClassifier
@@ -157,16 +157,23 @@ def test_bad_modes_are_refused(modes, error):
 
 
 def test_modes_from_zero_to_all_are_sound_and_tighten():
+    """At a fixed relaxation (the kinked level) more eigenvectors only tighten the
+    margins; the last level (own slopes) picks its slopes from the truncated G a, so it
+    need not be monotone in ``modes``, but it never falls below the kinked level at the
+    same modes, and above d it is the exact value."""
     net, x, y = _net(h=8), _images(4, seed=2), torch.tensor([0, 1, 2, 0])
-    exact = certified_margins(net, x, y, 0.4, modes=None)
+    exact = level_margins(net, x, y, 0.4, KINKED, modes=None)
     prev = None
     for modes in (0, 1, 8, 16, 10_000):  # above d: all d eigenvectors, the exact value
-        m = certified_margins(net, x, y, 0.4, modes=modes)
+        m = level_margins(net, x, y, 0.4, KINKED, modes=modes)
         assert bool((m <= exact + 1e-12).all())
         if prev is not None:
             assert bool((prev <= m + 1e-12).all())
         prev = m
+        sloped = certified_margins(net, x, y, 0.4, modes=modes)
+        assert bool((sloped >= m - 1e-12).all())
     torch.testing.assert_close(prev, exact)
+    torch.testing.assert_close(sloped, certified_margins(net, x, y, 0.4, modes=None))
 
 
 # 3. Any finite budget, in bounded memory.
@@ -205,7 +212,7 @@ def test_a_budget_of_a_million_runs_in_bounded_memory():
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         import torch
-        from flowbound.certificates.local import certified, certified_margins
+        from flowbound.certificates.local import KINKED, certified, certified_margins, level_margins
         from flowbound.networks.architectures import OneHidden
         torch.manual_seed(0)
         net = OneHidden(784, 20, 10).double()

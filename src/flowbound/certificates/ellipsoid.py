@@ -8,8 +8,12 @@ positive entry off its diagonal, so ||M |r| || <= ||M r||. When both terms take
 ellipsoid values (the cascade's kinked level) they are also bounded together: over
 every sign pattern s of r, sup (a + s b)^T r = eps ||M^{-1}(a + s b)||, and since
 G = (M^T M)^{-1} is entrywise >= 0, (a + s b)^T G (a + s b) <= a G a + 2 b^T |G a| +
-b G b; the smaller of that and the sum of the two separate values is used. The
-ellipsoid value is
+b G b; the smaller of that and the sum of the two separate values is used. With
+``"slopes"`` (the cascade's third level) each row also takes its own slopes: a
+kink part that works against the bound, -q^T |r| with q >= 0, is at most
+-q^T (s r) for any s in [-1, 1], which moves it into the slope term (u = a - q s:
+per pixel a slope between the two one-sided chords); s = sign(G a), where the slope
+term alone puts the flow, and the smaller value is used. The ellipsoid value is
 computed from the smoothest eigenvectors of M^T M (the rest bounded by the next
 eigenvalue), over the pixels where the warp can change the digit only, and for
 the neurons the box value leaves unstable only.
@@ -34,7 +38,7 @@ __all__ = ["ELLIPSOID_TERMS", "FlowTerms", "support"]
 
 #: The flow terms whose ellipsoid value a certificate computes (the others take their
 #: box value): every subset is sound; fewer are cheaper and looser.
-ELLIPSOID_TERMS = frozenset({"linear", "kink"})
+ELLIPSOID_TERMS = frozenset({"linear", "kink", "slopes"})
 
 
 #: Above this share of the hidden neurons left to bound in a chunk, the ellipsoid value
@@ -154,7 +158,10 @@ class FlowTerms:
             top = [torch.where(need, t, torch.full_like(t, math.inf)) for t in top]  # box
         slopes, kinks = _slopes(pb) if lin else [], _kinks(pb) if kin else []
         joint = lin and kin  # the slope and kink terms also bounded together
+        chosen = joint and "slopes" in self.ellipsoid
         cross = [torch.zeros_like(sq[0]) for _ in range(2)]  # up, down
+        # per side: (Q^T u squared, u squared, b^T |G u|) of its own slopes u
+        chosen_parts = [[torch.zeros_like(sq[0]) for _ in range(3)] for _ in range(2)]
         for s in range(0, n if (lin or kin) else 0, chunk):
             i = _trimmed(idx[s : s + chunk], self.q.shape[0] - 1)
             cols = None if need is None else _trimmed_rows(need[s : s + chunk])
@@ -179,10 +186,20 @@ class FlowTerms:
                     sum(torch.bmm(qt, (sign * p).clamp(min=0)).square().sum(1) for p in prods)
                 )
             if joint:  # b^T |G a| per axis, G a = tail a + Q Q^T a on the support
-                ga = [
-                    (self.tail * so * ws + torch.bmm(qi, pr)).abs()
+                gs = [
+                    self.tail * so * ws + torch.bmm(qi, pr)
                     for so, pr in zip(slopes_on, projs, strict=True)
                 ]
+                ga = [g.abs() for g in gs]
+                if chosen:  # each side's own slopes where the kink is against it
+                    for j, sign in enumerate((1, -1)):
+                        part = self._chosen(slopes_on, ws, prods, gs, sign, qi, qt)
+                        for acc, value in zip(chosen_parts[j], part, strict=True):
+                            if cols is None:
+                                acc[s : s + chunk] += value
+                            else:
+                                pad = value.new_zeros(len(value), w.shape[0] + 1)
+                                acc[s : s + chunk] += pad.scatter_(1, cols, value)[:, :-1]
                 for sign in (1, -1):
                     parts.append(
                         sum(
@@ -203,7 +220,30 @@ class FlowTerms:
             for j in (1, 2):  # up and down: min of the separate and the joint value
                 together = self._joint(top[0], sq[0], top[j], sq[j], cross[j - 1])
                 values[j] = torch.minimum(values[j], together - values[0])
+                if chosen:
+                    top_u, sq_u, cross_u = chosen_parts[j - 1]
+                    own = self._joint(top_u, sq_u, top[j], sq[j], cross_u)
+                    values[j] = torch.minimum(values[j], own - values[0])
         return _Values(*values)
+
+    def _chosen(self, slopes_on, ws, prods, gs, sign, qi, qt):
+        """One side's flow terms with each row's own slopes (``sign`` 1: the sup of c^T g,
+        -1: of -c^T g): the kink parts that work against the side, -q^T |r| (q >= 0),
+        are at most -q^T (s r) for any s in [-1, 1]; s = sign(G a), where the slope
+        term alone would put the flow, moves them into the slope term, u = a - q s (the
+        chords' slopes a - b and a + b are its ends). Returns (Q^T u squared, u squared,
+        b^T |G u|) summed over the axes, each (b, m), for :meth:`_joint` with the side's
+        own kink parts b."""
+        top = sq = cross = 0
+        for so, p, g in zip(slopes_on, prods, gs, strict=True):
+            against = (-sign * p).clamp(min=0)
+            u = so * ws - against * torch.sign(g)
+            proj = torch.bmm(qt, u)  # (b, k, m)
+            top = top + proj.square().sum(1)
+            sq = sq + u.square().sum(1)
+            gu = (self.tail * u + torch.bmm(qi, proj)).abs()
+            cross = cross + ((sign * p).clamp(min=0) * gu).sum(1)
+        return top, sq, cross
 
     def _joint(self, top_a, sq_a, top_b, sq_b, cross) -> torch.Tensor:
         """sup over the threat set of a^T r + b^T |r| (b >= 0) for the rows' slope terms a
@@ -240,7 +280,9 @@ class FlowTerms:
             for t, on in zip(sq, (lin, kin), strict=True)
         ]
         joint = lin and kin  # the slope and kink terms also bounded together
+        chosen = joint and "slopes" in self.ellipsoid
         cross = torch.zeros_like(sq[0])
+        own = [torch.zeros_like(sq[0]) for _ in range(3)]  # Q^T u, u squared, d^T |G u|
         slopes, downs = slopes if lin else [], downs if kin else []
         pad = torch.zeros_like(rho[..., :1])
         rho_pad = torch.cat([rho, pad], -1)
@@ -250,22 +292,35 @@ class FlowTerms:
             at = i[:, None, :].expand(-1, rho.shape[1], -1)
             rs = rho_pad[s : s + chunk].gather(2, at)
             qi = self.q[i]  # (b, s, k)
-            gas = []
+            gas, signed = [], []
             for sl in slopes:
                 on = _on_support(sl[s : s + chunk], i)
                 proj = torch.bmm(rs, on[:, :, None] * qi)  # (b, R, k): Q^T (rho a)
                 top[0][s : s + chunk] += proj.square().sum(-1)
                 if joint:  # G a = tail a + Q Q^T a on the support
-                    back = torch.bmm(proj, qi.transpose(1, 2))
-                    gas.append((self.tail * rs * on[:, None, :] + back).abs())
+                    back = self.tail * rs * on[:, None, :] + torch.bmm(proj, qi.transpose(1, 2))
+                    gas.append(back.abs())
+                    signed.append((rs * on[:, None, :], back))
             for j, dn in enumerate(downs_pad):
                 dg = dn[s : s + chunk].gather(2, at)
                 top[1][s : s + chunk] += torch.bmm(dg, qi).square().sum(-1)
                 if joint:
                     cross[s : s + chunk] += (dg * gas[j]).sum(-1)
+                if chosen:  # the slopes of the lower bound's own side (see _chosen)
+                    a, ga = signed[j]
+                    kb = _on_support(_kinks(pb)[j][s : s + chunk], i)[:, None, :]
+                    u = a - (rs * kb).clamp(min=0) * torch.sign(ga)
+                    proj_u = torch.bmm(u, qi)
+                    own[0][s : s + chunk] += proj_u.square().sum(-1)
+                    own[1][s : s + chunk] += u.square().sum(-1)
+                    gu = (self.tail * u + torch.bmm(proj_u, qi.transpose(1, 2))).abs()
+                    own[2][s : s + chunk] += (dg * gu).sum(-1)
         lin_v, down = (self._finish(t, q, b) for t, q, b in zip(top, sq, box, strict=True))
         if joint:  # min of the separate and the joint value
             down = torch.minimum(down, self._joint(top[0], sq[0], top[1], sq[1], cross) - lin_v)
+        if chosen:
+            mine = self._joint(own[0], own[1], top[1], sq[1], own[2])
+            down = torch.minimum(down, mine - lin_v)
         return _Values(lin_v, None, down)
 
 

@@ -13,7 +13,8 @@ The construction, every step in float64, one module each:
    the ellipsoid implies, g_i = a_i r_i + b_i |r_i| + e_i with e_i in an interval;
 2. :mod:`~flowbound.certificates.ellipsoid`: the flow terms' values over the
    threat set (the smaller of ellipsoid and box values; at the kinked level the
-   slope and kink terms also jointly, over every sign pattern of the flow);
+   slope and kink terms also jointly, over every sign pattern of the flow; at the
+   sloped level each row also with its own slopes between the two chords);
 3. :mod:`~flowbound.certificates.propagation`: pre-activation bounds and the
    CROWN relaxation of the ReLUs;
 4. here: the last step, a term-by-term lower bound of the margin's minimum (the
@@ -21,14 +22,17 @@ The construction, every step in float64, one module each:
 
 :func:`certified` tries each digit first with one chord per pixel (the kink
 widening each pixel's interval, a third of the products with the eigenvectors of
-M^T M) and keeps the kink in the ellipsoid only for the digits that level leaves
-open; both levels are sound. On f_nt the cascade takes 2.1x (tied) and 2.3x
-(full) the time of the first level alone (``benchmarks/local_bounds.py --kink``).
+M^T M), keeps the kink in the ellipsoid only for the digits that level leaves
+open, and lets each neuron choose its slopes only for those the kinked level
+leaves open (:data:`CASCADE`); every level is sound. What each level costs and
+adds: ``benchmarks/local_bounds.py``.
 
 Sound by construction: every relaxation is a valid inequality over a superset of
-the threat set, and pixel offsets are widened by a rounding allowance. Only
-flowbound's own bias-free architectures are accepted; a spatial transformer only
-with ``classifier_only=True`` (its classifier on the transformed digit).
+the threat set, and pixel offsets are widened by a rounding allowance. Networks:
+flowbound's own architectures (a spatial transformer only with
+``classifier_only=True``, its classifier on the transformed digit) and chains of
+the layers :data:`flowbound.networks.chain.SUPPORTED` lists (biases, convolutions,
+any depth); anything else is refused.
 
 Used in: Beyond the paper: certifying individual digits (Figure 12).
 """
@@ -65,14 +69,24 @@ from flowbound.networks.view import certified_classifier, classifier_input, weig
 from flowbound.progress import bar as progress_bar
 from flowbound.threat.sets import TIED, ThreatSet, threat_set
 
-__all__ = ["CASCADE", "CHORD", "KINKED", "Level", "certified", "certified_margins", "level_margins"]
+__all__ = [
+    "CASCADE",
+    "CHORD",
+    "KINKED",
+    "SLOPED",
+    "Level",
+    "certified",
+    "certified_margins",
+    "level_margins",
+]
 
 
 class Level(NamedTuple):
     """One relaxation the certificate can run: ``kink`` whether each pixel keeps the
     warp's kink at zero flow (two one-sided chords) or takes one chord (the kink
     widening its offset interval); ``ellipsoid`` the flow terms (``"linear"``,
-    ``"kink"``) whose ellipsoid value is computed, the others taking their box value.
+    ``"kink"``) whose ellipsoid value is computed, the others taking their box value,
+    and ``"slopes"`` (with both) each row's own slopes between the two chords.
     Every level is sound."""
 
     kink: bool
@@ -83,12 +97,16 @@ class Level(NamedTuple):
 #: (the certificate before the kink was kept, bit for bit).
 CHORD = Level(False, frozenset({"linear"}))
 #: The kink kept and in the ellipsoid with the slope: the cascade's second level.
-KINKED = Level(True, ELLIPSOID_TERMS)
+KINKED = Level(True, frozenset({"linear", "kink"}))
+#: As KINKED, and each neuron (and each margin) takes its own slope per pixel between
+#: the two chords where the kink works against it (``"slopes"``,
+#: :meth:`~flowbound.certificates.ellipsoid.FlowTerms.shared`): the third level.
+SLOPED = Level(True, ELLIPSOID_TERMS)
 
 #: The levels :func:`certified` tries a digit at, cheapest first: a digit one level
 #: certifies is not tried at the next (each level is sound, so either certifying it is
 #: a certificate); the answer is at least the last level's, at a fraction of its cost.
-CASCADE = (CHORD, KINKED)
+CASCADE = (CHORD, KINKED, SLOPED)
 
 #: How :func:`certified_margins` bounds the layers after the first (``deeper``).
 DEEPER = ("crown", "interval")
@@ -175,6 +193,10 @@ def certified_margins(
     network the bound cannot represent exactly (a layer outside
     :data:`flowbound.networks.chain.SUPPORTED`) is a TypeError, a bad size or value a
     ValueError naming the argument. An empty batch gives a (0, K) result.
+    ``kink=True``: the larger of the margins of the cascade's last two levels
+    (:data:`KINKED`, :data:`SLOPED`; each is a lower bound, and the sloped one's
+    tighter flow terms can still move CROWN's ReLU slopes the wrong way); the training
+    surrogate takes :data:`KINKED` alone, which the cached networks trained with;
     ``kink=False``: one chord per pixel (the first level of :func:`certified`'s
     cascade; cheaper, looser). ``deeper``: how the pre-activations of the layers after
     the first are bounded, ``"crown"`` (back-substitution) or ``"interval"`` (interval
@@ -189,8 +211,14 @@ def certified_margins(
     if deeper not in DEEPER:
         raise ValueError(f"deeper must be one of {', '.join(DEEPER)}, got {deeper!r}")
     checked = _checked(model, x, y, threat, modes, device, classifier_only)
-    level = KINKED if kink else CHORD
-    return _margins(model, checked, eps, threat, chunk, grad, level, deeper)
+    if not kink:
+        return _margins(model, checked, eps, threat, chunk, grad, CHORD, deeper)
+    kinked = _margins(model, checked, eps, threat, chunk, grad, KINKED, deeper)
+    if grad:
+        return kinked
+    # tighter flow terms can still give a smaller margin (CROWN's lower ReLU slopes
+    # follow the bounds): each level is a lower bound, so the larger one is too
+    return torch.maximum(kinked, _margins(model, checked, eps, threat, chunk, grad, SLOPED, deeper))
 
 
 def level_margins(
@@ -308,6 +336,7 @@ def certified(
     device: str | torch.device | None = None,
     kink: bool = True,
     classifier_only: bool = False,
+    levels: Sequence[Level] | None = None,
 ) -> np.ndarray:
     """Whether each image is classified correctly and certified at each eps: (E, N) bool.
 
@@ -323,8 +352,23 @@ def certified(
     (``batch`` an int >= 1, digits per call; None: by device,
     :func:`~flowbound.device.chunk_size`). ``kink=False``: the first level of the cascade
     alone (one chord per pixel, the kink widening each pixel's offset interval: the
-    relaxation before the kink was kept in the ellipsoid, for comparison)."""
+    relaxation before the kink was kept in the ellipsoid, for comparison). ``levels``:
+    the levels to try, in order (default :data:`CASCADE`; with ``kink=False``,
+    :data:`CHORD` alone), e.g. a prefix of the cascade to see what each level adds."""
     eps_list = check_eps_list("eps", eps)
+    if levels is None:
+        levels = CASCADE if kink else (CHORD,)
+    elif not kink:
+        raise ValueError("give either kink=False or levels, not both")
+    levels = tuple(levels) if isinstance(levels, Sequence) else levels
+    if (
+        not isinstance(levels, tuple)
+        or not levels
+        or not all(isinstance(v, Level) and v.ellipsoid <= ELLIPSOID_TERMS for v in levels)
+    ):
+        raise TypeError(
+            f"levels must be a non-empty sequence of Level (e.g. CASCADE[:2]), got {levels!r}"
+        )
     if batch is not None:
         batch = check_int("batch", batch)
     if not isinstance(kink, bool):
@@ -352,7 +396,7 @@ def certified(
             out[row] = alive
             bar.update(1)
             continue
-        for level in CASCADE if kink else (CHORD,):  # each level: what is left open
+        for level in levels:  # each level: what is left open
             idx = by_area[(alive & ~out[row])[by_area]]
             for s in range(0, len(idx), batch):
                 part = torch.from_numpy(idx[s : s + batch])

@@ -58,8 +58,9 @@ __all__ = [
 #: Each experiment's code version (in its cache key): bump one when its results change.
 #: certified_accuracy 3: the certificate keeps the kink, flow_apgd on both threat sets;
 #: 4 (and bracket_sides 2): the kinked level bounds the slope and kink terms jointly too;
-#: 5: the refinement on the attacked digits left open.
-VERSIONS = {"certified_accuracy": FIRST_VERSION + 3, "bracket_sides": FIRST_VERSION + 1}
+#: 5: the refinement on the attacked digits left open; 6 (and bracket_sides 3): the
+#: cascade's third level, each neuron's own slopes.
+VERSIONS = {"certified_accuracy": FIRST_VERSION + 4, "bracket_sides": FIRST_VERSION + 2}
 
 #: Profile keys that do not change one network's results (adding a network or a
 #: report eps recomputes nothing).
@@ -685,7 +686,8 @@ def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -
         out[f"{key}_15"] = r["certified"]["1.5"]
         out[f"{key}_acc"] = r["valid_accuracy"]
         out[f"{key}_machine"] = r["machine"]
-    variants = _profile(profile)["variants"]
+    prof = _profile(profile)
+    variants = prof["variants"]
     for variant, adopted in search["adopted"].items():
         r = runs[adopted]
         tag = r["threat"]
@@ -698,7 +700,9 @@ def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -
             out[f"adopted_{tag}_{e.replace('.', '')}"] = v
         settings = variants[variant]
         same = all(
-            settings.get(k) == v for k, v in r["setting"].items() if not k.startswith("train.")
+            (prof["hidden"].get(k[7:]) if k.startswith("hidden.") else settings.get(k)) == v
+            for k, v in r["setting"].items()
+            if not k.startswith("train.")
         )
         out[f"adopted_{tag}_text"] = (
             f"the adopted setting ({adopted})"

@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 #: The experiment's code version (in its cache key).
-VERSIONS = {"own_network": FIRST_VERSION}
+#: own_network 2: the certificate's third level (each neuron's own slopes).
+VERSIONS = {"own_network": FIRST_VERSION + 1}
 
 THREATS = (TIED, FULL)
 
