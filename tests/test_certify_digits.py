@@ -128,11 +128,12 @@ def test_the_findings_sentences_follow_the_numbers_either_way():
 
 
 def test_the_refinement_adds_sound_certificates_on_open_attacked_digits_only(local_profile):
-    """The exact level runs on the attacked digits left open where few are: what it adds
-    is on those digits only, never broken by the attack, and not in the accuracy curve."""
+    """The dearer levels (own slopes, then the exact ellipsoid) run on the attacked
+    digits left open where few are: what they add is on those digits only, never broken
+    by the attack, and not in the accuracy curve."""
     d = ex.certified_accuracy(local_profile)
     plain = __import__("copy").deepcopy(local_profile)
-    plain["local"]["refine_bracket"] = 0.0  # never refine
+    plain["local"]["refine_bracket"] = plain["local"]["sloped_bracket"] = 0.0  # never
     base = ex.certified_accuracy(plain)
     for name in d.accuracy:
         np.testing.assert_array_equal(

@@ -239,6 +239,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "local.sides.seed": SEED,
     "local.sides.example_digit": NONNEG,
     "local.report_eps": _list(EPS),
+    "local.sloped_bracket": _num(0.0, 1.0),
     "local.refine_bracket": _num(0.0, 1.0),
     "own.channels": _list(POS, min_len=2),
     "own.kernel": POS,

@@ -44,6 +44,7 @@ from flowbound.certificates.bounds import (
     sdp_matrix,
     spectral_bound,
 )
+from flowbound.certificates.local import CASCADE, SLOPED, Level
 from flowbound.certificates.local import certified as local_certified
 from flowbound.checks import check_eps_list, check_images, check_labels
 from flowbound.networks.chain import chain, is_own
@@ -120,7 +121,8 @@ class Bound:
     ``marker`` (matplotlib's) are how figures show it, ``short`` how prose names it in
     a list ("Frobenius, spectral, SDP"; the name by default). A per-image certificate
     may offer ``refine``, a dearer and tighter one of the same signature (and
-    threat set) that Figure 12 runs only on the attacked digits its attack leaves open.
+    threat set) that Figure 12 runs only on the attacked digits its attack leaves open
+    (with the profile's ``modes``, and with every eigenvector where few are left).
     """
 
     name: str
@@ -216,16 +218,19 @@ def _linear(net: NetView, pairs, side: int, tol: float) -> np.ndarray:
     return 2.0 * linear_bound(binary_weights(net.v, pairs).numpy(), 1.0, side=side)
 
 
-def _local(threat: str, exact: bool = False) -> CertifyFn:
-    """The per-digit certificate on ``threat``; ``exact``: every eigenvector of M^T M
-    for the ellipsoid (the refinement), whatever ``modes`` says."""
+def _local(threat: str, levels: tuple[Level, ...]) -> CertifyFn:
+    """The per-digit certificate on ``threat`` at ``levels`` of the cascade: its first
+    two for every digit (``certify``), the last one alone (``refine``: each neuron's
+    own slopes, several times dearer per digit, run on the attacked digits the
+    attack and the first two levels leave open; ``modes=None`` for the exact
+    ellipsoid)."""
 
     def certify(
         model, x, y, eps, *, modes: int | None = 200, classifier_only: bool = False
     ) -> np.ndarray:
         return local_certified(
-            model, x.double(), y, eps, threat=threat, modes=None if exact else modes,
-            progress=not exact, classifier_only=classifier_only,
+            model, x.double(), y, eps, threat=threat, modes=modes, levels=levels,
+            progress=levels == CASCADE[:2], classifier_only=classifier_only,
         )  # fmt: skip
 
     return certify
@@ -269,8 +274,8 @@ for _threat, _style, _marker in ((TIED.name, "-", "o"), (FULL.name, "--", "s")):
             style=_style,
             marker=_marker,
             applies_to=("one_hidden", "linear", "chain"),
-            certify=_local(_threat),
-            refine=_local(_threat, exact=True),
+            certify=_local(_threat, CASCADE[:2]),
+            refine=_local(_threat, (SLOPED,)),
             threat=_threat,
         )
     )
