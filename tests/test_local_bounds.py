@@ -236,6 +236,7 @@ def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(thr
         lb.Level(True, frozenset({"kink"})),
         lb.KINKED,
         lb.SLOPED,
+        lb.DESCENT,
     ]
     any_level = torch.zeros(12, dtype=torch.bool)
     for level in levels:
@@ -313,24 +314,25 @@ def test_each_rows_own_slopes_stay_above_the_exact_supremum(modes):
     term, slopes between the chords) against the exact sup of +-(a^T r + b^T |r|) over
     the ellipsoid on a 2 x 2 grid, b of both signs (every orthant solved by cvxpy):
     never below it, for the neurons' rows (up and down) and a margin's rows (down);
-    and no larger than the kinked level's, smaller on some rows."""
+    no larger than the kinked level's, smaller on some rows; and the same for the
+    descent level (the slopes' further steps) against the sloped one."""
     from flowbound.certificates.ellipsoid import FlowTerms, support
-    from flowbound.certificates.local import KINKED, SLOPED
+    from flowbound.certificates.local import DESCENT, KINKED, SLOPED
     from flowbound.certificates.pixels import PixelBounds
     from flowbound.threat.geometry import m_inv
 
     gen = torch.Generator().manual_seed(5 if modes is None else 6)
     side, d, eps = 2, 4, 0.4
     mi = m_inv(side).copy()
-    gained = 0.0
-    for _ in range(6):
+    gained = {SLOPED: 0.0, DESCENT: 0.0}
+    for _ in range(12):
         a = torch.randn(1, d, generator=gen, dtype=torch.float64)
         b = torch.randn(1, d, generator=gen, dtype=torch.float64)
         zero = torch.zeros(1, d, dtype=torch.float64)
         pb = PixelBounds(a, None, zero, zero, torch.full((d,), 0.5, dtype=torch.float64), b)
         w = torch.ones(1, d, dtype=torch.float64)
         values = {}
-        for level in (KINKED, SLOPED):
+        for level in (KINKED, SLOPED, DESCENT):
             flow = FlowTerms(eps, "tied", side, "cpu", modes, torch.float64, level.ellipsoid)
             v = flow.shared(w, pb, support(pb), 2)
             mine = flow.per_image(w[None], pb, support(pb), 2)
@@ -338,12 +340,13 @@ def test_each_rows_own_slopes_stay_above_the_exact_supremum(modes):
             values[level].append(float(mine.linear + mine.down))
         up = _exact_sup(a[0].numpy(), b[0].numpy(), eps, mi, 1.0)
         down = _exact_sup(a[0].numpy(), b[0].numpy(), eps, mi, -1.0)
-        for got, exact in zip(values[SLOPED], (up, down, down), strict=True):
-            assert got >= exact * (1 - 1e-7) - 1e-9
-        for new, old in zip(values[SLOPED], values[KINKED], strict=True):
-            assert new <= old * (1 + 1e-12) + 1e-15
-            gained = max(gained, old - new)
-    assert gained > 1e-3  # the own slopes pay off on some row
+        for tighter, looser in ((SLOPED, KINKED), (DESCENT, SLOPED)):
+            for got, exact in zip(values[tighter], (up, down, down), strict=True):
+                assert got >= exact * (1 - 1e-7) - 1e-9
+            for new, old in zip(values[tighter], values[looser], strict=True):
+                assert new <= old * (1 + 1e-12) + 1e-15
+                gained[tighter] = max(gained[tighter], old - new)
+    assert min(gained.values()) > 1e-3  # each level pays off on some row
 
 
 def test_levels_pick_a_prefix_of_the_cascade_and_bad_levels_are_refused():
@@ -361,7 +364,7 @@ def test_levels_pick_a_prefix_of_the_cascade_and_bad_levels_are_refused():
     first = lb.certified(net, x, y, eps, levels=lb.CASCADE[:1], modes=10)
     assert (first == lb.certified(net, x, y, eps, kink=False, modes=10)).all()
     previous = first
-    for k in (2, 3):
+    for k in (2, 3, 4):
         now = lb.certified(net, x, y, eps, levels=lb.CASCADE[:k], modes=10)
         assert (now >= previous).all()
         previous = now

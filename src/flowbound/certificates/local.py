@@ -14,7 +14,8 @@ The construction, every step in float64, one module each:
 2. :mod:`~flowbound.certificates.ellipsoid`: the flow terms' values over the
    threat set (the smaller of ellipsoid and box values; at the kinked level the
    slope and kink terms also jointly, over every sign pattern of the flow; at the
-   sloped level each row also with its own slopes between the two chords);
+   sloped level each row also with its own slopes between the two chords, at the
+   descent level those slopes then stepped towards each row's bound);
 3. :mod:`~flowbound.certificates.propagation`: pre-activation bounds and the
    CROWN relaxation of the ReLUs;
 4. here: the last step, a term-by-term lower bound of the margin's minimum (the
@@ -23,8 +24,9 @@ The construction, every step in float64, one module each:
 :func:`certified` tries each digit first with one chord per pixel (the kink
 widening each pixel's interval, a third of the products with the eigenvectors of
 M^T M), keeps the kink in the ellipsoid only for the digits that level leaves
-open, and lets each neuron choose its slopes only for those the kinked level
-leaves open (:data:`CASCADE`); every level is sound. What each level costs and
+open, lets each neuron choose its slopes only for those the kinked level leaves
+open, and steps those slopes only for those the sloped level leaves open
+(:data:`CASCADE`); every level is sound. What each level costs and
 adds: ``benchmarks/local_bounds.py``.
 
 Sound by construction: every relaxation is a valid inequality over a superset of
@@ -72,6 +74,7 @@ from flowbound.threat.sets import TIED, ThreatSet, threat_set
 __all__ = [
     "CASCADE",
     "CHORD",
+    "DESCENT",
     "KINKED",
     "SLOPED",
     "Level",
@@ -86,7 +89,8 @@ class Level(NamedTuple):
     warp's kink at zero flow (two one-sided chords) or takes one chord (the kink
     widening its offset interval); ``ellipsoid`` the flow terms (``"linear"``,
     ``"kink"``) whose ellipsoid value is computed, the others taking their box value,
-    and ``"slopes"`` (with both) each row's own slopes between the two chords.
+    ``"slopes"`` (with both) each row's own slopes between the two chords, and
+    ``"descent"`` (with those) a few steps of those slopes towards each row's bound.
     Every level is sound."""
 
     kink: bool
@@ -101,12 +105,15 @@ KINKED = Level(True, frozenset({"linear", "kink"}))
 #: As KINKED, and each neuron (and each margin) takes its own slope per pixel between
 #: the two chords where the kink works against it (``"slopes"``,
 #: :meth:`~flowbound.certificates.ellipsoid.FlowTerms.shared`): the third level.
-SLOPED = Level(True, ELLIPSOID_TERMS)
+SLOPED = Level(True, frozenset({"linear", "kink", "slopes"}))
+#: As SLOPED, and each row's slopes then take a few steps towards the sign of its bound's
+#: maximiser (``"descent"``), each row keeping its smallest bound: the fourth level.
+DESCENT = Level(True, ELLIPSOID_TERMS)
 
 #: The levels :func:`certified` tries a digit at, cheapest first: a digit one level
 #: certifies is not tried at the next (each level is sound, so either certifying it is
 #: a certificate); the answer is at least the last level's, at a fraction of its cost.
-CASCADE = (CHORD, KINKED, SLOPED)
+CASCADE = (CHORD, KINKED, SLOPED, DESCENT)
 
 #: How :func:`certified_margins` bounds the layers after the first (``deeper``).
 DEEPER = ("crown", "interval")
@@ -193,8 +200,8 @@ def certified_margins(
     network the bound cannot represent exactly (a layer outside
     :data:`flowbound.networks.chain.SUPPORTED`) is a TypeError, a bad size or value a
     ValueError naming the argument. An empty batch gives a (0, K) result.
-    ``kink=True``: the larger of the margins of the cascade's last two levels
-    (:data:`KINKED`, :data:`SLOPED`; each is a lower bound, and the sloped one's
+    ``kink=True``: the larger of the margins of the kinked and the descent levels
+    (:data:`KINKED`, :data:`DESCENT`; each is a lower bound, and the last one's
     tighter flow terms can still move CROWN's ReLU slopes the wrong way); the training
     surrogate takes :data:`KINKED` alone, which the cached networks trained with;
     ``kink=False``: one chord per pixel (the first level of :func:`certified`'s
@@ -218,7 +225,8 @@ def certified_margins(
         return kinked
     # tighter flow terms can still give a smaller margin (CROWN's lower ReLU slopes
     # follow the bounds): each level is a lower bound, so the larger one is too
-    return torch.maximum(kinked, _margins(model, checked, eps, threat, chunk, grad, SLOPED, deeper))
+    last = _margins(model, checked, eps, threat, chunk, grad, DESCENT, deeper)
+    return torch.maximum(kinked, last)
 
 
 def level_margins(

@@ -44,7 +44,7 @@ from flowbound.certificates.bounds import (
     sdp_matrix,
     spectral_bound,
 )
-from flowbound.certificates.local import CASCADE, SLOPED, Level
+from flowbound.certificates.local import CASCADE, Level
 from flowbound.certificates.local import certified as local_certified
 from flowbound.checks import check_eps_list, check_images, check_labels
 from flowbound.networks.chain import chain, is_own
@@ -220,10 +220,10 @@ def _linear(net: NetView, pairs, side: int, tol: float) -> np.ndarray:
 
 def _local(threat: str, levels: tuple[Level, ...]) -> CertifyFn:
     """The per-digit certificate on ``threat`` at ``levels`` of the cascade: its first
-    two for every digit (``certify``), the last one alone (``refine``: each neuron's
-    own slopes, several times dearer per digit, run on the attacked digits the
-    attack and the first two levels leave open; ``modes=None`` for the exact
-    ellipsoid)."""
+    two for every digit (``certify``), the others (``refine``: each neuron's own
+    slopes, then those slopes stepped, several times dearer per digit, run on the
+    attacked digits the attack and the first two levels leave open; ``modes=None``
+    for the exact ellipsoid)."""
 
     def certify(
         model, x, y, eps, *, modes: int | None = 200, classifier_only: bool = False
@@ -275,7 +275,7 @@ for _threat, _style, _marker in ((TIED.name, "-", "o"), (FULL.name, "--", "s")):
             marker=_marker,
             applies_to=("one_hidden", "linear", "chain"),
             certify=_local(_threat, CASCADE[:2]),
-            refine=_local(_threat, (SLOPED,)),
+            refine=_local(_threat, CASCADE[2:]),
             threat=_threat,
         )
     )

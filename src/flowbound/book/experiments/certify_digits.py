@@ -15,6 +15,7 @@ import torch
 from flowbound.attacks.registry import attack
 from flowbound.book.glue import count_noun, decay_text
 from flowbound.book.trained import get_model
+from flowbound.certificates import ellipsoid as ell
 from flowbound.certificates.local import CASCADE, certified
 from flowbound.certificates.registry import bound, certified_digits
 from flowbound.data import load_mnist
@@ -59,8 +60,9 @@ __all__ = [
 #: certified_accuracy 3: the certificate keeps the kink, flow_apgd on both threat sets;
 #: 4 (and bracket_sides 2): the kinked level bounds the slope and kink terms jointly too;
 #: 5: the refinement on the attacked digits left open; 6: the cascade's third level
-#: (each neuron's own slopes) on the attacked digits left open.
-VERSIONS = {"certified_accuracy": FIRST_VERSION + 4, "bracket_sides": FIRST_VERSION + 1}
+#: (each neuron's own slopes) on the attacked digits left open; 7: and its fourth
+#: (those slopes stepped).
+VERSIONS = {"certified_accuracy": FIRST_VERSION + 5, "bracket_sides": FIRST_VERSION + 1}
 
 #: Profile keys that do not change one network's results (adding a network or a
 #: report eps recomputes nothing).
@@ -262,14 +264,18 @@ def _on_attacked(value: dict[str, Any], kind: str, n: int) -> np.ndarray:
     return np.asarray(refined if refined is not None else value[f"certified_{kind}"][:, :n])
 
 
-def _refined(model, x, y, eps: list[float], kind: str, value, p: dict[str, Any]) -> np.ndarray:
+def _refined(
+    model, x, y, eps: list[float], kind: str, value, p: dict[str, Any], refine=None
+) -> np.ndarray:
     """(E, A) bool: ``kind`` on the attacked digits, and its ``refine`` certificate on
     those the attack leaves open (classified correctly, neither certified nor broken):
     at every eps > 0 where they are at most ``local.sloped_bracket`` of the digits with
     the profile's ``modes``, then where those still open are at most
     ``local.refine_bracket`` with every eigenvector (the exact ellipsoid): the dearer
-    levels run where the truth is nearly known, on few digits."""
+    levels run where the truth is nearly known, on few digits. ``refine``: another
+    certificate in place of ``kind``'s own (``benchmarks/refine_levels.py``)."""
     b = bound(kind)
+    refine = b.refine if refine is None else refine
     ok = value[f"certified_{kind}"][:, : len(x)].numpy().copy()  # tensors: not yet cached
     robust = value[f"attack_{b.threat}"].numpy()
     steps = ((p["modes"], p["sloped_bracket"]), (None, p["refine_bracket"]))
@@ -279,7 +285,7 @@ def _refined(model, x, y, eps: list[float], kind: str, value, p: dict[str, Any])
             if e == 0 or len(open_) == 0 or len(open_) > share * len(x):
                 continue
             idx = torch.from_numpy(open_).to(x.device)
-            more = b.refine(model, x[idx], y[idx], [e], modes=modes, classifier_only=True)
+            more = refine(model, x[idx], y[idx], [e], modes=modes, classifier_only=True)
             ok[row, open_] |= np.asarray(more, dtype=bool)[0]
     return ok
 
@@ -576,6 +582,8 @@ def figure12_summary(profile: str | dict[str, Any], d: CertifiedAccuracy) -> dic
         "n_checked_eps": int((d.eps > 0).sum()),
         "refine_bracket": p["refine_bracket"],
         "sloped_bracket": p["sloped_bracket"],
+        "descent_rate": ell.DESCENT_RATE,
+        "descent_steps": ell.DESCENT_STEPS,
         "n_refined": sum(sum(v.values()) for v in d.refined.values()),
         "known": "; ".join(
             f"f_{name}: {known_text(s['known'][TIED.name])} for {TIED.label} and "

@@ -1,0 +1,96 @@
+"""Figure 12's refinement with and without the cascade's fourth level, one run.
+
+Figure 12 certifies every digit with the cascade's first two levels and refines the
+attacked digits the attack leaves open with the later ones (``local.sloped_bracket``,
+``local.refine_bracket``). This runs that refinement twice on the same open digits of
+the same cached run (``benchmarks/bracket.py`` or a build stores it): with the third
+level alone (each neuron's own slopes, the refinement before the fourth level) and
+with the third and fourth (those slopes stepped, ``DESCENT``; ``--steps``: the
+fourth level's steps, several for a frontier of bracket against seconds), and prints
+per network, threat set and eps the bracket of each, the seconds of each and their
+ratio to the third level's.
+
+    python benchmarks/refine_levels.py --variants nt
+    python benchmarks/refine_levels.py --steps 1 3 6 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from flowbound.book.experiments import certify_digits as cd
+from flowbound.book.profiles import load_profile
+from flowbound.book.trained import get_model
+from flowbound.certificates import ellipsoid as ell
+from flowbound.certificates.local import CASCADE, SLOPED
+from flowbound.certificates.registry import _local, bound
+from flowbound.data import load_mnist
+from flowbound.device import default_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=["nt"])
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--json", help="write the brackets and seconds here")
+    parser.add_argument("--steps", nargs="+", type=int, default=[ell.DESCENT_STEPS])
+    args = parser.parse_args()
+    ways = [("third level", (SLOPED,), 0)]
+    ways += [(f"fourth, {k} steps", CASCADE[2:], k) for k in args.steps]
+    prof = load_profile(args.profile)
+    prof["local"]["variants"] = list(args.variants)
+    cd.certified_accuracy(prof)  # the cached run (computed here if it is not there)
+    p = prof["local"]
+    eps = [float(e) for e in p["eps"]]
+    x, y = load_mnist("test")
+    n = min(p["attack"]["images"], len(x))
+    dev = default_device()
+    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor()
+    print(f"{dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows = []
+    for variant in args.variants:
+        trained = get_model(variant, prof, section=4)
+        config = {
+            "model": trained.config,
+            "local": {k: v for k, v in p.items() if k not in cd._NOT_IN_KEY},
+            "tol": prof["possibility"]["tol"],
+        }
+
+        def missing():
+            raise RuntimeError("the cached run is missing")
+
+        value, _ = cd.cached_experiment("certified_accuracy", cd.VERSIONS, config, missing)
+        model = cd.frozen(trained.model).to(dev).double()
+        xd, yd = x[:n].double().to(dev), y[:n].to(dev)
+        for kind in p["kinds"]:
+            b = bound(kind)
+            if b.refine is None:
+                continue
+            robust = np.asarray(value[f"attack_{b.threat}"])
+            row = {"variant": variant, "kind": kind, "eps": eps}
+            for way, levels, steps in ways:
+                ell.DESCENT_STEPS = steps
+                start = time.perf_counter()
+                ok = cd._refined(model, xd, yd, eps, kind, value, p, _local(b.threat, levels))
+                row[way] = {
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "bracket": [round(float(v), 4) for v in (robust.mean(1) - ok.mean(1))],
+                }
+            base = max(row["third level"]["seconds"], 1e-9)
+            for way, _, _ in ways[1:]:
+                row[way]["ratio"] = round(row[way]["seconds"] / base, 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
