@@ -8,10 +8,12 @@ level alone (each neuron's own slopes, the refinement before the fourth level) a
 with the third and fourth (those slopes stepped, ``DESCENT``; ``--steps``: the
 fourth level's steps, several for a frontier of bracket against seconds), and prints
 per network, threat set and eps the bracket of each, the seconds of each and their
-ratio to the third level's.
+ratio to the third level's. ``--where``: the refinements that run the fourth level
+(``all``; ``modes``: the first, with ``local.modes`` eigenvectors, only; ``exact``:
+the exact ellipsoid's only), the others keeping the third level alone.
 
     python benchmarks/refine_levels.py --variants nt
-    python benchmarks/refine_levels.py --steps 1 3 6 10
+    python benchmarks/refine_levels.py --steps 1 3 6 10 --where all modes exact
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ from flowbound.certificates.registry import _local, bound
 from flowbound.data import load_mnist
 from flowbound.device import default_device
 
+#: Where the fourth level runs: (in the refinement with the profile's eigenvectors, in
+#: the exact ellipsoid's).
+WHERE = {"none": (False, False), "all": (True, True), "modes": (True, False),
+         "exact": (False, True)}  # fmt: skip
+
+
+def _by_step(at_modes, at_exact):
+    """A refinement running ``at_modes`` with the profile's eigenvectors and
+    ``at_exact`` with every one (``modes=None``)."""
+
+    def chosen(*args, modes=None, **kwargs):
+        return (at_exact if modes is None else at_modes)(*args, modes=modes, **kwargs)
+
+    return chosen
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,9 +57,10 @@ def main() -> None:
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--json", help="write the brackets and seconds here")
     parser.add_argument("--steps", nargs="+", type=int, default=[ell.DESCENT_STEPS])
+    parser.add_argument("--where", nargs="+", default=["all"], choices=list(WHERE))
     args = parser.parse_args()
-    ways = [("third level", (SLOPED,), 0)]
-    ways += [(f"fourth, {k} steps", CASCADE[2:], k) for k in args.steps]
+    ways = [("third level", 0, "none")]
+    ways += [(f"fourth ({w}), {k} steps", k, w) for w in args.where for k in args.steps]
     prof = load_profile(args.profile)
     prof["local"]["variants"] = list(args.variants)
     cd.certified_accuracy(prof)  # the cached run (computed here if it is not there)
@@ -74,16 +92,19 @@ def main() -> None:
                 continue
             robust = np.asarray(value[f"attack_{b.threat}"])
             row = {"variant": variant, "kind": kind, "eps": eps}
-            for way, levels, steps in ways:
+            for way, steps, where in ways:
                 ell.DESCENT_STEPS = steps
+                third, fourth = _local(b.threat, (SLOPED,)), _local(b.threat, CASCADE[2:])
+                at_modes, at_exact = WHERE[where]
+                refine = _by_step(fourth if at_modes else third, fourth if at_exact else third)
                 start = time.perf_counter()
-                ok = cd._refined(model, xd, yd, eps, kind, value, p, _local(b.threat, levels))
+                ok = cd._refined(model, xd, yd, eps, kind, value, p, refine)
                 row[way] = {
                     "seconds": round(time.perf_counter() - start, 1),
                     "bracket": [round(float(v), 4) for v in (robust.mean(1) - ok.mean(1))],
                 }
             base = max(row["third level"]["seconds"], 1e-9)
-            for way, _, _ in ways[1:]:
+            for way, *_ in ways[1:]:
                 row[way]["ratio"] = round(row[way]["seconds"] / base, 2)
             rows.append(row)
             print(json.dumps(row), flush=True)

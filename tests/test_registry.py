@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 
 from flowbound.certificates import registry as certify
 from flowbound.registry import Registry
+from flowbound.threat.sets import FULL, TIED
 from flowbound.training import zoo as zoo
 
 
@@ -33,3 +35,25 @@ def test_a_new_item_is_returned_and_found_by_name():
     item = zoo.Variant("x", "a test variant")
     assert reg.add(item) is item
     assert list(reg) == ["x"] and reg.named("x") is item
+
+
+@pytest.mark.parametrize("threat", [TIED.name, FULL.name])
+def test_the_refinement_steps_the_slopes_with_the_exact_ellipsoid_on_tied_flows(
+    monkeypatch, threat
+):
+    from flowbound.certificates.local import CASCADE
+
+    asked = []
+
+    def record(model, x, y, eps, *, modes, levels, **kwargs):
+        asked.append((modes, levels))
+        return []
+
+    monkeypatch.setattr(certify, "local_certified", record)
+    b = certify.bound(f"local_{threat}")
+    x = torch.zeros(1, 28, 28)
+    for modes in (200, None):
+        b.refine(None, x, None, [0.5], modes=modes)
+    b.certify(None, x, None, [0.5])
+    exact = CASCADE[2:] if threat == TIED.name else CASCADE[2:3]
+    assert asked == [(200, CASCADE[2:3]), (None, exact), (200, CASCADE[:2])]

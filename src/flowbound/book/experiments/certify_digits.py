@@ -61,8 +61,8 @@ __all__ = [
 #: 4 (and bracket_sides 2): the kinked level bounds the slope and kink terms jointly too;
 #: 5: the refinement on the attacked digits left open; 6: the cascade's third level
 #: (each neuron's own slopes) on the attacked digits left open; 7: and its fourth
-#: (those slopes stepped).
-VERSIONS = {"certified_accuracy": FIRST_VERSION + 5, "bracket_sides": FIRST_VERSION + 1}
+#: (those slopes stepped); 8: the fourth with the exact ellipsoid only.
+VERSIONS = {"certified_accuracy": FIRST_VERSION + 6, "bracket_sides": FIRST_VERSION + 1}
 
 #: Profile keys that do not change one network's results (adding a network or a
 #: report eps recomputes nothing).
@@ -276,8 +276,8 @@ def _refined(
     certificate in place of ``kind``'s own (``benchmarks/refine_levels.py``)."""
     b = bound(kind)
     refine = b.refine if refine is None else refine
-    ok = value[f"certified_{kind}"][:, : len(x)].numpy().copy()  # tensors: not yet cached
-    robust = value[f"attack_{b.threat}"].numpy()
+    ok = np.array(value[f"certified_{kind}"][:, : len(x)])  # tensors, or arrays if cached
+    robust = np.asarray(value[f"attack_{b.threat}"])
     steps = ((p["modes"], p["sloped_bracket"]), (None, p["refine_bracket"]))
     for row, e in enumerate(eps):
         for modes, share in steps:
