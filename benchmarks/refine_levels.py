@@ -30,7 +30,7 @@ from flowbound.book.experiments import certify_digits as cd
 from flowbound.book.profiles import load_profile
 from flowbound.book.trained import get_model
 from flowbound.certificates import ellipsoid as ell
-from flowbound.certificates.local import CASCADE, SLOPED
+from flowbound.certificates.local import CASCADE
 from flowbound.certificates.registry import _local, bound
 from flowbound.data import load_mnist
 from flowbound.device import default_device
@@ -39,16 +39,6 @@ from flowbound.device import default_device
 #: the exact ellipsoid's).
 WHERE = {"none": (False, False), "all": (True, True), "modes": (True, False),
          "exact": (False, True)}  # fmt: skip
-
-
-def _by_step(at_modes, at_exact):
-    """A refinement running ``at_modes`` with the profile's eigenvectors and
-    ``at_exact`` with every one (``modes=None``)."""
-
-    def chosen(*args, modes=None, **kwargs):
-        return (at_exact if modes is None else at_modes)(*args, modes=modes, **kwargs)
-
-    return chosen
 
 
 def main() -> None:
@@ -74,11 +64,7 @@ def main() -> None:
     rows = []
     for variant in args.variants:
         trained = get_model(variant, prof, section=4)
-        config = {
-            "model": trained.config,
-            "local": {k: v for k, v in p.items() if k not in cd._NOT_IN_KEY},
-            "tol": prof["possibility"]["tol"],
-        }
+        config = cd.run_key(trained, prof)
 
         def missing():
             raise RuntimeError("the cached run is missing")
@@ -94,9 +80,8 @@ def main() -> None:
             row = {"variant": variant, "kind": kind, "eps": eps}
             for way, steps, where in ways:
                 ell.DESCENT_STEPS = steps
-                third, fourth = _local(b.threat, (SLOPED,)), _local(b.threat, CASCADE[2:])
-                at_modes, at_exact = WHERE[where]
-                refine = _by_step(fourth if at_modes else third, fourth if at_exact else third)
+                at_modes, at_exact = (CASCADE[2:] if on else CASCADE[2:3] for on in WHERE[where])
+                refine = _local(b.threat, at_modes, exact=at_exact)
                 start = time.perf_counter()
                 ok = cd._refined(model, xd, yd, eps, kind, value, p, refine)
                 row[way] = {

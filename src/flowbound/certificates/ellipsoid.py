@@ -276,7 +276,7 @@ class FlowTerms:
                 cross = cross + (b * gu.abs()).sum(1)
             if steps == 0:
                 return top, sq, cross
-            value = top + self.tail * sq + 2 * (cross + self.tail * (sq * sq_b).sqrt())
+            value = self._joint(top, sq, 0, sq_b, cross)  # Q^T b: the same for every s
             if best is None:
                 best = [value, top, sq, cross]
             else:

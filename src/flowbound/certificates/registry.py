@@ -226,8 +226,8 @@ def _local(
     (``modes=None``): its first two levels for every digit (``certify``); the others
     (``refine``, run on the attacked digits the attack and the first two levels leave
     open) each neuron's own slopes, and where the exact ellipsoid runs (few digits,
-    where the truth is nearly known) on tied flows those slopes stepped too, several
-    times dearer per digit (:data:`EXACT_LEVELS`)."""
+    where the truth is nearly known) those slopes stepped too where
+    :data:`EXACT_LEVELS` says, several times dearer per digit."""
 
     def certify(
         model, x, y, eps, *, modes: int | None = 200, classifier_only: bool = False

@@ -53,6 +53,7 @@ __all__ = [
     "largest_eps",
     "local_summary",
     "local_table",
+    "run_key",
     "sides_summary",
 ]
 
@@ -157,6 +158,15 @@ def attack_robust(model, x, y, eps_list, a: dict[str, Any], threat: ThreatSet) -
     return out
 
 
+def run_key(trained, prof: dict[str, Any]) -> dict[str, Any]:
+    """The cache key of one network's :func:`certified_accuracy` run."""
+    return {
+        "model": trained.config,
+        "local": {k: v for k, v in prof["local"].items() if k not in _NOT_IN_KEY},
+        "tol": prof["possibility"]["tol"],
+    }
+
+
 def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
     """Figure 12: certified accuracy against eps, per Section-4 network and certificate
     (the profile's ``local.kinds``: global ones read Figure 5's way, per-digit ones per
@@ -189,11 +199,7 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
     attacked = min(p["attack"]["images"], len(x))
     for name in p["variants"]:
         trained = get_model(name, prof, section=4)
-        config = {
-            "model": trained.config,
-            "local": {k: v for k, v in p.items() if k not in _NOT_IN_KEY},
-            "tol": prof["possibility"]["tol"],
-        }
+        config = run_key(trained, prof)
 
         def compute(trained=trained) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             dev = default_device()  # certificates stay float64 wherever they run
