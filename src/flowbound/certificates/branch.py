@@ -1,0 +1,342 @@
+"""Branch and bound over the hidden ReLUs: the certificate's last resort (beyond the paper).
+
+For a digit the cascade leaves open, each margin f_y - f_j still bounded at or below
+zero (a *problem*) is split on its unstable hidden neurons z_k = W_k g + b_k, most
+influential first: on a leaf where z_k >= 0 the neuron is exact (relu z_k = z_k), on
+one where z_k <= 0 it is zero. A leaf's lower bound is the cascade's last step on the
+leaf's relaxation plus a Lagrange term for each split (beta-CROWN, Wang et al. 2021):
+
+    min over {r in the threat set, s_k z_k(r) >= 0} of F(r)
+        >= min over the threat set of F(r) - sum_k beta_k s_k z_k(r),   beta_k >= 0,
+
+with s_k = +1 on the active side, -1 on the inactive one. The term is linear in z, so
+it joins the hidden layer's row before the row is carried to the flow terms: the leaf
+is bounded by exactly the computation of :func:`~flowbound.certificates.local.level_margins`
+on another row. The lower ReLU slopes alpha (any in [0, 1], alpha-CROWN) and the betas
+(any >= 0) are chosen per leaf by a few Adam steps on the kinked level's flow terms
+(cheaper, and differentiable at a fraction of the dearer levels' cost); the leaf's bound
+is the larger of ``level``'s value at the default slopes with beta 0 and at the slopes
+and betas found, each a sound float64 bound. A problem is certified when every
+leaf's bound is > 0 (the leaves cover the threat set: each split is z_k >= 0 or
+z_k <= 0); a leaf still at or below zero is split on the problem's next neuron, until
+``depth`` splits or ``leaves`` leaves per problem. A digit is certified when all its
+problems are.
+
+One hidden layer only (flowbound's own networks, a two-stage chain with or without
+biases): the first layer's pre-activation bounds do not depend on the split, so each
+leaf reads the cascade's own bounds. Any other network is refused.
+
+Used in: Beyond the paper: certifying individual digits (Figure 12's refinement).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from flowbound.certificates.ellipsoid import FlowTerms, support
+from flowbound.certificates.local import KINKED, Level, _checked, _correct
+from flowbound.certificates.pixels import PixelBounds, _pixel_bounds
+from flowbound.certificates.propagation import (
+    _relaxed_output,
+    chain_pre_activation_bounds,
+    over_threat,
+)
+from flowbound.checks import check_eps_list, check_int, check_number
+from flowbound.networks.chain import chain, is_own
+from flowbound.networks.view import classifier_input
+from flowbound.threat.sets import TIED, ThreatSet
+
+__all__ = ["BRANCH", "Branching", "branched", "branched_margins"]
+
+
+class Branching(NamedTuple):
+    """How far a problem is split: ``depth`` neurons at most (``leaves`` leaves at
+    most), ``steps`` Adam steps of the slopes and betas per round at rate ``rate``."""
+
+    depth: int = 8
+    leaves: int = 64
+    steps: int = 12
+    rate: float = 0.1
+
+
+#: The refinement's branching (``benchmarks/branch_levels.py`` measures others).
+BRANCH = Branching()
+
+
+class _Problem(NamedTuple):
+    digit: torch.Tensor  # (P,) the image each problem reads
+    row: torch.Tensor  # (P, h) the hidden layer's row c = A_1[y] - A_1[j]
+    const: torch.Tensor  # (P,) the last layer's bias difference
+    order: torch.Tensor  # (P, depth) neurons to split, most influential first (-1: none)
+
+
+def _leaf_pixels(pb: PixelBounds, at: torch.Tensor) -> PixelBounds:
+    """The pixel bounds of the images ``at`` (one per leaf)."""
+    pick = [None if t is None else t[at] for t in pb]
+    pick[4] = pb.radius  # the radius is per pixel, shared
+    return PixelBounds(*pick)
+
+
+def _ranked(low, up, row, depth: int) -> torch.Tensor:
+    """(P, depth) each problem's unstable neurons by the area of their relaxation's
+    triangle weighted by |c_k| (BaBSR's intercept score), -1 past the last one."""
+    unstable = (low < 0) & (up > 0)
+    width = torch.where(unstable, up - low, torch.ones_like(up))
+    score = torch.where(unstable, row.abs() * up * (-low) / width, -torch.ones_like(up))
+    top = score.topk(min(depth, score.shape[1]), dim=1)
+    out = torch.where(top.values > 0, top.indices, -torch.ones_like(top.indices))
+    pad = torch.full((len(out), depth - out.shape[1]), -1, dtype=out.dtype, device=out.device)
+    return torch.cat([out, pad], 1)
+
+
+def _leaf_bounds(
+    prob: _Problem, low, up, leaf_prob, signs, first, pb, flow, idx, chunk, alpha, beta
+) -> torch.Tensor:
+    """(L,) lower bounds of each leaf's margin: the split neurons fixed on their side,
+    the others relaxed with lower slopes ``alpha`` (L, h), the splits' Lagrange terms
+    with ``beta`` (L, D) >= 0; ``signs`` (L, D) +1 active, -1 inactive, 0 not split."""
+    order = prob.order[leaf_prob]  # (L, D)
+    d = prob.digit[leaf_prob]
+    lo, hi = low[d], up[d]
+    h = lo.shape[1]
+    split = (signs != 0) & (order >= 0)
+    col = order.clamp(min=0)
+    side = torch.zeros_like(lo).scatter_add(1, col, torch.where(split, signs, 0).to(lo.dtype))
+    lo = torch.where(side > 0, lo.clamp(min=0), lo)
+    hi = torch.where(side < 0, hi.clamp(max=0), hi)
+    lam, c0 = _relaxed_output(lo, hi, prob.row[leaf_prob][:, None, :], alpha[:, None, :])
+    lagrange = torch.zeros(len(lo), h, dtype=lo.dtype, device=lo.device).scatter_add(
+        1, col, torch.where(split, -signs.to(lo.dtype) * beta, 0)
+    )
+    rows = lam[:, 0] + lagrange  # (L, h): the row on z = W g + b
+    const = prob.const[leaf_prob] + c0[:, 0]
+    if first.bias is not None:
+        const = const + rows @ first.bias
+    return _by_digit(first.back(rows), const, d, pb, flow, idx, chunk)
+
+
+def _by_digit(rows, const, d, pb, flow, idx, chunk) -> torch.Tensor:
+    """(L,) lower bounds over the threat set of rows (L, n) . g + const (L,), leaf l on
+    image d[l]: the leaves of one image go through the last step together (one product
+    with the eigenvectors per image, not per leaf), zero rows padding the others."""
+    images, at = torch.unique(d, return_inverse=True)
+    order = torch.argsort(at, stable=True)
+    sorted_at = at[order]
+    counts = torch.bincount(sorted_at, minlength=len(images))
+    pos = torch.arange(len(d), device=d.device) - (torch.cumsum(counts, 0) - counts)[sorted_at]
+    shape = (len(images), int(counts.max()))
+    padded = rows.new_zeros(*shape, rows.shape[1]).index_put((sorted_at, pos), rows[order])
+    konst = const.new_zeros(shape).index_put((sorted_at, pos), const[order])
+    out = over_threat(padded, konst, _leaf_pixels(pb, images), flow, idx[images], chunk)
+    return out[sorted_at, pos][torch.argsort(order)]  # back to the leaves' order
+
+
+def _optimised(prob, low, up, leaf_prob, signs, first, pb, flows, idx, chunk, b: Branching):
+    """(L,) each leaf's bound, the larger of two values of the certificate's own flow
+    terms (``flows[0]``): at the default slopes with beta 0, and at the slopes (logits)
+    and betas (projected onto >= 0) that ``b.steps`` Adam steps on the cheaper search
+    terms (``flows[1]``, the kinked level's) found best for the leaf: any slopes and
+    betas are sound, so where they were found does not matter."""
+    main, search = flows
+    d = prob.digit[leaf_prob]
+    lo, hi = low[d], up[d]
+    default = (hi > -lo).to(lo.dtype)
+    zero = torch.zeros(signs.shape, dtype=lo.dtype, device=lo.device)
+
+    def value(flow, alpha, beta):
+        return _leaf_bounds(prob, low, up, leaf_prob, signs, first, pb, flow, idx, chunk,
+                            alpha, beta)  # fmt: skip
+
+    with torch.no_grad():
+        best = value(main, default, zero)
+    if b.steps == 0:
+        return best
+    logit = torch.logit(default.clamp(0.02, 0.98)).requires_grad_(True)
+    beta = zero.clone().requires_grad_(True)
+    opt = torch.optim.Adam([logit, beta], lr=b.rate)
+    found = torch.full_like(best, -math.inf)
+    keep_logit, keep_beta = logit.detach().clone(), zero.clone()
+    for _ in range(b.steps):
+        v = value(search, torch.sigmoid(logit), beta)
+        with torch.no_grad():  # each leaf keeps the slopes and betas it did best with
+            better = v > found
+            found = torch.where(better, v, found)
+            keep_logit[better], keep_beta[better] = logit[better], beta[better]
+        opt.zero_grad()
+        (-v.clamp(max=1.0).sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            beta.clamp_(min=0)
+    with torch.no_grad():
+        return torch.maximum(best, value(main, torch.sigmoid(keep_logit), keep_beta))
+
+
+def _branch_margins(layers, x, y, eps, threat, modes, level: Level, b: Branching, chunk):
+    """(N, K) lower bounds of each digit's margins by branch and bound (+inf at y): per
+    problem the best over the rounds of the smallest bound over the leaves that cover
+    the threat set (those certified in earlier rounds and this round's)."""
+    dev, dtype = x.device, torch.float64
+    first, last = layers.stages
+    pb = _pixel_bounds(x, eps, threat, dtype, level.kink)
+    flow = FlowTerms(eps, threat, x.shape[-1], dev, modes, dtype, level.ellipsoid)
+    cheap = level.ellipsoid & KINKED.ellipsoid  # the search's terms (the same pixels)
+    search = FlowTerms(eps, threat, x.shape[-1], dev, modes, dtype, cheap)
+    idx = support(pb)
+    ((low, up),) = chain_pre_activation_bounds(layers.stages, pb, flow, idx, chunk, skip=True)
+    k = layers.classes
+    a = last.matrix()
+    if a is None:
+        a = last.back(torch.eye(k, dtype=dtype, device=dev))
+    n = len(x)
+    digit = torch.arange(n, device=dev).repeat_interleave(k)
+    cls = torch.arange(k, device=dev).repeat(n)
+    keep = cls != y[digit]
+    digit, cls = digit[keep], cls[keep]
+    row = a[y[digit]] - a[cls]
+    const = torch.zeros(len(digit), dtype=dtype, device=dev)
+    if last.bias is not None:
+        const = last.bias[y[digit]] - last.bias[cls]
+    prob = _Problem(digit, row, const, _ranked(low[digit], up[digit], row, max(b.depth, 1)))
+    p = len(digit)
+    leaf_prob = torch.arange(p, device=dev)
+    signs = torch.zeros(p, max(b.depth, 1), dtype=torch.long, device=dev)
+    done = torch.full((p,), math.inf, dtype=dtype, device=dev)  # certified leaves' least
+    best = torch.full((p,), -math.inf, dtype=dtype, device=dev)
+    flows = (flow, search)
+    for depth in range(b.depth + 1):
+        value = _optimised(prob, low, up, leaf_prob, signs, first, pb, flows, idx, chunk, b)
+        least = done.scatter_reduce(0, leaf_prob, value, "amin")
+        here = torch.zeros(p, dtype=torch.bool, device=dev)
+        here[leaf_prob] = True  # a problem with no leaf this round keeps its bound
+        best = torch.where(here, torch.maximum(best, least), best)
+        won = value > 0
+        done = done.scatter_reduce(0, leaf_prob[won], value[won], "amin")
+        leaf_prob, signs = leaf_prob[~won], signs[~won]
+        if depth == b.depth or len(leaf_prob) == 0:
+            break
+        # split each open leaf on its problem's next neuron, while the problem has one
+        # and stays within its leaves; the others end here (their bound is kept)
+        counts = torch.bincount(leaf_prob, minlength=p)
+        goes = (prob.order[leaf_prob, depth] >= 0) & (2 * counts[leaf_prob] <= b.leaves)
+        stop = torch.zeros(p, dtype=torch.bool, device=dev)
+        stop[leaf_prob[~goes]] = True  # one leaf that cannot split: the problem stops
+        keep = ~stop[leaf_prob]
+        leaf_prob, signs = leaf_prob[keep], signs[keep]
+        if len(leaf_prob) == 0:
+            break
+        on, off = signs.clone(), signs.clone()
+        on[:, depth], off[:, depth] = 1, -1
+        leaf_prob = torch.cat([leaf_prob, leaf_prob])
+        signs = torch.cat([on, off])
+    out = torch.full((n, k), math.inf, dtype=dtype, device=dev)
+    out[digit, cls] = best
+    return out
+
+
+def _prepared(model, x, y, threat, modes, level, branching, classifier_only):
+    """Every argument checked (as :func:`~flowbound.certificates.local.certified` does,
+    and ``level``, ``branching``): (the network's chain, float64 images the chain reads,
+    labels, modes, the classifier itself)."""
+    if not isinstance(level, Level):
+        raise TypeError(f"level must be a Level (e.g. local.KINKED), got {level!r}")
+    if not isinstance(branching, Branching):
+        raise TypeError(
+            f"branching must be a Branching (e.g. Branching(depth=8)), got {branching!r}"
+        )
+    for name, low in (("depth", 0), ("leaves", 1), ("steps", 0)):
+        check_int(f"branching.{name}", getattr(branching, name), low=low)
+    check_number("branching.rate", branching.rate, low=0.0)
+    net, x, y, modes, _ = _checked(model, x, y, threat, modes, None, classifier_only)
+    if is_own(model):
+        _, x = classifier_input(model, x)  # an STN: its classifier on the transformed digit
+    x = x.to(torch.float64)
+    layers = chain(net, x.shape[-1], device=x.device)
+    if len(layers.stages) != 2:
+        raise TypeError(
+            f"branch and bound splits the hidden ReLUs of one-hidden-layer networks; this "
+            f"network has {len(layers.stages) - 1} hidden layers (use local.certified)"
+        )
+    return layers, x, y.to(x.device), modes, net
+
+
+def branched_margins(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    threat: str | ThreatSet = TIED,
+    modes: int | None = 200,
+    level: Level = KINKED,
+    branching: Branching = BRANCH,
+    batch: int = 8,
+    classifier_only: bool = False,
+) -> torch.Tensor:
+    """Certified lower bounds (N, K) of min over the threat set of f_y - f_j in float64
+    (+inf at j = y) by branch and bound over the hidden ReLUs (module notes) on
+    ``level``'s relaxation of the flow terms with ``modes`` eigenvectors of M^T M;
+    ``batch`` images at a time. Each bound is at least ``level``'s own
+    (:func:`~flowbound.certificates.local.level_margins`: the first round, default
+    slopes and no split). Arguments are checked as in
+    :func:`~flowbound.certificates.local.certified_margins`; a network with other than
+    one hidden layer is a TypeError."""
+    eps = check_number("eps", eps, low=0.0)
+    batch = check_int("batch", batch)
+    layers, x, y, modes, _ = _prepared(
+        model, x, y, threat, modes, level, branching, classifier_only
+    )
+    parts = [
+        _branch_margins(
+            layers, x[s : s + batch], y[s : s + batch], eps, threat, modes, level, branching, 32
+        )  # fmt: skip
+        for s in range(0, len(x), batch)
+    ]
+    if not parts:
+        return torch.zeros(0, layers.classes, dtype=torch.float64, device=x.device)
+    out = torch.cat(parts)
+    if not bool(torch.isfinite(out.masked_fill(torch.isinf(out) & (out > 0), 0)).all()):
+        raise FloatingPointError(
+            "a branched margin came out NaN or -inf (check the network's weights): no certificate"
+        )
+    return out
+
+
+def branched(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float] | float,
+    *,
+    threat: str | ThreatSet = TIED,
+    modes: int | None = 200,
+    level: Level = KINKED,
+    branching: Branching = BRANCH,
+    batch: int = 8,
+    classifier_only: bool = False,
+) -> np.ndarray:
+    """(E, N) bool: each image classified correctly and every margin certified at each
+    eps by :func:`branched_margins` (at eps = 0: classified correctly). Arguments are
+    checked as there."""
+    eps_list = check_eps_list("eps", eps)
+    batch = check_int("batch", batch)
+    layers, x, y, modes, net = _prepared(
+        model, x, y, threat, modes, level, branching, classifier_only
+    )
+    alive = _correct(net, x, y)
+    out = np.zeros((len(eps_list), len(x)), dtype=bool)
+    for row, e in enumerate(eps_list):
+        if e == 0:
+            out[row] = alive
+            continue
+        todo = np.nonzero(alive)[0]
+        for s in range(0, len(todo), batch):
+            part = torch.from_numpy(todo[s : s + batch]).to(x.device)
+            m = _branch_margins(layers, x[part], y[part], e, threat, modes, level,
+                                branching, 32)  # fmt: skip
+            out[row, todo[s : s + batch]] = (m > 0).all(1).cpu().numpy()
+    return out

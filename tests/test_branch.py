@@ -1,0 +1,143 @@
+"""Branch and bound over the hidden ReLUs: sound against samples, an attack and an
+exhaustive grid; never looser than the level it starts from; refuses what it cannot
+split."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flowbound.attacks.flow_apgd import flow_apgd
+from flowbound.certificates import local
+from flowbound.certificates.branch import Branching, branched, branched_margins
+from flowbound.networks.architectures import OneHidden
+from flowbound.threat.geometry import aabb_lambda, m_inv, mtm
+from flowbound.threat.warp import warp
+
+
+def _samples(side, eps, n, threat, gen):
+    """Flows on the surface and inside the threat set: r = M^{-1} s, ||s|| <= eps."""
+    d = side * side
+    mi = torch.from_numpy(m_inv(side).copy())
+    parts = 1 if threat == "tied" else 2
+    s = torch.randn(n, parts * d, generator=gen, dtype=torch.float64)
+    s = s / s.norm(dim=1, keepdim=True)
+    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1 / (parts * d))
+    scale[: n // 2] = 1.0
+    s = s * scale * (eps if threat == "tied" else math.sqrt(2) * eps)
+    flows = torch.stack([p @ mi for p in s.split(d, dim=1)], 1).reshape(n, parts, side, side)
+    return flows[:, 0] if threat == "tied" else flows
+
+
+def _margins(net, images, y):
+    with torch.no_grad():
+        scores = net(images).double()
+    return scores.gather(1, y.view(-1, 1)) - scores
+
+
+def _biased(d, hidden, k):
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
+
+
+@pytest.mark.parametrize("threat", ["tied", "full"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("level", [local.KINKED, local.DESCENT])
+def test_no_sample_or_attack_beats_a_branched_margin(threat, bias, level):
+    side, hidden, eps = 5, 10, 0.6
+    d = side * side
+    gen = torch.Generator().manual_seed(11)
+    torch.manual_seed(5)
+    net = (_biased(d, hidden, 3) if bias else OneHidden(d, hidden, 3)).double().eval()
+    x = torch.rand(4, side, side, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x if bias else x.flatten(1)).argmax(1)
+    split = Branching(depth=4, leaves=16, steps=6, rate=0.2)
+    bound = branched_margins(
+        net, x, y, eps, threat=threat, modes=None, level=level, branching=split
+    )
+    start = local.level_margins(net, x, y, eps, level, threat=threat, modes=None)
+    assert bool((bound >= start - 1e-12).all())  # never looser than where it starts
+    assert bool((bound > start + 1e-6).any())  # and tighter somewhere
+    res = flow_apgd(net, x, y, eps=eps, threat=threat, steps=40, targets=2)
+    assert bool((bound <= res.margins + 1e-9).all())
+    for b in range(len(x)):
+        flows = _samples(side, eps, 300, threat, gen)
+        images = warp(x[b].expand(300, side, side).contiguous(), flows)
+        found = _margins(net, images, y[b].expand(300)).min(0).values
+        found[y[b]] = math.inf
+        assert bool((found >= bound[b] - 1e-9).all()), (found, bound[b])
+
+
+def test_an_exhaustive_grid_never_beats_it_and_splitting_tightens_it():
+    """Tied flows on a 2 x 2 image: a fine grid over the ellipsoid stays above the
+    branched bound, which is at least the kinked level's and above it once split."""
+    side, eps = 2, 0.8
+    torch.manual_seed(3)
+    net = OneHidden(4, 6, 2).double()
+    x = torch.tensor([[[0.1, 0.9], [0.7, 0.3]]], dtype=torch.float64)
+    y = torch.tensor([0])
+    lam = aabb_lambda(side) * eps
+    axes = [np.linspace(-v, v, 25) for v in lam]
+    grid = np.array(list(itertools.product(*axes)))
+    keep = np.einsum("ni,ij,nj->n", grid, mtm(side), grid) <= eps**2
+    flows = torch.from_numpy(grid[keep]).reshape(-1, side, side)
+    images = warp(x.expand(len(flows), side, side).contiguous(), flows)
+    found = float(_margins(net, images, y.expand(len(flows)))[:, 1].min())
+    level = float(local.level_margins(net, x, y, eps, local.KINKED, modes=None)[0, 1])
+    splits = [Branching(depth, 64, 10) for depth in (0, 2, 6)]
+    bounds = [branched_margins(net, x, y, eps, modes=None, branching=b)[0, 1] for b in splits]
+    bounds = [float(v) for v in bounds]
+    assert all(found >= v - 1e-12 for v in bounds)
+    assert bounds[0] >= level - 1e-12 and bounds[2] > level + 1e-3
+    assert bounds[1] >= bounds[0] - 1e-12 and bounds[2] >= bounds[1] - 1e-12
+
+
+@pytest.mark.parametrize("level", [local.CHORD, local.KINKED, local.DESCENT])
+def test_no_split_and_no_step_is_the_level_itself(level):
+    torch.manual_seed(2)
+    net = OneHidden(36, 12, 4).double()
+    x = torch.rand(5, 6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    plain = Branching(depth=0, leaves=1, steps=0)
+    got = branched_margins(net, x, y, 0.4, level=level, modes=10, branching=plain, batch=2)
+    want = local.level_margins(net, x, y, 0.4, level, modes=10)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_branched_is_its_margins_on_the_correctly_classified_digits():
+    torch.manual_seed(6)
+    net = OneHidden(36, 10, 3).double()
+    x = torch.rand(10, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x.flatten(1)).argmax(1)
+    y[:2] = (y[:2] + 1) % 3
+    split = Branching(depth=3, leaves=8, steps=4)
+    ok = branched(net, x, y, [0.0, 0.3], branching=split, batch=3)
+    m = branched_margins(net, x, y, 0.3, branching=split, batch=3)
+    assert not ok[:, :2].any() and ok[0, 2:].all()
+    assert (ok[1, 2:] == (m[2:] > 0).all(1).numpy()).all()
+
+
+def test_it_refuses_what_it_cannot_split():
+    x = torch.rand(2, 5, 5, dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    deep = nn.Sequential(
+        nn.Flatten(), nn.Linear(25, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)
+    ).double()
+    with pytest.raises(TypeError, match="one-hidden-layer"):
+        branched_margins(deep, x, y, 0.2)
+    net = OneHidden(25, 6, 3).double()
+    with pytest.raises(TypeError, match="branching"):
+        branched(net, x, y, [0.2], branching=(4, 16, 5, 0.1))
+    with pytest.raises(TypeError, match="level"):
+        branched(net, x, y, [0.2], level="kinked")
+    with pytest.raises(ValueError, match="branching.depth"):
+        branched(net, x, y, [0.2], branching=Branching(depth=-1))
+    with pytest.raises(ValueError, match="eps"):
+        branched_margins(net, x, y, -0.1)
+    assert branched_margins(net, x[:0], y[:0], 0.2).shape == (0, 3)
