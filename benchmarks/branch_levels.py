@@ -78,9 +78,11 @@ def main() -> None:
         model = cd.frozen(trained.model).to(dev).double()
         xd, yd = x[:n].double().to(dev), y[:n].to(dev)
         for threat in args.threat:
-            kind = f"local_{threat}"
-            robust = np.asarray(value[f"attack_{bound(kind).threat}"])
-            ok = cd._on_attacked(value, kind, n)
+            robust = np.asarray(value[f"attack_{threat}"])
+            ok = np.zeros_like(robust)  # certified by any certificate of the threat set
+            for kind in p["kinds"]:
+                if bound(kind).threat == threat:
+                    ok = ok | cd._on_attacked(value, kind, n)
             for e in args.eps:
                 r = eps.index(e)
                 open_ = np.nonzero(robust[r] & ~ok[r])[0]

@@ -168,3 +168,46 @@ def test_the_settings_search_is_shown_per_threat_set_with_each_adopted_setting()
     gap = paper["adopted_tied_acc"] - paper["adopted_full_acc"]
     word = "below" if gap > 0 else "above"
     assert word in paper["full_clean_gap_text"] or abs(gap) < 5e-4
+
+
+def test_branch_and_bound_certifies_only_open_unbroken_digits_and_says_so(local_profile):
+    """The branch-and-bound table reads Figure 12's cached run: per (threat set, eps) the
+    open digits are the attacked ones neither certified nor broken, branch and bound
+    certifies a subset of them, and the sentence follows the counts."""
+    p = copy.deepcopy(local_profile)
+    p["local"]["branch"].update(eps={"tied": [0.5, 2.0], "full": [0.5]}, depth=2, leaves=4)
+    d = ex.certified_accuracy(p)
+    res = ex.branch_bracket(p)
+    rows = {(r["threat"], r["eps"]): r for r in res["rows"]}
+    assert set(rows) == {("tied", 0.5), ("tied", 2.0), ("full", 0.5)}
+    for (threat, e), r in rows.items():
+        i = list(d.eps).index(e)
+        assert r["open"] == d.bracket_digits["nt"][threat][i]
+        assert 0 <= r["closed"] <= r["open"] and r["after"] <= r["before"]
+        assert r["before"] == pytest.approx(d.bracket["nt"][threat][i])
+        assert r["after"] == pytest.approx((r["open"] - r["closed"]) / d.attack_images)
+    header, table = ex.branch_table(res)
+    assert len(table) == 3 and all(len(row) == len(header) for row in table)
+    s = ex.branch_summary(res)
+    opened = sum(r["open"] for r in res["rows"])
+    closed = sum(r["closed"] for r in res["rows"])
+    assert s["branch_net"] == "f_nt" and "tied flows at 0.5, 2" in s["branch_where"]
+    if opened > 1 and 0 < closed < opened:
+        assert s["branch_text"] == f"certified {closed} of the {opened} cases left open"
+    fake = {**res, "rows": [{**r, "open": 3, "closed": 0} for r in res["rows"][:1]]}
+    assert ex.branch_summary(fake)["branch_text"] == "certified none of the three cases left open"
+    fake["rows"][0].update(open=1, closed=1)
+    assert ex.branch_summary(fake)["branch_text"] == "certified the one case left open"
+    fake["rows"][0].update(open=0, closed=0)
+    assert ex.branch_summary(fake)["branch_text"].startswith("found no case")
+
+
+def test_branch_and_bound_refuses_budgets_figure12_did_not_run(local_profile):
+    p = copy.deepcopy(local_profile)
+    p["local"]["branch"]["eps"] = {"tied": [0.3], "full": []}
+    with pytest.raises(ValueError, match="local.branch.eps.tied must be budgets on local.eps"):
+        ex.branch_bracket(p)
+    p["local"]["branch"]["eps"] = {"tied": [], "full": [0.5]}
+    p["local"]["kinds"] = ["sdp", "local_tied"]
+    with pytest.raises(ValueError, match="needs the local_full certificate"):
+        ex.branch_bracket(p)

@@ -26,7 +26,8 @@ One hidden layer only (flowbound's own networks, a two-stage chain with or witho
 biases): the first layer's pre-activation bounds do not depend on the split, so each
 leaf reads the cascade's own bounds. Any other network is refused.
 
-Used in: Beyond the paper: certifying individual digits (Figure 12's refinement).
+Used in: Beyond the paper: certifying individual digits (branch and bound on the digits
+Figure 12 leaves open).
 """
 
 from __future__ import annotations
@@ -58,13 +59,14 @@ class Branching(NamedTuple):
     """How far a problem is split: ``depth`` neurons at most (``leaves`` leaves at
     most), ``steps`` Adam steps of the slopes and betas per round at rate ``rate``."""
 
-    depth: int = 8
-    leaves: int = 64
-    steps: int = 12
+    depth: int = 12
+    leaves: int = 256
+    steps: int = 8
     rate: float = 0.1
 
 
-#: The refinement's branching (``benchmarks/branch_levels.py`` measures others).
+#: The default branching, the paper profile's (``benchmarks/branch_levels.py`` measures
+#: others: the frontier of digits closed against seconds).
 BRANCH = Branching()
 
 

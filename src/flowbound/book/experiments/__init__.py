@@ -17,6 +17,7 @@ MODULES = (
     "possibility",
     "possibility_glue",
     "certify_digits",
+    "open_digits",
     "your_network",
     "proofs",
     "report",

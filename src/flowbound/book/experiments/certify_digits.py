@@ -67,7 +67,7 @@ VERSIONS = {"certified_accuracy": FIRST_VERSION + 6, "bracket_sides": FIRST_VERS
 
 #: Profile keys that do not change one network's results (adding a network or a
 #: report eps recomputes nothing).
-_NOT_IN_KEY = ("variants", "report_eps")
+_NOT_IN_KEY = ("variants", "report_eps", "branch")
 
 #: The threat sets Figure 12 attacks, each with the certificates that cover it
 #: (``Bound.threat``), and the CertifiedAccuracy field of each attack's curve.

@@ -1,0 +1,163 @@
+"""Beyond the paper: branch and bound on the digits Figure 12 leaves open (its table)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowbound.book.glue import count_noun
+from flowbound.book.trained import get_model
+from flowbound.certificates import local
+from flowbound.certificates.branch import Branching, branched
+from flowbound.certificates.registry import bound
+from flowbound.data import load_mnist
+from flowbound.device import default_device
+
+from ._common import FIRST_VERSION, cached_experiment, frozen
+from ._common import profile_dict as _profile
+from .certify_digits import VERSIONS as RUN_VERSIONS
+from .certify_digits import _on_attacked, certified_accuracy, run_key
+
+__all__ = ["BRANCH_LEVELS", "branch_bracket", "branch_summary", "branch_table"]
+
+#: The experiment's code version (in its cache key): bump it when its results change.
+VERSIONS = {"branch_bracket": FIRST_VERSION}
+
+#: The levels ``local.branch.level`` may name.
+BRANCH_LEVELS = {"chord": local.CHORD, "kinked": local.KINKED, "sloped": local.SLOPED,
+          "descent": local.DESCENT}  # fmt: skip
+
+
+def branch_bracket(profile: str | dict[str, Any]) -> dict[str, Any]:
+    """Branch and bound (:mod:`flowbound.certificates.branch`) on one network's attacked
+    digits that Figure 12 leaves open, neither broken nor certified by any certificate
+    of the threat set, as its bracket counts them (``local.branch``: the network, the eps per threat
+    set, the level, eigenvectors and branching), each (threat set, eps) at once: the
+    digits open before, those it certifies, the bracket before and after, and the
+    seconds per open digit. Reads Figure 12's cached run (computed first if absent)."""
+    prof = _profile(profile)
+    p, b = prof["local"], prof["local"]["branch"]
+    grid = [float(e) for e in p["eps"]]
+    for threat, eps in b["eps"].items():
+        if eps and f"local_{threat}" not in p["kinds"]:
+            raise ValueError(
+                f"local.branch.eps.{threat} needs the local_{threat} certificate in "
+                f"local.kinds (Figure 12's run on {threat} flows), got {p['kinds']}"
+            )
+        off = [e for e in eps if float(e) not in grid]
+        if off:
+            raise ValueError(
+                f"local.branch.eps.{threat} must be budgets on local.eps (Figure 12's grid, "
+                f"where the attack ran), got {off} not in {grid}"
+            )
+    one = {**prof, "local": {**p, "variants": [b["variant"]]}}
+    certified_accuracy(one)  # Figure 12's run for this network, cached
+    trained = get_model(b["variant"], prof, section=4)
+    run = run_key(trained, prof)
+
+    def missing() -> None:
+        raise RuntimeError("Figure 12's cached run is missing (certified_accuracy)")
+
+    value, _ = cached_experiment("certified_accuracy", RUN_VERSIONS, run, missing)
+    x, y = load_mnist("test")
+    n = min(p["attack"]["images"], len(x))
+    branching = Branching(b["depth"], b["leaves"], b["steps"])
+    config = {"run": run, "branch": b}
+
+    def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        dev = default_device()
+        model = frozen(trained.model).to(dev).double()
+        xd, yd = x[:n].double().to(dev), y[:n].to(dev)
+        out, seconds = {}, {}
+        for threat, eps in b["eps"].items():
+            robust = np.asarray(value[f"attack_{threat}"])
+            ok = np.zeros_like(robust)  # certified by any certificate of the threat set
+            for kind in p["kinds"]:
+                if bound(kind).threat == threat:
+                    ok = ok | _on_attacked(value, kind, n)
+            for e in eps:
+                r = grid.index(float(e))
+                open_ = np.nonzero(robust[r] & ~ok[r])[0]
+                idx = torch.from_numpy(open_).to(dev)
+                start = time.perf_counter()
+                got = branched(
+                    model, xd[idx], yd[idx], [float(e)], threat=threat, modes=b["modes"],
+                    level=BRANCH_LEVELS[b["level"]], branching=branching, classifier_only=True,
+                )[0]  # fmt: skip
+                key = f"{threat}_{float(e):g}"
+                seconds[key] = time.perf_counter() - start
+                closed = np.zeros(n, dtype=bool)
+                closed[open_[got]] = True
+                out[f"open_{key}"] = torch.from_numpy(robust[r] & ~ok[r])
+                out[f"closed_{key}"] = torch.from_numpy(closed)
+        return out, {"seconds": seconds}
+
+    found, meta = cached_experiment("branch_bracket", VERSIONS, config, compute)
+    rows = []
+    for threat, eps in b["eps"].items():
+        for e in eps:
+            key = f"{threat}_{float(e):g}"
+            opened = int(np.asarray(found[f"open_{key}"]).sum())
+            closed = int(np.asarray(found[f"closed_{key}"]).sum())
+            rows.append({
+                "threat": threat, "eps": float(e), "open": opened, "closed": closed,
+                "before": opened / n, "after": (opened - closed) / n,
+                "seconds_per_digit": meta["seconds"][key] / max(opened, 1),
+            })  # fmt: skip
+    return {"variant": b["variant"], "images": n, "branch": dict(b), "rows": rows}
+
+
+def branch_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per (threat set, eps): the digits open before, those branch and bound certified,
+    the bracket before and after, and the seconds per open digit."""
+    header = ["flows", "eps", "open", "certified by branch and bound", "bracket before",
+              "after", "s per open digit"]  # fmt: skip
+    rows = [
+        [
+            r["threat"],
+            f"{r['eps']:g}",
+            str(r["open"]),
+            str(r["closed"]),
+            f"{r['before']:.3f}",
+            f"{r['after']:.3f}",
+            f"{r['seconds_per_digit']:.1f}",
+        ]  # fmt: skip
+        for r in result["rows"]
+    ]
+    return header, rows
+
+
+def branch_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Glue for the chapter: the network, the branching, and in words how many of the
+    open (digit, eps) cases branch and bound certified."""
+    b = result["branch"]
+    opened = sum(r["open"] for r in result["rows"])
+    closed = sum(r["closed"] for r in result["rows"])
+    if opened == 0:
+        text = "found no case left open at these budgets"
+    elif opened == 1:
+        text = f"{'certified' if closed else 'did not certify'} the one case left open"
+    elif closed == 0:
+        text = f"certified none of the {count_noun(opened, 'case')} left open"
+    elif closed == opened:
+        text = f"certified all {count_noun(opened, 'case')} left open"
+    else:
+        text = f"certified {closed} of the {count_noun(opened, 'case')} left open"
+    modes = "every eigenvector" if b["modes"] is None else f"{b['modes']} eigenvectors"
+    where = "; ".join(
+        f"{t} flows at {', '.join(f'{float(e):g}' for e in eps)}"
+        for t, eps in b["eps"].items()
+        if eps
+    )
+    return {
+        "branch_net": f"f_{result['variant']}",
+        "branch_text": text,
+        "branch_where": where or "no budget",
+        "branch_depth": b["depth"],
+        "branch_leaves": b["leaves"],
+        "branch_steps": b["steps"],
+        "branch_level": f"{b['level']} level, {modes}",
+    }
