@@ -176,3 +176,21 @@ def test_stacked_training_on_device(device, variant):
     ref, out = trained("cpu"), trained(device)
     for p, q in zip(ref.parameters(), out.parameters(), strict=True):
         torch.testing.assert_close(q.detach(), p.detach(), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("threat", ["tied", "full"])
+def test_branch_and_bound_on_device(problem, device, threat):
+    """branched_margins runs on the images' device and gives the CPU's bounds (the
+    leaves' Adam steps in float64 on either)."""
+    from flowbound.certificates.branch import Branching, branched_margins
+    from flowbound.certificates.local import DESCENT
+
+    net, x, y = problem
+    split = Branching(depth=3, leaves=8, steps=4)
+    ref = branched_margins(net, x, y, 0.4, threat=threat, modes=30, level=DESCENT,
+                           branching=split)  # fmt: skip
+    got = branched_margins(_on(net, device), x.to(device), y.to(device), 0.4, threat=threat,
+                           modes=30, level=DESCENT, branching=split)  # fmt: skip
+    assert got.device.type == torch.device(device).type and got.dtype == torch.float64
+    torch.testing.assert_close(got.cpu(), ref, rtol=1e-7, atol=1e-7)
