@@ -19,8 +19,10 @@ is the larger of ``level``'s value at the default slopes with beta 0 and at the 
 and betas found, each a sound float64 bound. A problem is certified when every
 leaf's bound is > 0 (the leaves cover the threat set: each split is z_k >= 0 or
 z_k <= 0); a leaf still at or below zero is split on the problem's next neuron, until
-``depth`` splits or ``leaves`` leaves per problem. A digit is certified when all its
-problems are.
+``depth`` splits or ``leaves`` leaves per problem (a work budget per digit). A
+problem's bound is the best, over the rounds, of the least bound over the leaves that
+cover the threat set (a child can bound lower than its parent: either is sound). A
+digit is certified when all its problems are.
 
 One hidden layer only (flowbound's own networks, a two-stage chain with or without
 biases): the first layer's pre-activation bounds do not depend on the split, so each
