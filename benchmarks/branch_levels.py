@@ -26,22 +26,17 @@ import torch
 
 from flowbound.book.experiments import certify_digits as cd
 from flowbound.book.profiles import load_profile
-from flowbound.book.trained import get_model
 from flowbound.certificates import local
 from flowbound.certificates.branch import Branching, branched
-from flowbound.certificates.registry import bound
 from flowbound.data import load_mnist
 from flowbound.device import default_device
-
-LEVELS = {"chord": local.CHORD, "kinked": local.KINKED, "sloped": local.SLOPED,
-          "descent": local.DESCENT}  # fmt: skip
 
 
 def _setting(text: str) -> tuple[str, local.Level, int | None, Branching]:
     """``level:modes:depth:leaves:steps`` (modes an int or ``exact``)."""
     level, modes, depth, leaves, steps = text.split(":")
     m = None if modes == "exact" else int(modes)
-    return text, LEVELS[level], m, Branching(int(depth), int(leaves), int(steps))
+    return text, local.LEVELS[level], m, Branching(int(depth), int(leaves), int(steps))
 
 
 def main() -> None:
@@ -58,8 +53,6 @@ def main() -> None:
     args = parser.parse_args()
     settings = [_setting(s) for s in args.setting]
     prof = load_profile(args.profile)
-    prof["local"]["variants"] = list(args.variants)
-    cd.certified_accuracy(prof)  # the cached run (computed here if it is not there)
     p = prof["local"]
     eps = [float(e) for e in p["eps"]]
     x, y = load_mnist("test")
@@ -68,25 +61,16 @@ def main() -> None:
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor()
     print(f"{dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     for variant in args.variants:
-        trained = get_model(variant, prof, section=4)
-        config = cd.run_key(trained, prof)
-
-        def missing():
-            raise RuntimeError("the cached run is missing")
-
-        value, _ = cd.cached_experiment("certified_accuracy", cd.VERSIONS, config, missing)
+        trained, value = cd.cached_run(prof, variant)  # computed here if it is not there
         model = cd.frozen(trained.model).to(dev).double()
         xd, yd = x[:n].double().to(dev), y[:n].to(dev)
         for threat in args.threat:
             robust = np.asarray(value[f"attack_{threat}"])
-            ok = np.zeros_like(robust)  # certified by any certificate of the threat set
-            for kind in p["kinds"]:
-                if bound(kind).threat == threat:
-                    ok = ok | cd._on_attacked(value, kind, n)
+            left = robust & ~cd.certified_on_attacked(value, p["kinds"], threat, n)
             for e in args.eps:
                 r = eps.index(e)
-                open_ = np.nonzero(robust[r] & ~ok[r])[0]
-                before = (robust[r].sum() - ok[r].sum()) / n
+                open_ = np.nonzero(left[r])[0]
+                before = len(open_) / n
                 if len(open_) > args.most:
                     print(f"{variant} {threat} {e:g}: {len(open_)} open digits, skipped")
                     continue

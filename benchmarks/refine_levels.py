@@ -28,7 +28,6 @@ import torch
 
 from flowbound.book.experiments import certify_digits as cd
 from flowbound.book.profiles import load_profile
-from flowbound.book.trained import get_model
 from flowbound.certificates import ellipsoid as ell
 from flowbound.certificates.local import CASCADE
 from flowbound.certificates.registry import _local, bound
@@ -52,8 +51,6 @@ def main() -> None:
     ways = [("third level", 0, "none")]
     ways += [(f"fourth ({w}), {k} steps", k, w) for w in args.where for k in args.steps]
     prof = load_profile(args.profile)
-    prof["local"]["variants"] = list(args.variants)
-    cd.certified_accuracy(prof)  # the cached run (computed here if it is not there)
     p = prof["local"]
     eps = [float(e) for e in p["eps"]]
     x, y = load_mnist("test")
@@ -63,13 +60,7 @@ def main() -> None:
     print(f"{dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = []
     for variant in args.variants:
-        trained = get_model(variant, prof, section=4)
-        config = cd.run_key(trained, prof)
-
-        def missing():
-            raise RuntimeError("the cached run is missing")
-
-        value, _ = cd.cached_experiment("certified_accuracy", cd.VERSIONS, config, missing)
+        trained, value = cd.cached_run(prof, variant)  # computed here if it is not there
         model = cd.frozen(trained.model).to(dev).double()
         xd, yd = x[:n].double().to(dev), y[:n].to(dev)
         for kind in p["kinds"]:

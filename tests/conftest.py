@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -78,3 +79,29 @@ def tiny() -> dict:
     p["train"].update(train_subset=2048, epochs=1, batch_size=32, lr=0.005)
     p["eval"]["test_subset"] = 500
     return p
+
+
+def ellipsoid_flows(side: int, eps: float, n: int, threat: str, gen) -> torch.Tensor:
+    """Flows on the surface and inside the threat set: r = M^{-1} s, ||s|| <= eps (the
+    radius sqrt(2) eps for full flows); half of them on the surface."""
+    from flowbound.threat.geometry import m_inv
+
+    d = side * side
+    mi = torch.from_numpy(m_inv(side).copy())
+    parts = 1 if threat == "tied" else 2
+    s = torch.randn(n, parts * d, generator=gen, dtype=torch.float64)
+    s = s / s.norm(dim=1, keepdim=True)
+    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1 / (parts * d))
+    scale[: n // 2] = 1.0  # half on the surface
+    s = s * scale * (eps if threat == "tied" else math.sqrt(2) * eps)
+    flows = torch.stack([p @ mi for p in s.split(d, dim=1)], 1).reshape(n, parts, side, side)
+    return flows[:, 0] if threat == "tied" else flows
+
+
+def margins_of(model, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N, K) f_y - f_j of the images (N, s, s), in float64, for any supported network."""
+    from flowbound.networks.chain import image_model
+
+    with torch.no_grad():
+        scores = image_model(model)(images).double()
+    return scores.gather(1, y.view(-1, 1)) - scores

@@ -10,34 +10,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ellipsoid_flows, margins_of
 from torch import nn
 
 from flowbound.attacks.flow_apgd import flow_apgd
 from flowbound.certificates import local
 from flowbound.certificates.branch import Branching, branched, branched_margins
 from flowbound.networks.architectures import OneHidden
-from flowbound.threat.geometry import aabb_lambda, m_inv, mtm
+from flowbound.threat.geometry import aabb_lambda, mtm
 from flowbound.threat.warp import warp
-
-
-def _samples(side, eps, n, threat, gen):
-    """Flows on the surface and inside the threat set: r = M^{-1} s, ||s|| <= eps."""
-    d = side * side
-    mi = torch.from_numpy(m_inv(side).copy())
-    parts = 1 if threat == "tied" else 2
-    s = torch.randn(n, parts * d, generator=gen, dtype=torch.float64)
-    s = s / s.norm(dim=1, keepdim=True)
-    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1 / (parts * d))
-    scale[: n // 2] = 1.0
-    s = s * scale * (eps if threat == "tied" else math.sqrt(2) * eps)
-    flows = torch.stack([p @ mi for p in s.split(d, dim=1)], 1).reshape(n, parts, side, side)
-    return flows[:, 0] if threat == "tied" else flows
-
-
-def _margins(net, images, y):
-    with torch.no_grad():
-        scores = net(images).double()
-    return scores.gather(1, y.view(-1, 1)) - scores
 
 
 def _biased(d, hidden, k):
@@ -66,9 +47,9 @@ def test_no_sample_or_attack_beats_a_branched_margin(threat, bias, level):
     res = flow_apgd(net, x, y, eps=eps, threat=threat, steps=40, targets=2)
     assert bool((bound <= res.margins + 1e-9).all())
     for b in range(len(x)):
-        flows = _samples(side, eps, 300, threat, gen)
+        flows = ellipsoid_flows(side, eps, 300, threat, gen)
         images = warp(x[b].expand(300, side, side).contiguous(), flows)
-        found = _margins(net, images, y[b].expand(300)).min(0).values
+        found = margins_of(net, images, y[b].expand(300)).min(0).values
         found[y[b]] = math.inf
         assert bool((found >= bound[b] - 1e-9).all()), (found, bound[b])
 
@@ -87,7 +68,7 @@ def test_an_exhaustive_grid_never_beats_it_and_splitting_tightens_it():
     keep = np.einsum("ni,ij,nj->n", grid, mtm(side), grid) <= eps**2
     flows = torch.from_numpy(grid[keep]).reshape(-1, side, side)
     images = warp(x.expand(len(flows), side, side).contiguous(), flows)
-    found = float(_margins(net, images, y.expand(len(flows)))[:, 1].min())
+    found = float(margins_of(net, images, y.expand(len(flows)))[:, 1].min())
     level = float(local.level_margins(net, x, y, eps, local.KINKED, modes=None)[0, 1])
     splits = [Branching(depth, 64, 10) for depth in (0, 2, 6)]
     bounds = [branched_margins(net, x, y, eps, modes=None, branching=b)[0, 1] for b in splits]

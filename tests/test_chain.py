@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ellipsoid_flows, margins_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -17,7 +18,6 @@ from flowbound.certificates.local import CHORD, certified, certified_margins, le
 from flowbound.certificates.registry import certified_digits
 from flowbound.networks.architectures import Linear, OneHidden, STNClassifier
 from flowbound.networks.chain import chain, image_model
-from flowbound.threat.geometry import m_inv
 from flowbound.threat.warp import warp
 
 
@@ -70,26 +70,6 @@ def _network(kind: str, side: int, width: int, depth: int, bias: bool, seed: int
     return net.eval()
 
 
-def _ellipsoid_flows(side, eps, n, threat, gen):
-    """Flows inside the threat set and on its surface: r = M^{-1} s, ||s|| <= radius."""
-    d = side * side
-    mi = torch.from_numpy(m_inv(side).copy())
-    parts = 1 if threat == "tied" else 2
-    s = torch.randn(n, parts * d, generator=gen, dtype=torch.float64)
-    s = s / s.norm(dim=1, keepdim=True)
-    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1 / (parts * d))
-    scale[: n // 2] = 1.0
-    s = s * scale * (eps if threat == "tied" else math.sqrt(2) * eps)
-    flows = torch.stack([p @ mi for p in s.split(d, dim=1)], 1).reshape(n, parts, side, side)
-    return flows[:, 0] if threat == "tied" else flows
-
-
-def _margins_of(model, images, y):
-    with torch.no_grad():
-        scores = image_model(model)(images).double()
-    return scores.gather(1, y.view(-1, 1)) - scores
-
-
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "pool"])
 def test_the_chain_computes_what_the_network_computes(kind):
     net = _network(kind, 8, 6, 3, True, 0)
@@ -127,11 +107,11 @@ def test_no_flow_in_the_threat_set_beats_a_certified_margin(
         net, x, y, eps, threat=threat, modes=side * side // 2, deeper="interval"
     )
     attack = flow_apgd(net, x, y, eps=eps, threat=threat, steps=25, targets=2)
-    after = _margins_of(net, attack.images, y)
+    after = margins_of(net, attack.images, y)
     for b in range(2):
-        flows = _ellipsoid_flows(side, eps, 150, threat, gen)
+        flows = ellipsoid_flows(side, eps, 150, threat, gen)
         images = warp(x[b].expand(150, side, side).contiguous(), flows)
-        found = _margins_of(net, images, y[b].expand(150)).min(0).values
+        found = margins_of(net, images, y[b].expand(150)).min(0).values
         found = torch.minimum(found, after[b])
         found[y[b]] = math.inf
         assert bool((found >= bound[b] - 1e-9).all()), (found, bound[b])
@@ -317,7 +297,7 @@ def test_back_substitution_bounds_every_hidden_layer_on_sampled_flows():
         bounds = chain_pre_activation_bounds(layers.stages, pb, flow, support(pb), 4, True)
         for b in range(2):
             g = warp(x[b].expand(300, side, side).contiguous(),
-                     _ellipsoid_flows(side, eps, 300, threat, gen)).flatten(1)  # fmt: skip
+                     ellipsoid_flows(side, eps, 300, threat, gen)).flatten(1)  # fmt: skip
             h = g
             for k, stage in enumerate(layers.stages[:-1]):
                 h = stage.forward(h if k == 0 else h.clamp(min=0))

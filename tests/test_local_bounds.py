@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ellipsoid_flows, margins_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,26 +50,6 @@ def test_pixel_bounds_hold_on_dense_samples_of_the_box(threat, eps):
     assert worst <= 0.0
 
 
-def _ellipsoid_samples(side, eps, n, threat, gen):
-    """Flows on the surface and inside the threat set: r = M^{-1} s, ||s|| <= eps."""
-    d = side * side
-    mi = torch.from_numpy(m_inv(side).copy())
-    parts = 1 if threat == "tied" else 2
-    s = torch.randn(n, parts * d, generator=gen, dtype=torch.float64)
-    s = s / s.norm(dim=1, keepdim=True)
-    scale = torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1 / (parts * d))
-    scale[: n // 2] = 1.0  # half on the surface
-    s = s * scale * (eps if threat == "tied" else math.sqrt(2) * eps)
-    flows = torch.stack([p @ mi for p in s.split(d, dim=1)], 1).reshape(n, parts, side, side)
-    return flows[:, 0] if threat == "tied" else flows
-
-
-def _margins_of(model, images, y):
-    with torch.no_grad():
-        scores = model(images).double()
-    return scores.gather(1, y.view(-1, 1)) - scores
-
-
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(
     side=st.integers(4, 8),
@@ -87,12 +68,12 @@ def test_no_attack_beats_a_certified_margin(side, hidden, eps, threat, linear, s
     y = torch.tensor([0, 2])
     bound = certified_margins(net, x, y, eps, threat=threat, modes=d // 2)
     for b in range(2):
-        flows = _ellipsoid_samples(side, eps, 200, threat, gen)
+        flows = ellipsoid_flows(side, eps, 200, threat, gen)
         images = warp(x[b].expand(200, side, side).contiguous(), flows)
-        found = _margins_of(net, images, y[b].expand(200)).min(0).values
+        found = margins_of(net, images, y[b].expand(200)).min(0).values
         if threat == "tied":  # the budgeted attack, one target at a time via the CW margin
             res = flow_pgd(net, x[b : b + 1], y[b : b + 1], eps=eps, steps=30, restarts=2)
-            found = torch.minimum(found, _margins_of(net, res.images, y[b : b + 1])[0])
+            found = torch.minimum(found, margins_of(net, res.images, y[b : b + 1])[0])
         found[y[b]] = math.inf  # f_y - f_y = 0: the bound there is +inf by convention
         assert bool((found >= bound[b] - 1e-9).all()), (found, bound[b])
 
@@ -112,7 +93,7 @@ def test_exhaustive_search_on_a_two_by_two_grid():
     keep = np.einsum("ni,ij,nj->n", grid, mtm(side), grid) <= eps**2
     flows = torch.from_numpy(grid[keep]).reshape(-1, side, side)
     images = warp(x.expand(len(flows), side, side).contiguous(), flows)
-    found = float(_margins_of(net, images, y.expand(len(flows)))[:, 1].min())
+    found = float(margins_of(net, images, y.expand(len(flows)))[:, 1].min())
     assert found >= bound - 1e-12
     assert bound > found - 1.0  # a real bound, not -inf
 
@@ -126,7 +107,7 @@ def test_certified_reports_fewer_digits_as_eps_grows_and_zero_eps_is_accuracy():
         y = net(x).argmax(1)
     y[:5] = (y[:5] + 1) % 3  # five misclassified digits
     ok = certified(net, x, y, [0.0, 0.05, 0.3, 1.0])
-    margin = _margins_of(net, x, y)
+    margin = margins_of(net, x, y)
     margin[torch.arange(20), y] = math.inf
     strict = (margin > 0).all(1).numpy()  # a tie (all ReLUs dead) is not a certificate
     assert (ok[0] == strict).all() and strict.sum() >= 10 and not ok[:, :5].any()
@@ -265,7 +246,6 @@ def test_the_joint_slope_and_kink_value_covers_every_sign_pattern(modes):
     from flowbound.certificates.ellipsoid import FlowTerms, support
     from flowbound.certificates.local import KINKED
     from flowbound.certificates.pixels import PixelBounds
-    from flowbound.threat.geometry import m_inv
 
     gen = torch.Generator().manual_seed(0 if modes is None else 1)
     side, d, eps = 3, 9, 0.4
@@ -319,7 +299,6 @@ def test_each_rows_own_slopes_stay_above_the_exact_supremum(modes):
     from flowbound.certificates.ellipsoid import FlowTerms, support
     from flowbound.certificates.local import DESCENT, KINKED, SLOPED
     from flowbound.certificates.pixels import PixelBounds
-    from flowbound.threat.geometry import m_inv
 
     gen = torch.Generator().manual_seed(5 if modes is None else 6)
     side, d, eps = 2, 4, 0.4

@@ -41,3 +41,12 @@ def test_every_profile_draws_every_figure():
     for name in PROFILES:
         nets = load_profile(name)["impossibility"]["networks"]
         assert {"nt", "rd", "at"} <= set(nets), name
+
+
+def test_the_branch_level_a_profile_may_name_is_one_the_certificate_has():
+    from flowbound.book.profiles import SCHEMA
+    from flowbound.certificates.local import LEVELS
+
+    rule = SCHEMA["local.branch.level"]
+    assert all(rule(name) is None for name in LEVELS)
+    assert rule("exact") is not None

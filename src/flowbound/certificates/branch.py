@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from flowbound.certificates.ellipsoid import FlowTerms, support
-from flowbound.certificates.local import KINKED, Level, _checked, _correct
+from flowbound.certificates.local import KINKED, Level, _check_level, _checked, _correct
 from flowbound.certificates.pixels import PixelBounds, _pixel_bounds
 from flowbound.certificates.propagation import (
     _relaxed_output,
@@ -80,10 +80,9 @@ class _Problem(NamedTuple):
 
 
 def _leaf_pixels(pb: PixelBounds, at: torch.Tensor) -> PixelBounds:
-    """The pixel bounds of the images ``at`` (one per leaf)."""
-    pick = [None if t is None else t[at] for t in pb]
-    pick[4] = pb.radius  # the radius is per pixel, shared
-    return PixelBounds(*pick)
+    """The pixel bounds of the images ``at`` (the radius is per pixel, shared)."""
+    per_image = (f for f in pb._fields if f != "radius" and getattr(pb, f) is not None)
+    return pb._replace(**{f: getattr(pb, f)[at] for f in per_image})
 
 
 def _ranked(low, up, row, depth: int) -> torch.Tensor:
@@ -246,8 +245,7 @@ def _prepared(model, x, y, threat, modes, level, branching, classifier_only):
     """Every argument checked (as :func:`~flowbound.certificates.local.certified` does,
     and ``level``, ``branching``): (the network's chain, float64 images the chain reads,
     labels, modes, the classifier itself)."""
-    if not isinstance(level, Level):
-        raise TypeError(f"level must be a Level (e.g. local.KINKED), got {level!r}")
+    _check_level(level)
     if not isinstance(branching, Branching):
         raise TypeError(
             f"branching must be a Branching (e.g. Branching(depth=8)), got {branching!r}"
@@ -294,6 +292,12 @@ def branched_margins(
     layers, x, y, modes, _ = _prepared(
         model, x, y, threat, modes, level, branching, classifier_only
     )
+    return _batched(layers, x, y, eps, threat, modes, level, branching, batch)
+
+
+def _batched(layers, x, y, eps, threat, modes, level, branching, batch) -> torch.Tensor:
+    """:func:`_branch_margins` ``batch`` images at a time, failing closed: NaN or -inf
+    anywhere is an error, never a bound."""
     parts = [
         _branch_margins(
             layers, x[s : s + batch], y[s : s + batch], eps, threat, modes, level, branching, 32
@@ -337,10 +341,7 @@ def branched(
         if e == 0:
             out[row] = alive
             continue
-        todo = np.nonzero(alive)[0]
-        for s in range(0, len(todo), batch):
-            part = torch.from_numpy(todo[s : s + batch]).to(x.device)
-            m = _branch_margins(layers, x[part], y[part], e, threat, modes, level,
-                                branching, 32)  # fmt: skip
-            out[row, todo[s : s + batch]] = (m > 0).all(1).cpu().numpy()
+        todo = torch.from_numpy(np.nonzero(alive)[0]).to(x.device)
+        m = _batched(layers, x[todo], y[todo], e, threat, modes, level, branching, batch)
+        out[row, todo.cpu().numpy()] = (m > 0).all(1).cpu().numpy()
     return out

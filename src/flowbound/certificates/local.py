@@ -76,6 +76,7 @@ __all__ = [
     "CHORD",
     "DESCENT",
     "KINKED",
+    "LEVELS",
     "SLOPED",
     "Level",
     "certified",
@@ -110,6 +111,9 @@ SLOPED = Level(True, frozenset({"linear", "kink", "slopes"}))
 #: maximiser (``"descent"``), each row keeping its smallest bound: the fourth level.
 DESCENT = Level(True, ELLIPSOID_TERMS)
 
+#: The levels by name, as a profile names them (``local.branch.level``).
+LEVELS = {"chord": CHORD, "kinked": KINKED, "sloped": SLOPED, "descent": DESCENT}
+
 #: The levels :func:`certified` tries a digit at, cheapest first: a digit one level
 #: certifies is not tried at the next (each level is sound, so either certifying it is
 #: a certificate); the answer is at least the last level's, at a fraction of its cost.
@@ -131,6 +135,18 @@ def _check_modes(modes, d: int) -> int | None:
     if modes < 0:
         raise ValueError(f"modes must be None or an integer 0 <= modes <= {d}, got {modes}")
     return int(modes)
+
+
+def _check_level(level) -> Level:
+    """``level`` as a :class:`Level` whose flow terms the certificate knows."""
+    if not isinstance(level, Level) or not isinstance(level.kink, bool):
+        raise TypeError(f"level must be a Level (e.g. CHORD or KINKED), got {level!r}")
+    if not level.ellipsoid <= ELLIPSOID_TERMS:
+        raise ValueError(
+            f"level.ellipsoid must name flow terms among {sorted(ELLIPSOID_TERMS)}, got "
+            f"{sorted(level.ellipsoid)}"
+        )
+    return level
 
 
 class _Checked(NamedTuple):
@@ -246,13 +262,7 @@ def level_margins(
     in float64. Every argument is checked as there."""
     eps = check_number("eps", eps, low=0.0)
     chunk = check_int("chunk", chunk)
-    if not isinstance(level, Level) or not isinstance(level.kink, bool):
-        raise TypeError(f"level must be a Level (e.g. CHORD or KINKED), got {level!r}")
-    if not level.ellipsoid <= ELLIPSOID_TERMS:
-        raise ValueError(
-            f"level.ellipsoid must name flow terms among {sorted(ELLIPSOID_TERMS)}, got "
-            f"{sorted(level.ellipsoid)}"
-        )
+    _check_level(level)
     checked = _checked(model, x, y, threat, modes, None, classifier_only)
     return _margins(model, checked, eps, threat, chunk, False, level)
 

@@ -38,12 +38,14 @@ __all__ = [
     "attack_robust",
     "bracket_sides",
     "bracket_table",
+    "cached_run",
     "cert_comparison",
     "cert_comparison_summary",
     "cert_comparison_table",
     "cert_search",
     "cert_search_summary",
     "certified_accuracy",
+    "certified_on_attacked",
     "CertifiedAccuracy",
     "closer_side",
     "example_text",
@@ -240,10 +242,7 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
             robust = value[f"attack_{threat}"]
             out[key][name] = robust.mean(1)
             out[f"{key}_ci"][name] = np.array([rate_interval(r)[1:] for r in robust])
-            covering = [k for k in kinds if bound(k).threat == threat]
-            best = np.zeros_like(robust)
-            for k in covering:
-                best = best | _on_attacked(value, k, n)
+            best = certified_on_attacked(value, kinds, threat, n)
             out["certified_attacked"].setdefault(name, {})[threat] = best.mean(1)
             out["bracket"].setdefault(name, {})[threat] = robust.mean(1) - best.mean(1)
             count = robust.sum(1).astype(np.int64) - best.sum(1).astype(np.int64)
@@ -262,6 +261,31 @@ def certified_accuracy(profile: str | dict[str, Any]) -> CertifiedAccuracy:
         out["seconds"][name] = meta["seconds"]
     out["attack_images"] = attacked
     return CertifiedAccuracy(**out)
+
+
+def cached_run(profile: str | dict[str, Any], variant: str) -> tuple[Any, dict[str, Any]]:
+    """One network's Figure 12 run as cached (computed first if absent): the trained
+    network and the run's arrays (``attack_<threat>``, ``certified_<kind>``,
+    ``refined_<kind>``: (E, digits) per eps of ``local.eps``)."""
+    prof = _profile(profile)
+    certified_accuracy({**prof, "local": {**prof["local"], "variants": [variant]}})
+    trained = get_model(variant, prof, section=4)
+
+    def missing() -> None:
+        raise RuntimeError(f"Figure 12's cached run of {variant} is missing")
+
+    value, _ = cached_experiment("certified_accuracy", VERSIONS, run_key(trained, prof), missing)
+    return trained, value
+
+
+def certified_on_attacked(value: dict[str, Any], kinds, threat: str, n: int) -> np.ndarray:
+    """(E, n) the attacked digits certified by any of ``kinds`` that covers ``threat``
+    (refined where it was), as Figure 12's bracket counts them."""
+    best = np.zeros_like(np.asarray(value[f"attack_{threat}"]), dtype=bool)
+    for k in kinds:
+        if bound(k).threat == threat:
+            best = best | _on_attacked(value, k, n)
+    return best
 
 
 def _on_attacked(value: dict[str, Any], kind: str, n: int) -> np.ndarray:

@@ -9,26 +9,19 @@ import numpy as np
 import torch
 
 from flowbound.book.glue import count_noun
-from flowbound.book.trained import get_model
 from flowbound.certificates import local
 from flowbound.certificates.branch import Branching, branched
-from flowbound.certificates.registry import bound
 from flowbound.data import load_mnist
 from flowbound.device import default_device
 
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
-from .certify_digits import VERSIONS as RUN_VERSIONS
-from .certify_digits import _on_attacked, certified_accuracy, run_key
+from .certify_digits import cached_run, certified_on_attacked, run_key
 
-__all__ = ["BRANCH_LEVELS", "branch_bracket", "branch_summary", "branch_table"]
+__all__ = ["branch_bracket", "branch_summary", "branch_table"]
 
 #: The experiment's code version (in its cache key): bump it when its results change.
 VERSIONS = {"branch_bracket": FIRST_VERSION}
-
-#: The levels ``local.branch.level`` may name.
-BRANCH_LEVELS = {"chord": local.CHORD, "kinked": local.KINKED, "sloped": local.SLOPED,
-          "descent": local.DESCENT}  # fmt: skip
 
 
 def branch_bracket(profile: str | dict[str, Any]) -> dict[str, Any]:
@@ -53,15 +46,8 @@ def branch_bracket(profile: str | dict[str, Any]) -> dict[str, Any]:
                 f"local.branch.eps.{threat} must be budgets on local.eps (Figure 12's grid, "
                 f"where the attack ran), got {off} not in {grid}"
             )
-    one = {**prof, "local": {**p, "variants": [b["variant"]]}}
-    certified_accuracy(one)  # Figure 12's run for this network, cached
-    trained = get_model(b["variant"], prof, section=4)
+    trained, value = cached_run(prof, b["variant"])
     run = run_key(trained, prof)
-
-    def missing() -> None:
-        raise RuntimeError("Figure 12's cached run is missing (certified_accuracy)")
-
-    value, _ = cached_experiment("certified_accuracy", RUN_VERSIONS, run, missing)
     x, y = load_mnist("test")
     n = min(p["attack"]["images"], len(x))
     branching = Branching(b["depth"], b["leaves"], b["steps"])
@@ -74,24 +60,21 @@ def branch_bracket(profile: str | dict[str, Any]) -> dict[str, Any]:
         out, seconds = {}, {}
         for threat, eps in b["eps"].items():
             robust = np.asarray(value[f"attack_{threat}"])
-            ok = np.zeros_like(robust)  # certified by any certificate of the threat set
-            for kind in p["kinds"]:
-                if bound(kind).threat == threat:
-                    ok = ok | _on_attacked(value, kind, n)
+            left = robust & ~certified_on_attacked(value, p["kinds"], threat, n)
             for e in eps:
                 r = grid.index(float(e))
-                open_ = np.nonzero(robust[r] & ~ok[r])[0]
+                open_ = np.nonzero(left[r])[0]
                 idx = torch.from_numpy(open_).to(dev)
                 start = time.perf_counter()
                 got = branched(
                     model, xd[idx], yd[idx], [float(e)], threat=threat, modes=b["modes"],
-                    level=BRANCH_LEVELS[b["level"]], branching=branching, classifier_only=True,
+                    level=local.LEVELS[b["level"]], branching=branching, classifier_only=True,
                 )[0]  # fmt: skip
                 key = f"{threat}_{float(e):g}"
                 seconds[key] = time.perf_counter() - start
                 closed = np.zeros(n, dtype=bool)
                 closed[open_[got]] = True
-                out[f"open_{key}"] = torch.from_numpy(robust[r] & ~ok[r])
+                out[f"open_{key}"] = torch.from_numpy(left[r])
                 out[f"closed_{key}"] = torch.from_numpy(closed)
         return out, {"seconds": seconds}
 
