@@ -202,6 +202,51 @@ def test_branch_and_bound_certifies_only_open_unbroken_digits_and_says_so(local_
     assert ex.branch_summary(fake)["branch_text"].startswith("found no case")
 
 
+def test_each_attacked_digit_is_decided_once_and_the_sentence_follows(local_profile):
+    """The yield table counts every attacked digit once per (threat set, eps): the first
+    levels, the refinement and branch and bound add up to the certified digits and
+    the rest is broken or open, as Figure 12's bracket and the branch table count."""
+    p = copy.deepcopy(local_profile)
+    p["local"]["branch"].update(eps={"tied": [0.5], "full": [0.5]}, depth=2, leaves=4)
+    d = ex.certified_accuracy(p)
+    res = ex.branch_bracket(p)
+    y = ex.level_yield(p, res)
+    closed = {(r["threat"], r["eps"]): r["closed"] for r in res["rows"]}
+    assert {r["threat"] for r in y["rows"]} == {"tied", "full"}
+    for r in y["rows"]:
+        i = list(d.eps).index(r["eps"])
+        assert sum(r[k] or 0 for k in ("first", "refined", "branched", "broken", "open")) == (
+            d.attack_images
+        )
+        cert = d.certified_attacked["nt"][r["threat"]][i] * d.attack_images
+        assert r["first"] + r["refined"] == pytest.approx(cert)
+        assert r["branched"] == closed.get((r["threat"], r["eps"]))
+        assert r["open"] + (r["branched"] or 0) == d.bracket_digits["nt"][r["threat"]][i]
+    header, table = ex.level_yield_table(y)
+    assert all(len(row) == len(header) for row in table)
+    certified = [r["first"] + r["refined"] + (r["branched"] or 0) for r in y["rows"]]
+    assert len(table) == sum(c > 0 for c in certified)
+    rows = [{**r, "first": 0, "refined": 0, "branched": None, "open": 0} for r in y["rows"]]
+    assert ex.level_yield_summary({**y, "rows": rows})["yield_text"] == (
+        "no case is certified at any level"
+    )
+    rows[0].update(first=2, open=1)
+    assert ex.level_yield_summary({**y, "rows": rows})["yield_open"].endswith("case stays open")
+    assert ex.level_yield_summary({**y, "rows": rows})["yield_text"] == (
+        "the first two levels certify all two cases"
+    )
+    rows[1].update(refined=1, branched=3)
+    assert ex.level_yield_summary({**y, "rows": rows})["yield_text"] == (
+        "of the six certified cases the first two levels certify 2, the refinement "
+        "adds 1 and branch and bound 3"
+    )
+    rows[1].update(first=12_000)
+    assert (
+        "of the 12,006 certified cases the first two levels certify 12,002"
+        in (ex.level_yield_summary({**y, "rows": rows})["yield_text"])
+    )
+
+
 def test_branch_and_bound_refuses_budgets_figure12_did_not_run(local_profile):
     p = copy.deepcopy(local_profile)
     p["local"]["branch"]["eps"] = {"tied": [0.3], "full": []}

@@ -11,6 +11,7 @@ import torch
 from flowbound.book.glue import count_noun
 from flowbound.certificates import local
 from flowbound.certificates.branch import Branching, branched
+from flowbound.certificates.registry import bound
 from flowbound.data import load_mnist
 from flowbound.device import default_device
 
@@ -18,7 +19,14 @@ from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
 from .certify_digits import cached_run, certified_on_attacked, run_key
 
-__all__ = ["branch_bracket", "branch_summary", "branch_table"]
+__all__ = [
+    "branch_bracket",
+    "branch_summary",
+    "branch_table",
+    "level_yield",
+    "level_yield_summary",
+    "level_yield_table",
+]
 
 #: The experiment's code version (in its cache key): bump it when its results change.
 VERSIONS = {"branch_bracket": FIRST_VERSION}
@@ -144,3 +152,88 @@ def branch_summary(result: dict[str, Any]) -> dict[str, Any]:
         "branch_steps": b["steps"],
         "branch_level": f"{b['level']} level, {modes}",
     }
+
+
+#: What decides an attacked digit, in the cascade's order (:func:`level_yield`).
+DECIDERS = ("first", "refined", "branched", "broken", "open")
+
+
+def level_yield(profile: str | dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """What decides each attacked digit of ``result``'s network (:func:`branch_bracket`),
+    per threat set and eps > 0 of Figure 12's grid, each digit counted once, by the
+    first that decides it: ``first``, certified by a certificate of the threat set at
+    the levels every digit gets (the first two levels, and the global bounds on tied
+    flows); ``refined``, by the refinement on the open digits (the later levels, the
+    exact ellipsoid); ``branched``, by branch and bound (None where it did not run);
+    ``broken``, misclassified or broken by the attack; ``open``, none of these. The
+    five add up to the attacked digits."""
+    prof = _profile(profile)
+    p = prof["local"]
+    _, value = cached_run(prof, result["variant"])
+    n = result["images"]
+    grid = [float(e) for e in p["eps"]]
+    closed = {(r["threat"], r["eps"]): r["closed"] for r in result["rows"]}
+    rows = []
+    for threat in dict.fromkeys(bound(k).threat for k in p["kinds"]):
+        if f"local_{threat}" not in p["kinds"]:
+            continue  # a threat set only global bounds cover: no per-digit levels
+        first = np.zeros_like(np.asarray(value[f"attack_{threat}"]), dtype=bool)
+        for k in p["kinds"]:
+            if bound(k).threat == threat:
+                first |= np.asarray(value[f"certified_{k}"][:, :n], dtype=bool)
+        best = certified_on_attacked(value, p["kinds"], threat, n)
+        robust = np.asarray(value[f"attack_{threat}"], dtype=bool)
+        for r, e in enumerate(grid):
+            if e == 0:
+                continue
+            branched_ = closed.get((threat, e))
+            left = int((robust[r] & ~best[r]).sum())
+            rows.append({
+                "threat": threat, "eps": e, "first": int(first[r].sum()),
+                "refined": int((best[r] & ~first[r]).sum()), "branched": branched_,
+                "broken": int((~robust[r] & ~best[r]).sum()),
+                "open": left - (branched_ or 0),
+            })  # fmt: skip
+    return {"variant": result["variant"], "images": n, "rows": rows}
+
+
+def level_yield_table(y: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Rows of :func:`level_yield` where some digit is certified (past them every
+    level certifies none): digits decided by each level, in the cascade's order."""
+    header = ["flows", "eps", "first two levels", "refinement", "branch and bound",
+              "broken by the attack", "open"]  # fmt: skip
+    rows = [
+        [r["threat"], f"{r['eps']:g}"] + [("-" if r[k] is None else str(r[k])) for k in DECIDERS]
+        for r in y["rows"]
+        if r["first"] + r["refined"] + (r["branched"] or 0) > 0
+    ]
+    return header, rows
+
+
+def level_yield_summary(y: dict[str, Any]) -> dict[str, Any]:
+    """Glue: summed over the grid's (eps, threat set) cases, the certified cases each
+    level adds, in words."""
+    total = {k: sum(r[k] or 0 for r in y["rows"]) for k in DECIDERS}
+    certified = total["first"] + total["refined"] + total["branched"]
+    later = total["refined"] + total["branched"]
+    if certified == 0:
+        text = "no case is certified at any level"
+    elif later == 0:
+        text = f"the first two levels certify all {_cases(certified)}"
+    else:
+        text = (
+            f"of the {_cases(certified, 'certified case')} the first two levels certify "
+            f"{total['first']:,}, the refinement adds {total['refined']:,} and branch "
+            f"and bound {total['branched']:,}"
+        )
+    return {
+        "yield_net": f"f_{y['variant']}",
+        "yield_text": text,
+        "yield_open": f"{_cases(total['open'])} {'stays' if total['open'] == 1 else 'stay'} open",
+        "yield_cases": f"{len(y['rows']) * y['images']:,}",
+    }
+
+
+def _cases(n: int, noun: str = "case") -> str:
+    """A count of cases in prose: words up to twelve, thousands separated from 13 on."""
+    return count_noun(n, noun) if n < 13 else f"{n:,} {noun}s"
