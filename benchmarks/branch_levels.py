@@ -6,9 +6,10 @@ still open after that refinement (neither certified nor broken by the attack) in
 cached run (``benchmarks/bracket.py`` or a build stores it; computed here if it is
 not there) and runs :func:`~flowbound.certificates.branch.branched` on them at each
 ``--eps`` and each ``--setting`` (level, eigenvectors, depth, leaves per problem, Adam
-steps): per setting the digits it closes, the bracket before and after, and the
-seconds per open digit, a frontier of bracket against seconds. A budget with more than
-``--most`` open digits is skipped.
+steps, and optionally how many first splits narrow the other neurons' bounds in their
+leaves, ``Branching.tighten``): per setting the digits it closes, the bracket before
+and after, and the seconds per open digit, a frontier of bracket against seconds. A
+budget with more than ``--most`` open digits is skipped.
 
     python benchmarks/branch_levels.py --variants nt --threat tied --eps 0.4 0.5 \\
         --setting descent:exact:8:64:8 kinked:200:8:64:8
@@ -33,10 +34,11 @@ from flowbound.device import default_device
 
 
 def _setting(text: str) -> tuple[str, local.Level, int | None, Branching]:
-    """``level:modes:depth:leaves:steps`` (modes an int or ``exact``)."""
-    level, modes, depth, leaves, steps = text.split(":")
+    """``level:modes:depth:leaves:steps[:tighten]`` (modes an int or ``exact``)."""
+    level, modes, depth, leaves, steps, *tighten = text.split(":")
     m = None if modes == "exact" else int(modes)
-    return text, local.LEVELS[level], m, Branching(int(depth), int(leaves), int(steps))
+    split = Branching(int(depth), int(leaves), int(steps), tighten=int((tighten or [0])[0]))
+    return text, local.LEVELS[level], m, split
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ def _biased(d, hidden, k):
 @pytest.mark.parametrize("threat", ["tied", "full"])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("level", [local.KINKED, local.DESCENT])
-def test_no_sample_or_attack_beats_a_branched_margin(threat, bias, level):
+@pytest.mark.parametrize("tighten", [0, 2])
+def test_no_sample_or_attack_beats_a_branched_margin(threat, bias, level, tighten):
     side, hidden, eps = 5, 10, 0.6
     d = side * side
     gen = torch.Generator().manual_seed(11)
@@ -37,7 +38,7 @@ def test_no_sample_or_attack_beats_a_branched_margin(threat, bias, level):
     x = torch.rand(4, side, side, generator=gen, dtype=torch.float64)
     with torch.no_grad():
         y = net(x if bias else x.flatten(1)).argmax(1)
-    split = Branching(depth=4, leaves=16, steps=6, rate=0.2)
+    split = Branching(depth=4, leaves=16, steps=6, rate=0.2, tighten=tighten)
     bound = branched_margins(
         net, x, y, eps, threat=threat, modes=None, level=level, branching=split
     )
@@ -52,6 +53,59 @@ def test_no_sample_or_attack_beats_a_branched_margin(threat, bias, level):
         found = margins_of(net, images, y[b].expand(300)).min(0).values
         found[y[b]] = math.inf
         assert bool((found >= bound[b] - 1e-9).all()), (found, bound[b])
+
+
+@pytest.mark.parametrize("threat", ["tied", "full"])
+def test_a_leaf_narrows_its_neurons_bounds_only_where_samples_allow(threat):
+    """Inside the leaf s z_j >= 0 every sampled flow on that side keeps each neuron's
+    pre-activation within the narrowed bounds, which lie within the threat set's."""
+    from flowbound.certificates.branch import _narrowed
+    from flowbound.certificates.ellipsoid import FlowTerms, support
+    from flowbound.certificates.pixels import _pixel_bounds
+    from flowbound.certificates.propagation import chain_pre_activation_bounds
+    from flowbound.networks.chain import chain
+
+    side, hidden, eps = 5, 12, 1.0
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(8)
+    net = _biased(side * side, hidden, 3).double().eval()
+    x = torch.rand(6, side, side, generator=gen, dtype=torch.float64)
+    first, last = chain(net, side).stages
+    pb = _pixel_bounds(x, eps, threat, torch.float64, True)
+    flow = FlowTerms(eps, threat, side, x.device, None, torch.float64, local.DESCENT.ellipsoid)
+    idx = support(pb)
+    ((low, up),) = chain_pre_activation_bounds((first, last), pb, flow, idx, 8, skip=True)
+    zs = []
+    for d in range(len(x)):
+        flows = ellipsoid_flows(side, eps, 2000, threat, gen)
+        images = warp(x[d].expand(2000, side, side).contiguous(), flows)
+        with torch.no_grad():
+            zs.append(net[1](images.flatten(1)))
+    # split on the (digit, neuron) pairs the samples put most evenly on both sides
+    balance = torch.stack([torch.minimum((z >= 0).sum(0), (z <= 0).sum(0)) for z in zs])
+    top = balance.flatten().topk(4).indices
+    digit, neuron = top // hidden, top % hidden
+    assert bool((balance[digit, neuron] > 100).all())  # both sides sampled
+    inside = _narrowed(first, pb, flow, idx, 8, low, up, digit, neuron)
+    assert bool((inside[:, 0] >= low[digit] - 1e-12).all())
+    assert bool((inside[:, 1] <= up[digit] + 1e-12).all())
+    assert bool((inside[:, 0] > low[digit] + 1e-9).any())  # it narrows somewhere
+    # a twin of a split neuron is decided by the split: >= 0 on its active side, <= 0 on
+    # the other (beta = 1 makes the bound exact, whatever the relaxation's slack)
+    j0, d0 = int(neuron[0]), int(digit[0])
+    twin = int(balance[d0].argsort()[0])  # a neuron of no use to the test otherwise
+    with torch.no_grad():
+        net[1].weight[twin], net[1].bias[twin] = net[1].weight[j0], net[1].bias[j0]
+    first = chain(net, side).stages[0]
+    low[:, twin], up[:, twin] = low[:, j0], up[:, j0]
+    both = _narrowed(first, pb, flow, idx, 8, low, up, digit[:1], neuron[:1])
+    assert float(both[0, 0, 0, twin]) >= -1e-9 and float(both[1, 1, 0, twin]) <= 1e-9
+    assert float(both[0, 1, 0, twin]) > 0.1 and float(both[1, 0, 0, twin]) < -0.1
+    for s_at, (d, j) in enumerate(zip(digit.tolist(), neuron.tolist(), strict=True)):
+        for k, sign in enumerate((1.0, -1.0)):
+            on = sign * zs[d][:, j] >= 0
+            lo, hi = inside[k, 0, s_at], inside[k, 1, s_at]
+            assert bool((zs[d][on] >= lo - 1e-9).all()) and bool((zs[d][on] <= hi + 1e-9).all())
 
 
 def test_an_exhaustive_grid_never_beats_it_and_splitting_tightens_it():

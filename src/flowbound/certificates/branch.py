@@ -25,8 +25,12 @@ cover the threat set (a child can bound lower than its parent: either is sound).
 digit is certified when all its problems are.
 
 One hidden layer only (flowbound's own networks, a two-stage chain with or without
-biases): the first layer's pre-activation bounds do not depend on the split, so each
-leaf reads the cascade's own bounds. Any other network is refused.
+biases): each leaf may read the cascade's own pre-activation bounds, those of the whole
+threat set. A split is also a constraint on the flow, so inside a leaf the other
+neurons' bounds can be narrower (``Branching.tighten``: the leaves of the first splits
+bound them again with the split's multiplier, :func:`_narrowed`); measured on f_nt's
+open digits this moved the margins little for its cost, and the default is off
+(``benchmarks/RESULTS.md``). Any other network is refused.
 
 Used in: Beyond the paper: certifying individual digits (branch and bound on the digits
 Figure 12 leaves open).
@@ -59,12 +63,20 @@ __all__ = ["BRANCH", "Branching", "branched", "branched_margins"]
 
 class Branching(NamedTuple):
     """How far a problem is split: ``depth`` neurons at most (``leaves`` leaves at
-    most), ``steps`` Adam steps of the slopes and betas per round at rate ``rate``."""
+    most), ``steps`` Adam steps of the slopes and betas per round at rate ``rate``;
+    the leaves of the first ``tighten`` splits narrow the other neurons' bounds
+    (:func:`_narrowed`; 0: every leaf keeps the threat set's bounds)."""
 
     depth: int = 12
     leaves: int = 256
     steps: int = 8
     rate: float = 0.1
+    tighten: int = 0
+
+
+#: The multipliers tried for each neuron's narrowed bound in a leaf (:func:`_narrowed`):
+#: the bound is concave in beta, and any beta >= 0 is sound; the best of these is kept.
+NARROW_BETAS = (0.0, 0.1, 0.3, 1.0, 3.0)
 
 
 #: The default branching, the paper profile's (``benchmarks/branch_levels.py`` measures
@@ -97,15 +109,49 @@ def _ranked(low, up, row, depth: int) -> torch.Tensor:
     return torch.cat([out, pad], 1)
 
 
+def _narrowed(first, pb, flow, idx, chunk, low, up, digit, neuron) -> torch.Tensor:
+    """(2, 2, S, h) bounds of every neuron's pre-activation inside the two leaves of
+    each split (``digit`` (S,), ``neuron`` (S,)): [side (active, inactive), (lower,
+    upper)]. By weak duality, min {z_k : s z_j >= 0} >= min over the threat set of
+    z_k - beta s z_j for any beta >= 0 (the best of :data:`NARROW_BETAS`), the same
+    step as a leaf's bound on another row; a leaf inside several splits may take the
+    tightest of each. Neurons stable over the threat set keep their bounds."""
+    h = low.shape[1]
+    out = torch.stack([low[digit], up[digit]])[None].repeat(2, 1, 1, 1)
+    for s_at, (d, j) in enumerate(zip(digit.tolist(), neuron.tolist(), strict=True)):
+        k = torch.nonzero((low[d] < 0) & (up[d] > 0)).squeeze(1)
+        k = k[k != j]
+        if len(k) == 0:
+            continue
+        unit = torch.zeros(len(k), h, dtype=low.dtype, device=low.device)
+        unit[torch.arange(len(k)), k] = 1.0
+        rows, sides = [], []
+        for side in (1.0, -1.0):
+            for beta in NARROW_BETAS:
+                r = torch.cat([unit, -unit])  # lower bounds of z_k and of -z_k
+                r[:, j] -= beta * side
+                rows.append(r)
+                sides.append(side)
+        rows = torch.cat(rows)
+        const = rows @ first.bias if first.bias is not None else rows.new_zeros(len(rows))
+        at = torch.tensor([d], device=low.device)
+        v = over_threat(first.back(rows)[None], const[None], _leaf_pixels(pb, at), flow,
+                        idx[at], chunk)[0]  # fmt: skip
+        v = v.view(2, len(NARROW_BETAS), 2, len(k)).amax(1)  # (side, lower/-upper, k)
+        out[:, 0, s_at, k] = torch.maximum(out[:, 0, s_at, k], v[:, 0])
+        out[:, 1, s_at, k] = torch.minimum(out[:, 1, s_at, k], -v[:, 1])
+    return out
+
+
 def _leaf_bounds(
-    prob: _Problem, low, up, leaf_prob, signs, first, pb, flow, idx, chunk, alpha, beta
+    prob: _Problem, lo, hi, leaf_prob, signs, first, pb, flow, idx, chunk, alpha, beta
 ) -> torch.Tensor:
     """(L,) lower bounds of each leaf's margin: the split neurons fixed on their side,
-    the others relaxed with lower slopes ``alpha`` (L, h), the splits' Lagrange terms
-    with ``beta`` (L, D) >= 0; ``signs`` (L, D) +1 active, -1 inactive, 0 not split."""
+    the others relaxed with lower slopes ``alpha`` (L, h) between the leaf's bounds
+    ``lo``, ``hi`` (L, h), the splits' Lagrange terms with ``beta`` (L, D) >= 0;
+    ``signs`` (L, D) +1 active, -1 inactive, 0 not split."""
     order = prob.order[leaf_prob]  # (L, D)
     d = prob.digit[leaf_prob]
-    lo, hi = low[d], up[d]
     h = lo.shape[1]
     split = (signs != 0) & (order >= 0)
     col = order.clamp(min=0)
@@ -139,20 +185,19 @@ def _by_digit(rows, const, d, pb, flow, idx, chunk) -> torch.Tensor:
     return out[sorted_at, pos][torch.argsort(order)]  # back to the leaves' order
 
 
-def _optimised(prob, low, up, leaf_prob, signs, first, pb, flows, idx, chunk, b: Branching):
+def _optimised(prob, lo, hi, leaf_prob, signs, first, pb, flows, idx, chunk, b: Branching):
     """(L,) each leaf's bound, the larger of two values of the certificate's own flow
     terms (``flows[0]``): at the default slopes with beta 0, and at the slopes (logits)
     and betas (projected onto >= 0) that ``b.steps`` Adam steps on the cheaper search
     terms (``flows[1]``, the kinked level's) found best for the leaf: any slopes and
-    betas are sound, so where they were found does not matter."""
+    betas are sound, so where they were found does not matter. ``lo``, ``hi`` (L, h):
+    each leaf's pre-activation bounds."""
     main, search = flows
-    d = prob.digit[leaf_prob]
-    lo, hi = low[d], up[d]
     default = (hi > -lo).to(lo.dtype)
     zero = torch.zeros(signs.shape, dtype=lo.dtype, device=lo.device)
 
     def value(flow, alpha, beta):
-        return _leaf_bounds(prob, low, up, leaf_prob, signs, first, pb, flow, idx, chunk,
+        return _leaf_bounds(prob, lo, hi, leaf_prob, signs, first, pb, flow, idx, chunk,
                             alpha, beta)  # fmt: skip
 
     with torch.no_grad():
@@ -211,15 +256,16 @@ def _branch_margins(layers, x, y, eps, threat, modes, level: Level, b: Branching
     done = torch.full((p,), math.inf, dtype=dtype, device=dev)  # certified leaves' least
     best = torch.full((p,), -math.inf, dtype=dtype, device=dev)
     flows = (flow, search)
+    lo, hi = low[digit], up[digit]  # each leaf's bounds: the threat set's at the root
     for depth in range(b.depth + 1):
-        value = _optimised(prob, low, up, leaf_prob, signs, first, pb, flows, idx, chunk, b)
+        value = _optimised(prob, lo, hi, leaf_prob, signs, first, pb, flows, idx, chunk, b)
         least = done.scatter_reduce(0, leaf_prob, value, "amin")
         here = torch.zeros(p, dtype=torch.bool, device=dev)
         here[leaf_prob] = True  # a problem with no leaf this round keeps its bound
         best = torch.where(here, torch.maximum(best, least), best)
         won = value > 0
         done = done.scatter_reduce(0, leaf_prob[won], value[won], "amin")
-        leaf_prob, signs = leaf_prob[~won], signs[~won]
+        leaf_prob, signs, lo, hi = leaf_prob[~won], signs[~won], lo[~won], hi[~won]
         if depth == b.depth or len(leaf_prob) == 0:
             break
         # split each open leaf on its problem's next neuron, while the problem has one
@@ -229,11 +275,23 @@ def _branch_margins(layers, x, y, eps, threat, modes, level: Level, b: Branching
         stop = torch.zeros(p, dtype=torch.bool, device=dev)
         stop[leaf_prob[~goes]] = True  # one leaf that cannot split: the problem stops
         keep = ~stop[leaf_prob]
-        leaf_prob, signs = leaf_prob[keep], signs[keep]
+        leaf_prob, signs, lo, hi = leaf_prob[keep], signs[keep], lo[keep], hi[keep]
         if len(leaf_prob) == 0:
             break
         on, off = signs.clone(), signs.clone()
         on[:, depth], off[:, depth] = 1, -1
+        if depth < b.tighten:  # the children's bounds inside their split, with the parent's
+            pairs = torch.stack([prob.digit[leaf_prob], prob.order[leaf_prob, depth]], 1)
+            split, at = torch.unique(pairs, dim=0, return_inverse=True)
+            inside = _narrowed(first, pb, search, idx, chunk, low, up, split[:, 0], split[:, 1])
+            lo = torch.cat(
+                [torch.maximum(lo, inside[0, 0, at]), torch.maximum(lo, inside[1, 0, at])]
+            )
+            hi = torch.cat(
+                [torch.minimum(hi, inside[0, 1, at]), torch.minimum(hi, inside[1, 1, at])]
+            )
+        else:
+            lo, hi = torch.cat([lo, lo]), torch.cat([hi, hi])
         leaf_prob = torch.cat([leaf_prob, leaf_prob])
         signs = torch.cat([on, off])
     out = torch.full((n, k), math.inf, dtype=dtype, device=dev)
@@ -250,7 +308,7 @@ def _prepared(model, x, y, threat, modes, level, branching, classifier_only):
         raise TypeError(
             f"branching must be a Branching (e.g. Branching(depth=8)), got {branching!r}"
         )
-    for name, low in (("depth", 0), ("leaves", 1), ("steps", 0)):
+    for name, low in (("depth", 0), ("leaves", 1), ("steps", 0), ("tighten", 0)):
         check_int(f"branching.{name}", getattr(branching, name), low=low)
     check_number("branching.rate", branching.rate, low=0.0)
     net, x, y, modes, _ = _checked(model, x, y, threat, modes, None, classifier_only)
