@@ -2,14 +2,19 @@
 
 Each trial trains f_cert (or ``--variant cert_full``; cached like any network) and
 reports its clean accuracy, training seconds and certified accuracy (float64
-certificate, 200 eigenvectors) on the whole test set, on tied flows at eps 0.7,
-1.0, 1.5 and on full flows at 0.3, 0.5, 1.0. The test set judges the chosen recipe
-(its seeds); settings are searched on a validation split with
-``benchmarks/cert_sweep.py``.
+certificate, ``certified``: every level of the cascade on every digit, 200
+eigenvectors) on the whole test set, on tied flows at eps 0.7, 1.0, 1.5 and on full
+flows at 0.3, 0.5, 1.0. The test set judges the chosen recipe (its seeds); settings
+are searched on a validation split with ``benchmarks/cert_sweep.py``.
 
     python benchmarks/cert_settings.py '[{"seed": 1}, {"kappa": 0.3}, {"eps": 1.5}]'
     python benchmarks/cert_settings.py '[{}]' --variant cert_full
-    python benchmarks/cert_settings.py '[{"seed": 0}]' --threats tied
+    python benchmarks/cert_settings.py '[{"seed": 0}]' --threats tied > seeds.jsonl
+
+``--merge seeds.jsonl --machine "this 2-core CPU"`` adds the printed rows of trials
+that change the seed only (the adopted recipe's seeds) to the book's record
+(``flowbound/records/cert_seeds.json``, which the chapter reads), each with the
+machine that ran it, replacing a row of the same variant and seed.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import copy
 import json
 import time
+from pathlib import Path
 
 from cert_sweep import EPS_OF
 
@@ -25,6 +31,42 @@ from flowbound.book.profiles import load_profile
 from flowbound.book.trained import get_model
 from flowbound.certificates.local import certified
 from flowbound.data import load_mnist
+
+RECORD = Path(__file__).resolve().parents[1] / "src/flowbound/records/cert_seeds.json"
+
+
+def merged(rows: Path, machine: str) -> None:
+    """Add the seed-only trials printed in ``rows`` (one JSON object per line; other
+    lines are skipped) to :data:`RECORD`, each with ``machine``."""
+    rec = json.loads(RECORD.read_text()) if RECORD.exists() else {"runs": {}}
+    added = []
+    for line in rows.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        if set(r["change"]) != {"seed"}:
+            continue  # a recipe change: the search's, not the adopted recipe's seeds
+        seed = r["change"]["seed"]
+        certified_ = {
+            t: {f"{e:g}": r[f"{t}_{e:g}"] for e in eps}
+            for t, eps in EPS_OF.items()
+            if f"{t}_seconds" in r
+        }
+        rec["runs"][f"{r['variant']}_seed{seed}"] = {
+            "variant": r["variant"],
+            "seed": seed,
+            "clean": r["clean"],
+            "certified": certified_,
+            "train_seconds": r["train_seconds"],
+            "certify_seconds": {t: r[f"{t}_seconds"] for t in certified_},
+            "machine": machine,
+            "merged": time.strftime("%Y-%m-%d"),
+        }
+        added.append(f"{r['variant']} seed {seed}")
+    rec["runs"] = dict(sorted(rec["runs"].items()))
+    rec["certificate"] = "flowbound.certificates.local.certified: every level, 200 eigenvectors"
+    RECORD.write_text(json.dumps(rec, indent=1) + "\n")
+    print(f"added {', '.join(added) or 'nothing'} to {RECORD}")
 
 
 def main() -> None:
@@ -38,7 +80,14 @@ def main() -> None:
         choices=list(EPS_OF),
         help="the threat sets to certify on (default: both)",
     )
+    parser.add_argument("--merge", metavar="FILE", help="add FILE's seed rows to the record")
+    parser.add_argument("--machine", help="with --merge: the machine that ran them")
     args = parser.parse_args()
+    if args.merge:
+        if not args.machine:
+            parser.error("--merge needs --machine: say which machine ran the trials")
+        merged(Path(args.merge), args.machine)
+        return
     trials = json.loads(args.trials)
     base = load_profile("paper")
     x, y = load_mnist("test")

@@ -247,6 +247,47 @@ def test_each_attacked_digit_is_decided_once_and_the_sentence_follows(local_prof
     )
 
 
+def test_the_seed_record_reads_back_and_its_ranges_are_true():
+    """f_cert's seeds under the whole certificate, as recorded: a row per seed in seed
+    order with its numbers; the summary's ranges are the record's min and max, one
+    number where the seeds agree."""
+    header, rows, seeds = ex.cert_seeds()
+    runs = seeds["runs"]
+    assert [int(r[0]) for r in rows] == sorted(r["seed"] for r in runs)
+    assert all(len(r) == len(header) for r in rows)
+    for row, run in zip(rows, runs, strict=True):
+        assert row[1] == f"{run['clean']:.4f}"
+        for (t, e), cell in zip(seeds["columns"], row[2:-1], strict=True):
+            assert cell == f"{run['certified'][t][e]:.3f}" or (
+                cell == "-" and e not in run["certified"].get(t, {})
+            )
+    s = ex.cert_seeds_summary(seeds)
+    assert s["seeds_n"].endswith("seed" if len(runs) == 1 else "seeds")
+    fake = {
+        "runs": [
+            {
+                "seed": 0,
+                "clean": 0.95,
+                "certified": {"tied": {"1": 0.85, "1.5": 0.69}},
+                "certify_seconds": {"tied": 600.0},
+            },
+            {
+                "seed": 1,
+                "clean": 0.9581,
+                "certified": {"tied": {"1": 0.8504, "1.5": 0.7}},
+                "certify_seconds": {"tied": 830.0},
+            },
+        ],
+        "columns": [("tied", "1"), ("tied", "1.5")],
+    }
+    s = ex.cert_seeds_summary(fake)
+    assert s["seeds_n"] == "two seeds" and s["seeds_clean"] == "0.9500-0.9581"
+    assert s["seeds_1"] == "0.850" and s["seeds_15"] == "0.690-0.700"
+    assert s["seeds_minutes"] == "10-14"
+    with pytest.raises(ValueError, match="no seed of variant"):
+        ex.cert_seeds("nowhere")
+
+
 def test_branch_and_bound_refuses_budgets_figure12_did_not_run(local_profile):
     p = copy.deepcopy(local_profile)
     p["local"]["branch"]["eps"] = {"tied": [0.3], "full": []}

@@ -17,6 +17,7 @@ MODULES = (
     "possibility",
     "possibility_glue",
     "certify_digits",
+    "seed_record",
     "open_digits",
     "your_network",
     "proofs",
