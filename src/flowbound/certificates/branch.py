@@ -125,13 +125,12 @@ def _narrowed(first, pb, flow, idx, chunk, low, up, digit, neuron) -> torch.Tens
             continue
         unit = torch.zeros(len(k), h, dtype=low.dtype, device=low.device)
         unit[torch.arange(len(k)), k] = 1.0
-        rows, sides = [], []
+        rows = []
         for side in (1.0, -1.0):
             for beta in NARROW_BETAS:
                 r = torch.cat([unit, -unit])  # lower bounds of z_k and of -z_k
                 r[:, j] -= beta * side
                 rows.append(r)
-                sides.append(side)
         rows = torch.cat(rows)
         const = rows @ first.bias if first.bias is not None else rows.new_zeros(len(rows))
         at = torch.tensor([d], device=low.device)
