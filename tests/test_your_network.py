@@ -39,3 +39,22 @@ def test_own_network_brackets_the_cnn_and_f_nt_soundly(tiny, mnist_dir):
     assert lo <= rate <= hi and rate == pytest.approx(d["nets"]["cnn"]["tied"]["robust"][1])
     header, rows = ex.own_network_table(d)
     assert len(rows) == 4 and len(header) == 4
+
+
+def test_own_network_runs_the_levels_the_chapter_names(tiny, mnist_dir, monkeypatch):
+    """The first two levels on every digit, the third alone on the digits the attack and
+    those leave open (the chapter's prose and the section's cost say so)."""
+    from flowbound.book.experiments import your_network
+    from flowbound.certificates.local import CASCADE, certified
+
+    asked = []
+
+    def spy(*args, levels=None, **kw):
+        asked.append(tuple(levels))
+        return certified(*args, levels=levels, **kw)
+
+    monkeypatch.setattr(your_network, "certified", spy)
+    p = copy.deepcopy(tiny)
+    p["own"].update(images=5, eps=[0.0, 0.5], report_eps=0.5)
+    ex.own_network(p)
+    assert asked[0] == CASCADE[:2] and set(asked) == {CASCADE[:2], CASCADE[2:3]}
