@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-
-import torch
 
 from flowbound.book import experiments as ex
 from flowbound.book.profiles import load_profile
 from flowbound.book.tables import table_rows
-from flowbound.device import default_device
+from flowbound.device import default_device, device_text
 
 
 def main() -> None:
@@ -36,8 +33,7 @@ def main() -> None:
     prof = load_profile(args.profile)
     prof["local"]["variants"] = list(args.variants)
     dev = default_device()
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor()
-    print(f"{dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(device_text(dev))
     start = time.perf_counter()
     d = ex.certified_accuracy(prof)
     total = time.perf_counter() - start

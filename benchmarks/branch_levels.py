@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import numpy as np
@@ -30,7 +29,7 @@ from flowbound.book.profiles import load_profile
 from flowbound.certificates import local
 from flowbound.certificates.branch import Branching, branched
 from flowbound.data import load_mnist
-from flowbound.device import default_device
+from flowbound.device import default_device, device_text
 
 
 def _setting(text: str) -> tuple[str, local.Level, int | None, Branching]:
@@ -60,15 +59,13 @@ def main() -> None:
     x, y = load_mnist("test")
     n = min(p["attack"]["images"], len(x))
     dev = default_device()
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor()
-    print(f"{dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(device_text(dev))
     for variant in args.variants:
         trained, value = cd.cached_run(prof, variant)  # computed here if it is not there
         model = cd.frozen(trained.model).to(dev).double()
         xd, yd = x[:n].double().to(dev), y[:n].to(dev)
         for threat in args.threat:
-            robust = np.asarray(value[f"attack_{threat}"])
-            left = robust & ~cd.certified_on_attacked(value, p["kinds"], threat, n)
+            left = cd.open_on_attacked(value, p["kinds"], threat, n)
             for e in args.eps:
                 r = eps.index(e)
                 open_ = np.nonzero(left[r])[0]

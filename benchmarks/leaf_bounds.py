@@ -49,8 +49,7 @@ def main() -> None:
     x, y = load_mnist("test")
     n = min(p["attack"]["images"], len(x))
     row = [float(e) for e in p["eps"]].index(args.eps)
-    robust = np.asarray(value[f"attack_{args.threat}"])
-    left = robust & ~cd.certified_on_attacked(value, p["kinds"], args.threat, n)
+    left = cd.open_on_attacked(value, p["kinds"], args.threat, n)
     digits = np.nonzero(left[row])[0][: args.digits]
     level = local.LEVELS[args.level]
     first, last = chain(model, x.shape[-1]).stages

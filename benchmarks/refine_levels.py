@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import numpy as np
-import torch
 
 from flowbound.book.experiments import certify_digits as cd
 from flowbound.book.profiles import load_profile
@@ -32,7 +30,7 @@ from flowbound.certificates import ellipsoid as ell
 from flowbound.certificates.local import CASCADE
 from flowbound.certificates.registry import _local, bound
 from flowbound.data import load_mnist
-from flowbound.device import default_device
+from flowbound.device import default_device, device_text
 
 #: Where the fourth level runs: (in the refinement with the profile's eigenvectors, in
 #: the exact ellipsoid's).
@@ -56,8 +54,7 @@ def main() -> None:
     x, y = load_mnist("test")
     n = min(p["attack"]["images"], len(x))
     dev = default_device()
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor()
-    print(f"{dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(device_text(dev))
     rows = []
     for variant in args.variants:
         trained, value = cd.cached_run(prof, variant)  # computed here if it is not there

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
@@ -27,7 +26,7 @@ import torch
 from flowbound.book.profiles import load_profile
 from flowbound.book.trained import stack_seeds
 from flowbound.data import load_mnist
-from flowbound.device import default_device
+from flowbound.device import default_device, device_text
 from flowbound.networks.architectures import build
 from flowbound.training.fit import accuracy, fit
 from flowbound.training.stacking import Stacked, fit_stacked
@@ -53,8 +52,7 @@ def main() -> None:
         train["epochs"] = args.epochs
     seeds = stack_seeds(prof)
     dev = default_device()
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor()
-    print(f"{dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(device_text(dev))
     x, y = load_mnist("train")
     if train["train_subset"] is not None:
         x, y = x[: train["train_subset"]], y[: train["train_subset"]]

@@ -98,6 +98,26 @@ def ellipsoid_flows(side: int, eps: float, n: int, threat: str, gen) -> torch.Te
     return flows[:, 0] if threat == "tied" else flows
 
 
+def grid_margins(model, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 25):
+    """(F, K) f_y - f_j of one image x (1, s, s) warped by every tied flow of a grid of
+    ``points`` values per pixel (over the box of the ellipsoid) that lies in the
+    ellipsoid: exhaustive search on tiny images."""
+    import itertools
+
+    import numpy as np
+
+    from flowbound.threat.geometry import aabb_lambda, mtm
+    from flowbound.threat.warp import warp
+
+    side = x.shape[-1]
+    axes = [np.linspace(-v, v, points) for v in aabb_lambda(side) * eps]
+    grid = np.array(list(itertools.product(*axes)))
+    keep = np.einsum("ni,ij,nj->n", grid, mtm(side), grid) <= eps**2
+    flows = torch.from_numpy(grid[keep]).reshape(-1, side, side)
+    images = warp(x.expand(len(flows), side, side).contiguous(), flows)
+    return margins_of(model, images, y.expand(len(flows)))
+
+
 def margins_of(model, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(N, K) f_y - f_j of the images (N, s, s), in float64, for any supported network."""
     from flowbound.networks.chain import image_model

@@ -29,3 +29,11 @@ def test_stadv_by_device_equals_any_explicit_chunk():
         got = stadv(net, x, y, tau=0.05, steps=15, chunk=chunk)
         torch.testing.assert_close(got.flows, ref.flows, rtol=0, atol=1e-12)
         assert torch.equal(got.success, ref.success)
+
+
+def test_device_text_names_the_device_torch_and_threads():
+    from flowbound.device import device_text
+
+    text = device_text(torch.device("cpu"))
+    assert text.startswith("cpu (") and f"torch {torch.__version__}" in text
+    assert text.endswith(f"{torch.get_num_threads()} threads")

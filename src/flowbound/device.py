@@ -10,12 +10,13 @@ its flow terms would be unsound).
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
 from flowbound.checks import SettingError
 
-__all__ = ["CHUNKS", "chunk_size", "default_device"]
+__all__ = ["CHUNKS", "chunk_size", "default_device", "device_text"]
 
 #: The environment variable that overrides :func:`default_device`.
 DEVICE_ENV = "FLOWBOUND_DEVICE"
@@ -57,6 +58,14 @@ CHUNKS: dict[str, dict[str, int]] = {
     "certificate": {"cpu": 500, "cuda": 4000},
     "certificate_inner": {"cpu": 32, "cuda": 256},
 }
+
+
+def device_text(device: torch.device) -> str:
+    """The device a measurement ran on, for a benchmark's first line: its kind and model
+    (the GPU's name, or the CPU's), torch's version and its CPU threads."""
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
+    return f"{dev} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def chunk_size(kind: str, device: str | torch.device) -> int:

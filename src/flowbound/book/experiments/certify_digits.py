@@ -56,6 +56,7 @@ __all__ = [
     "local_summary",
     "local_table",
     "run_key",
+    "open_on_attacked",
     "sides_summary",
 ]
 
@@ -278,20 +279,31 @@ def cached_run(profile: str | dict[str, Any], variant: str) -> tuple[Any, dict[s
     return trained, value
 
 
-def certified_on_attacked(value: dict[str, Any], kinds, threat: str, n: int) -> np.ndarray:
+def certified_on_attacked(
+    value: dict[str, Any], kinds, threat: str, n: int, refined: bool = True
+) -> np.ndarray:
     """(E, n) the attacked digits certified by any of ``kinds`` that covers ``threat``
-    (refined where it was), as Figure 12's bracket counts them."""
+    (refined where it was, unless ``refined=False``: the levels every digit gets), as
+    Figure 12's bracket counts them."""
     best = np.zeros_like(np.asarray(value[f"attack_{threat}"]), dtype=bool)
     for k in kinds:
         if bound(k).threat == threat:
-            best = best | _on_attacked(value, k, n)
+            best = best | _on_attacked(value, k, n, refined)
     return best
 
 
-def _on_attacked(value: dict[str, Any], kind: str, n: int) -> np.ndarray:
-    """(E, n) the certificate ``kind`` on the attacked digits: refined where it was."""
-    refined = value.get(f"refined_{kind}")
-    return np.asarray(refined if refined is not None else value[f"certified_{kind}"][:, :n])
+def open_on_attacked(value: dict[str, Any], kinds, threat: str, n: int) -> np.ndarray:
+    """(E, n) the attacked digits left open on ``threat``: unbroken by the attack and
+    certified by none of ``kinds`` (the bracket, in digits)."""
+    robust = np.asarray(value[f"attack_{threat}"], dtype=bool)
+    return robust & ~certified_on_attacked(value, kinds, threat, n)
+
+
+def _on_attacked(value: dict[str, Any], kind: str, n: int, refined: bool = True) -> np.ndarray:
+    """(E, n) the certificate ``kind`` on the attacked digits: refined where it was
+    (with ``refined``)."""
+    more = value.get(f"refined_{kind}") if refined else None
+    return np.asarray(more if more is not None else value[f"certified_{kind}"][:, :n])
 
 
 def _refined(

@@ -17,7 +17,7 @@ from flowbound.device import default_device
 
 from ._common import FIRST_VERSION, cached_experiment, frozen
 from ._common import profile_dict as _profile
-from .certify_digits import cached_run, certified_on_attacked, run_key
+from .certify_digits import cached_run, certified_on_attacked, open_on_attacked, run_key
 
 __all__ = [
     "branch_bracket",
@@ -67,8 +67,7 @@ def branch_bracket(profile: str | dict[str, Any]) -> dict[str, Any]:
         xd, yd = x[:n].double().to(dev), y[:n].to(dev)
         out, seconds = {}, {}
         for threat, eps in b["eps"].items():
-            robust = np.asarray(value[f"attack_{threat}"])
-            left = robust & ~certified_on_attacked(value, p["kinds"], threat, n)
+            left = open_on_attacked(value, p["kinds"], threat, n)
             for e in eps:
                 r = grid.index(float(e))
                 open_ = np.nonzero(left[r])[0]
@@ -177,22 +176,19 @@ def level_yield(profile: str | dict[str, Any], result: dict[str, Any]) -> dict[s
     for threat in dict.fromkeys(bound(k).threat for k in p["kinds"]):
         if f"local_{threat}" not in p["kinds"]:
             continue  # a threat set only global bounds cover: no per-digit levels
-        first = np.zeros_like(np.asarray(value[f"attack_{threat}"]), dtype=bool)
-        for k in p["kinds"]:
-            if bound(k).threat == threat:
-                first |= np.asarray(value[f"certified_{k}"][:, :n], dtype=bool)
+        first = certified_on_attacked(value, p["kinds"], threat, n, refined=False)
         best = certified_on_attacked(value, p["kinds"], threat, n)
-        robust = np.asarray(value[f"attack_{threat}"], dtype=bool)
+        left = open_on_attacked(value, p["kinds"], threat, n)
+        broken = ~left & ~best
         for r, e in enumerate(grid):
             if e == 0:
                 continue
             branched_ = closed.get((threat, e))
-            left = int((robust[r] & ~best[r]).sum())
             rows.append({
                 "threat": threat, "eps": e, "first": int(first[r].sum()),
                 "refined": int((best[r] & ~first[r]).sum()), "branched": branched_,
-                "broken": int((~robust[r] & ~best[r]).sum()),
-                "open": left - (branched_ or 0),
+                "broken": int(broken[r].sum()),
+                "open": int(left[r].sum()) - (branched_ or 0),
             })  # fmt: skip
     return {"variant": result["variant"], "images": n, "rows": rows}
 
