@@ -7,10 +7,16 @@ f_cert's loss (:class:`~flowbound.training.certified.CertLoss`, the profile's
 the first bounded by intervals from the first layer's ellipsoid bounds while training)
 on the first 55,000 training images, and judges it on the next ``--valid`` (never the
 test set): clean accuracy on all 5,000, and the share certified on tied flows by the
-book's float64 certificate (CROWN back-substitution through every layer) at
-``--eps``. Each setting writes its JSON as it finishes.
+book's float64 certificate (CROWN back-substitution through every layer, every level
+of the cascade) at ``--eps``. Each setting writes its JSON as it finishes.
 
     python benchmarks/certified_cnn.py --only c4_k03 c8_k03 --valid 500 --out cnn_sweep/
+    python benchmarks/certified_cnn.py --merge cnn_sweep/ --machine "this 2-core CPU"
+
+``--merge`` adds a finished run's JSONs to the book's record
+(``flowbound/records/certified_cnn.json``, which the certifying chapter reads as the
+frontier of clean against certified accuracy per architecture), each with the machine
+that ran it.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ SETTINGS: dict[str, dict] = {
     "c4_k05": {"channels": [4, 8], "kappa": 0.5},
     "c8_k03": {"channels": [8, 16], "kappa": 0.3},
     "c4_k01": {"channels": [4, 8], "kappa": 0.1},
+    "c8_k01": {"channels": [8, 16], "kappa": 0.1},
 }
 
 
 def one(name: str, out: Path, eps: list[float], valid: int) -> None:
     from flowbound.book.experiments.your_network import own_cnn
     from flowbound.book.profiles import load_profile
-    from flowbound.certificates.local import certified
+    from flowbound.certificates.local import CASCADE, LEVELS, certified
     from flowbound.data import load_mnist
     from flowbound.networks.chain import image_model
     from flowbound.training.certified import CertLoss
@@ -68,10 +75,37 @@ def one(name: str, out: Path, eps: list[float], valid: int) -> None:
         "valid_accuracy": accuracy(image_model(cnn), xv, yv),
         "certified_digits": valid,
         "certified": {f"{e:g}": float(v) for e, v in zip(eps, ok.mean(1), strict=True)},
+        "levels": [n for n, v in LEVELS.items() if v in CASCADE],
         "torch": torch.__version__,
     }
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     print(name, json.dumps(result), flush=True)
+
+
+RECORD = Path(__file__).resolve().parents[1] / "src/flowbound/records/certified_cnn.json"
+
+
+def merged(out: Path, machine: str) -> None:
+    """Add every setting's JSON in ``out`` to :data:`RECORD` (replacing a setting of the
+    same name), with ``machine``; a JSON written before ``levels`` was recorded was
+    certified by every level of the cascade then (chord, kinked, sloped, descent)."""
+    rec = json.loads(RECORD.read_text())
+    names = []
+    for f in sorted(out.glob("*.json")):
+        r = json.loads(f.read_text())
+        keep = ("setting", "shape", "loss", "params", "valid_accuracy", "certified_digits")
+        rec["settings"][f.stem] = {k: r[k] for k in keep} | {
+            "certified": r["certified"],
+            "levels": r.get("levels", ["chord", "kinked", "sloped", "descent"]),
+            "train_seconds": r["train_seconds"],
+            "certify_seconds_per_digit": r["certify_seconds_per_digit"],
+            "machine": machine,
+            "torch": r["torch"],
+        }
+        names.append(f.stem)
+    rec["what"].append(f"benchmarks/certified_cnn.py --only {' '.join(names)}")
+    RECORD.write_text(json.dumps(rec, indent=1) + "\n")
+    print(f"added {len(names)} settings to {RECORD}")
 
 
 def main() -> None:
@@ -80,7 +114,14 @@ def main() -> None:
     parser.add_argument("--eps", type=float, nargs="+", default=[0.7, 1.0, 1.5])
     parser.add_argument("--valid", type=int, default=500, help="validation digits certified")
     parser.add_argument("--out", default="cnn_sweep")
+    parser.add_argument("--merge", metavar="DIR", help="add DIR's results to the record")
+    parser.add_argument("--machine", help="with --merge: the machine that ran them")
     args = parser.parse_args()
+    if args.merge:
+        if not args.machine:
+            parser.error("--merge needs --machine: say which machine ran the settings")
+        merged(Path(args.merge), args.machine)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.only:

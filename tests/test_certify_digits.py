@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from flowbound.book import experiments as ex
+from flowbound.stats import wilson_interval
 
 
 @pytest.fixture
@@ -297,3 +298,55 @@ def test_branch_and_bound_refuses_budgets_figure12_did_not_run(local_profile):
     p["local"]["kinds"] = ["sdp", "local_tied"]
     with pytest.raises(ValueError, match="needs the local_full certificate"):
         ex.branch_bracket(p)
+
+
+def _cnn_point(name, clean, share, n=300):
+    return {
+        "name": name,
+        "label": name,
+        "clean": clean,
+        "certified": {"1": wilson_interval(round(share * n), n)},
+    }
+
+
+def test_the_cnn_record_reads_back_with_intervals():
+    """The certified CNNs as recorded: a row per CNN and one for f_cert, each share with
+    the Wilson interval of its digit count; the record's shares are what the rows say."""
+    import json
+    from importlib import resources
+
+    header, rows, data = ex.certified_cnns()
+    rec = json.loads(
+        resources.files("flowbound").joinpath("records", "certified_cnn.json").read_text()
+    )
+    assert len(rows) == len(rec["settings"]) + 1 and all(len(r) == len(header) for r in rows)
+    for row, r in zip(rows, rec["settings"].values(), strict=False):
+        assert row[2] == f"{r['valid_accuracy']:.4f}"
+        for e, cell in zip(data["eps"], row[3:], strict=False):
+            n = r["certified_digits"]
+            iv = wilson_interval(round(r["certified"][e] * n), n)
+            assert cell == iv.text() and cell.startswith(f"{r['certified'][e]:.3f} [")
+    assert rows[-1][0].startswith("f_cert")
+
+
+def test_the_cnn_verdict_is_true_for_every_value():
+    """Each branch of the verdict: a CNN that wins; one above f_cert beyond its interval
+    but below the clean bar; f_cert inside; f_cert above every interval."""
+    cert = {"clean": 0.964, "certified": {"1": wilson_interval(4200, 5000)}}  # 0.840
+    win = {"points": [_cnn_point("big", 0.975, 0.95)], "cert": cert}
+    s = ex.certified_cnns_summary(win)
+    assert s["cnn_verdict"].startswith("big does") and "buys" in s["cnn_conclusion"]
+    assert s["cnn_clean_text"] == "1.1 points above"
+    low = {"points": [_cnn_point("a", 0.95, 0.95), _cnn_point("b", 0.96, 0.5)], "cert": cert}
+    s = ex.certified_cnns_summary(low)
+    assert "none reaches a clean accuracy of 0.97 (the highest is 0.9600, b)" in s["cnn_verdict"]
+    assert "beyond its interval, but not at the clean" in s["cnn_conclusion"]
+    inside = {"points": [_cnn_point("c", 0.98, 0.84)], "cert": cert}
+    s = ex.certified_cnns_summary(inside)
+    assert "one reaches a clean accuracy of 0.97 without" in s["cnn_verdict"]
+    assert "f_cert's 0.840 inside its interval" in s["cnn_verdict"]
+    assert "no certified robustness" in s["cnn_conclusion"]
+    below = {"points": [_cnn_point("d", 0.964, 0.6)], "cert": cert}
+    s = ex.certified_cnns_summary(below)
+    assert "above its interval" in s["cnn_verdict"] and "less than" in s["cnn_conclusion"]
+    assert s["cnn_clean_text"] == "the same as"

@@ -20,6 +20,7 @@ MODULES = (
     "seed_record",
     "open_digits",
     "your_network",
+    "cnn_record",
     "proofs",
     "report",
 )
