@@ -7,7 +7,8 @@ cached run (``benchmarks/bracket.py`` or a build stores it; computed here if it 
 not there) and runs :func:`~flowbound.certificates.branch.branched` on them at each
 ``--eps`` and each ``--setting`` (level, eigenvectors, depth, leaves per problem, Adam
 steps, and optionally how many first splits narrow the other neurons' bounds in their
-leaves, ``Branching.tighten``): per setting the digits it closes, the bracket before
+leaves, ``Branching.tighten``, and at the ``split`` level how many rounds take the
+flow's sign split, ``Branching.split_rounds``): per setting the digits it closes, the bracket before
 and after, and the seconds per open digit, a frontier of bracket against seconds. A
 budget with more than ``--most`` open digits is skipped.
 
@@ -33,11 +34,14 @@ from flowbound.device import default_device, device_text
 
 
 def _setting(text: str) -> tuple[str, local.Level, int | None, Branching]:
-    """``level:modes:depth:leaves:steps[:tighten]`` (modes an int or ``exact``)."""
-    level, modes, depth, leaves, steps, *tighten = text.split(":")
+    """``level:modes:depth:leaves:steps[:tighten[:split_rounds]]`` (modes an int or
+    ``exact``; at the ``split`` level, ``split_rounds`` rounds take the flow's split)."""
+    level, modes, depth, leaves, steps, *more = text.split(":")
     m = None if modes == "exact" else int(modes)
-    split = Branching(int(depth), int(leaves), int(steps), tighten=int((tighten or [0])[0]))
-    return text, local.LEVELS[level], m, split
+    tighten, rounds = (int(v) for v in (more + ["0", "1"][len(more) :])[:2])
+    branching = Branching(int(depth), int(leaves), int(steps), tighten=tighten,
+                          split_rounds=rounds)  # fmt: skip
+    return text, local.LEVELS[level], m, branching
 
 
 def main() -> None:

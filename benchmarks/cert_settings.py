@@ -29,7 +29,7 @@ from cert_sweep import EPS_OF
 
 from flowbound.book.profiles import load_profile
 from flowbound.book.trained import get_model
-from flowbound.certificates.local import certified
+from flowbound.certificates.local import CASCADE, LEVELS, certified
 from flowbound.data import load_mnist
 
 RECORD = Path(__file__).resolve().parents[1] / "src/flowbound/records/cert_seeds.json"
@@ -59,12 +59,16 @@ def merged(rows: Path, machine: str) -> None:
             "certified": certified_,
             "train_seconds": r["train_seconds"],
             "certify_seconds": {t: r[f"{t}_seconds"] for t in certified_},
+            # rows printed before the levels were: the cascade's four of then
+            "levels": r.get("levels", ["chord", "kinked", "sloped", "descent"]),
             "machine": machine,
             "merged": time.strftime("%Y-%m-%d"),
         }
         added.append(f"{r['variant']} seed {seed}")
     rec["runs"] = dict(sorted(rec["runs"].items()))
-    rec["certificate"] = "flowbound.certificates.local.certified: every level, 200 eigenvectors"
+    rec["certificate"] = (
+        "flowbound.certificates.local.certified, 200 eigenvectors, at each run's levels"
+    )
     RECORD.write_text(json.dumps(rec, indent=1) + "\n")
     print(f"added {', '.join(added) or 'nothing'} to {RECORD}")
 
@@ -103,6 +107,7 @@ def main() -> None:
             "change": trial,
             "clean": trained.test_accuracy,
             "train_seconds": round(trained.train_seconds, 1),
+            "levels": [n for n, v in LEVELS.items() if v in CASCADE],
         }
         for threat in args.threats:
             eps = EPS_OF[threat]

@@ -60,6 +60,14 @@ SETTINGS: dict[str, dict] = {
     "full_chord": {"kink": False, "threat": "full"},
     "full_chord_decay": {"kink": False, "threat": "full", "decay_epochs": [8]},
     "full_chord_e08_decay": {"kink": False, "threat": "full", "eps": 0.8, "decay_epochs": [8]},
+    "full_chord_e06_decay": {"kink": False, "threat": "full", "eps": 0.6, "decay_epochs": [8]},
+    "full_chord_e08_k01_decay": {
+        "kink": False,
+        "threat": "full",
+        "eps": 0.8,
+        "kappa": 0.1,
+        "decay_epochs": [8],
+    },
     # the hidden layer's width as a frontier axis (the paper's 500 stays the book's)
     "chord_decay_h250": {"kink": False, "decay_epochs": [8], "hidden.section4": 250},
     "chord_decay_h1000": {"kink": False, "decay_epochs": [8], "hidden.section4": 1000},
@@ -77,7 +85,7 @@ def one(name: str, out: Path, eps: list[float], profile: str, train: int, valid:
 
     from flowbound.book.profiles import load_profile
     from flowbound.book.trained import get_model
-    from flowbound.certificates.local import certified
+    from flowbound.certificates.local import CASCADE, LEVELS, certified
     from flowbound.data import load_mnist
     from flowbound.training.fit import accuracy
 
@@ -107,6 +115,7 @@ def one(name: str, out: Path, eps: list[float], profile: str, train: int, valid:
         "device": str(next(model.parameters()).device),
         "valid_accuracy": accuracy(model, xv.double(), yv),
         "certified": {f"{e:g}": float(v) for e, v in zip(eps, ok.mean(1), strict=True)},
+        "levels": [n for n, v in LEVELS.items() if v in CASCADE],
         "torch": torch.__version__,
     }
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
@@ -132,7 +141,7 @@ def merged(out: Path, machine: str) -> None:
             "train_seconds": r["train_seconds"],
             "device": r["device"],
             "torch": r["torch"],
-        }
+        } | ({"levels": r["levels"]} if "levels" in r else {})
         names.append(f.stem)
     rec["what"].append(f"benchmarks/cert_sweep.py --jobs 1 --only {' '.join(names)}")
     RECORD.write_text(json.dumps(rec, indent=1) + "\n")

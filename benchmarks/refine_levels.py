@@ -10,10 +10,14 @@ fourth level's steps, several for a frontier of bracket against seconds), and pr
 per network, threat set and eps the bracket of each, the seconds of each and their
 ratio to the third level's. ``--where``: the refinements that run the fourth level
 (``all``; ``modes``: the first, with ``local.modes`` eigenvectors, only; ``exact``:
-the exact ellipsoid's only), the others keeping the third level alone.
+the exact ellipsoid's only), the others keeping the third level alone. ``--split``:
+the fourth level's split of the flow's sign at that many pixels per open margin (0:
+the slopes stepped alone, ``DESCENT``; the cascade's ``SPLIT`` splits at
+``SPLIT_PIXELS``), several for a frontier.
 
     python benchmarks/refine_levels.py --variants nt
     python benchmarks/refine_levels.py --steps 1 3 6 10 --where all modes exact
+    python benchmarks/refine_levels.py --where exact --split 0 2 4 6 8
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from flowbound.book.experiments import certify_digits as cd
 from flowbound.book.profiles import load_profile
 from flowbound.certificates import ellipsoid as ell
-from flowbound.certificates.local import CASCADE
+from flowbound.certificates.local import DESCENT, SLOPED
 from flowbound.certificates.registry import _local, bound
 from flowbound.data import load_mnist
 from flowbound.device import default_device, device_text
@@ -45,9 +49,15 @@ def main() -> None:
     parser.add_argument("--json", help="write the brackets and seconds here")
     parser.add_argument("--steps", nargs="+", type=int, default=[ell.DESCENT_STEPS])
     parser.add_argument("--where", nargs="+", default=["all"], choices=list(WHERE))
+    parser.add_argument("--split", nargs="+", type=int, default=[0])
     args = parser.parse_args()
-    ways = [("third level", 0, "none")]
-    ways += [(f"fourth ({w}), {k} steps", k, w) for w in args.where for k in args.steps]
+    ways = [("third level", 0, "none", 0)]
+    ways += [
+        (f"fourth ({w}), {k} steps" + (f", split {s}" if s else ""), k, w, s)
+        for w in args.where
+        for k in args.steps
+        for s in args.split
+    ]
     prof = load_profile(args.profile)
     p = prof["local"]
     eps = [float(e) for e in p["eps"]]
@@ -66,9 +76,10 @@ def main() -> None:
                 continue
             robust = np.asarray(value[f"attack_{b.threat}"])
             row = {"variant": variant, "kind": kind, "eps": eps}
-            for way, steps, where in ways:
+            for way, steps, where, split in ways:
                 ell.DESCENT_STEPS = steps
-                at_modes, at_exact = (CASCADE[2:] if on else CASCADE[2:3] for on in WHERE[where])
+                fourth = (SLOPED, DESCENT._replace(split=split))
+                at_modes, at_exact = (fourth if on else (SLOPED,) for on in WHERE[where])
                 refine = _local(b.threat, at_modes, exact=at_exact)
                 start = time.perf_counter()
                 ok = cd._refined(model, xd, yd, eps, kind, value, p, refine)

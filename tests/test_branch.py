@@ -24,7 +24,7 @@ def _biased(d, hidden, k):
 
 @pytest.mark.parametrize("threat", ["tied", "full"])
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("level", [local.KINKED, local.DESCENT])
+@pytest.mark.parametrize("level", [local.KINKED, local.DESCENT, local.DESCENT._replace(split=3)])
 @pytest.mark.parametrize("tighten", [0, 2])
 def test_no_sample_or_attack_beats_a_branched_margin(threat, bias, level, tighten):
     side, hidden, eps = 5, 10, 0.6
@@ -123,7 +123,9 @@ def test_an_exhaustive_grid_never_beats_it_and_splitting_tightens_it():
     assert bounds[1] >= bounds[0] - 1e-12 and bounds[2] >= bounds[1] - 1e-12
 
 
-@pytest.mark.parametrize("level", [local.CHORD, local.KINKED, local.DESCENT])
+@pytest.mark.parametrize(
+    "level", [local.CHORD, local.KINKED, local.DESCENT, local.DESCENT._replace(split=3)]
+)
 def test_no_split_and_no_step_is_the_level_itself(level):
     torch.manual_seed(2)
     net = OneHidden(36, 12, 4).double()

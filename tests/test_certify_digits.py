@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from flowbound.book import experiments as ex
+from flowbound.certificates import local
 from flowbound.stats import wilson_interval
 
 
@@ -271,12 +272,14 @@ def test_the_seed_record_reads_back_and_its_ranges_are_true():
                 "clean": 0.95,
                 "certified": {"tied": {"1": 0.85, "1.5": 0.69}},
                 "certify_seconds": {"tied": 600.0},
+                "levels": ["chord", "kinked", "sloped", "descent"],
             },
             {
                 "seed": 1,
                 "clean": 0.9581,
                 "certified": {"tied": {"1": 0.8504, "1.5": 0.7}},
                 "certify_seconds": {"tied": 830.0},
+                "levels": ["chord", "kinked", "sloped", "descent"],
             },
         ],
         "columns": [("tied", "1"), ("tied", "1.5")],
@@ -285,6 +288,11 @@ def test_the_seed_record_reads_back_and_its_ranges_are_true():
     assert s["seeds_n"] == "two seeds" and s["seeds_clean"] == "0.9500-0.9581"
     assert s["seeds_1"] == "0.850" and s["seeds_15"] == "0.690-0.700"
     assert s["seeds_minutes"] == "10-14"
+    assert s["seeds_levels"].startswith("the levels the cascade had then: chord, kinked,")
+    now = [n for n, v in local.LEVELS.items() if v in local.CASCADE]
+    for r in fake["runs"]:
+        r["levels"] = now
+    assert ex.cert_seeds_summary(fake)["seeds_levels"] == "every level the cascade has"
     with pytest.raises(ValueError, match="no seed of variant"):
         ex.cert_seeds("nowhere")
 
@@ -350,3 +358,18 @@ def test_the_cnn_verdict_is_true_for_every_value():
     s = ex.certified_cnns_summary(below)
     assert "above its interval" in s["cnn_verdict"] and "less than" in s["cnn_conclusion"]
     assert s["cnn_clean_text"] == "the same as"
+
+
+def test_the_full_flow_frontier_sentence_is_true_for_every_record():
+    from flowbound.book.experiments.certify_digits import _frontier_text
+
+    def run(acc, at1, threat="full"):
+        return {"threat": threat, "valid_accuracy": acc, "certified": {"0.5": 0.8, "1": at1}}
+
+    assert _frontier_text({"a": run(0.9, 0.4, "tied")}, "full").startswith("no setting")
+    one = _frontier_text({"a": run(0.90, 0.40)}, "full")
+    assert "one setting" in one and "0.400 (a, clean 0.9000); none reaches" in one
+    both = _frontier_text({"a": run(0.90, 0.45), "b": run(0.96, 0.41)}, "full")
+    assert "is 0.450 (a," in both and "at least 0.95, 0.410 (b, clean 0.9600)" in both
+    top = _frontier_text({"a": run(0.97, 0.45), "b": run(0.90, 0.41)}, "full")
+    assert top.endswith("0.450 (a, clean 0.9700), at a clean accuracy of at least 0.95")

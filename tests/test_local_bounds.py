@@ -212,6 +212,7 @@ def test_every_level_of_the_cascade_is_sound_and_certified_takes_any_of_them(thr
         lb.KINKED,
         lb.SLOPED,
         lb.DESCENT,
+        lb.SPLIT,
     ]
     any_level = torch.zeros(12, dtype=torch.bool)
     for level in levels:

@@ -244,7 +244,7 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "local.branch.variant": _all(_name, _registered("variant", linear=False)),
     "local.branch.eps.tied": _list(POS_NUM, min_len=0),
     "local.branch.eps.full": _list(POS_NUM, min_len=0),
-    "local.branch.level": _choice("chord", "kinked", "sloped", "descent"),
+    "local.branch.level": _choice("chord", "kinked", "sloped", "descent", "split"),
     "local.branch.modes": _optional(POS),
     "local.branch.depth": NONNEG,
     "local.branch.leaves": POS,

@@ -30,7 +30,11 @@ threat set. A split is also a constraint on the flow, so inside a leaf the other
 neurons' bounds can be narrower (``Branching.tighten``: the leaves of the first splits
 bound them again with the split's multiplier, :func:`_narrowed`); measured on f_nt's
 open digits this moved the margins little for its cost, and the default is off
-(``benchmarks/RESULTS.md``). Any other network is refused.
+(``benchmarks/RESULTS.md``). At a level with a ``split``, each leaf still at or below
+zero takes its last step again with the flow's sign split
+(:mod:`~flowbound.certificates.flow_split`): the neuron splits and the flow's are
+constraints on the same threat set, so the leaves of both cover it. Any other network
+is refused.
 
 Used in: Beyond the paper: certifying individual digits (branch and bound on the digits
 Figure 12 leaves open).
@@ -46,6 +50,7 @@ import numpy as np
 import torch
 
 from flowbound.certificates.ellipsoid import FlowTerms, support
+from flowbound.certificates.flow_split import split_over_threat
 from flowbound.certificates.local import KINKED, Level, _check_level, _checked, _correct
 from flowbound.certificates.pixels import PixelBounds, _pixel_bounds
 from flowbound.certificates.propagation import (
@@ -65,13 +70,16 @@ class Branching(NamedTuple):
     """How far a problem is split: ``depth`` neurons at most (``leaves`` leaves at
     most), ``steps`` Adam steps of the slopes and betas per round at rate ``rate``;
     the leaves of the first ``tighten`` splits narrow the other neurons' bounds
-    (:func:`_narrowed`; 0: every leaf keeps the threat set's bounds)."""
+    (:func:`_narrowed`; 0: every leaf keeps the threat set's bounds); at a level with a
+    ``split``, the leaves the first ``split_rounds`` rounds leave open take the flow's
+    sign split (1: the root alone; each such leaf costs 2^split last steps)."""
 
     depth: int = 12
     leaves: int = 256
     steps: int = 8
     rate: float = 0.1
     tighten: int = 0
+    split_rounds: int = 1
 
 
 #: The multipliers tried for each neuron's narrowed bound in a leaf (:func:`_narrowed`):
@@ -145,10 +153,18 @@ def _narrowed(first, pb, flow, idx, chunk, low, up, digit, neuron) -> torch.Tens
 def _leaf_bounds(
     prob: _Problem, lo, hi, leaf_prob, signs, first, pb, flow, idx, chunk, alpha, beta
 ) -> torch.Tensor:
-    """(L,) lower bounds of each leaf's margin: the split neurons fixed on their side,
-    the others relaxed with lower slopes ``alpha`` (L, h) between the leaf's bounds
-    ``lo``, ``hi`` (L, h), the splits' Lagrange terms with ``beta`` (L, D) >= 0;
-    ``signs`` (L, D) +1 active, -1 inactive, 0 not split."""
+    """(L,) lower bounds of each leaf's margin (:func:`_leaf_rows`, then the last step
+    per image, :func:`_by_digit`)."""
+    rows, const, d = _leaf_rows(prob, lo, hi, leaf_prob, signs, first, alpha, beta)
+    return _by_digit(rows, const, d, pb, flow, idx, chunk)
+
+
+def _leaf_rows(prob: _Problem, lo, hi, leaf_prob, signs, first, alpha, beta):
+    """Each leaf's margin as a linear function of the warped pixels, (rows (L, n),
+    const (L,), image (L,)): the split neurons fixed on their side, the others relaxed
+    with lower slopes ``alpha`` (L, h) between the leaf's bounds ``lo``, ``hi`` (L, h),
+    the splits' Lagrange terms with ``beta`` (L, D) >= 0; ``signs`` (L, D) +1 active,
+    -1 inactive, 0 not split."""
     order = prob.order[leaf_prob]  # (L, D)
     d = prob.digit[leaf_prob]
     h = lo.shape[1]
@@ -165,7 +181,7 @@ def _leaf_bounds(
     const = prob.const[leaf_prob] + c0[:, 0]
     if first.bias is not None:
         const = const + rows @ first.bias
-    return _by_digit(first.back(rows), const, d, pb, flow, idx, chunk)
+    return first.back(rows), const, d
 
 
 def _by_digit(rows, const, d, pb, flow, idx, chunk) -> torch.Tensor:
@@ -184,7 +200,9 @@ def _by_digit(rows, const, d, pb, flow, idx, chunk) -> torch.Tensor:
     return out[sorted_at, pos][torch.argsort(order)]  # back to the leaves' order
 
 
-def _optimised(prob, lo, hi, leaf_prob, signs, first, pb, flows, idx, chunk, b: Branching):
+def _optimised(
+    prob, lo, hi, leaf_prob, signs, first, pb, flows, idx, chunk, b: Branching, split: int = 0
+):
     """(L,) each leaf's bound, the larger of two values of the certificate's own flow
     terms (``flows[0]``): at the default slopes with beta 0, and at the slopes (logits)
     and betas (projected onto >= 0) that ``b.steps`` Adam steps on the cheaper search
@@ -202,7 +220,8 @@ def _optimised(prob, lo, hi, leaf_prob, signs, first, pb, flows, idx, chunk, b: 
     with torch.no_grad():
         best = value(main, default, zero)
     if b.steps == 0:
-        return best
+        return _split(prob, lo, hi, leaf_prob, signs, first, pb, main, idx, chunk, default,
+                      zero, best, split)  # fmt: skip
     logit = torch.logit(default.clamp(0.02, 0.98)).requires_grad_(True)
     beta = zero.clone().requires_grad_(True)
     opt = torch.optim.Adam([logit, beta], lr=b.rate)
@@ -220,7 +239,28 @@ def _optimised(prob, lo, hi, leaf_prob, signs, first, pb, flows, idx, chunk, b: 
         with torch.no_grad():
             beta.clamp_(min=0)
     with torch.no_grad():
-        return torch.maximum(best, value(main, torch.sigmoid(keep_logit), keep_beta))
+        best = torch.maximum(best, value(main, torch.sigmoid(keep_logit), keep_beta))
+        return _split(prob, lo, hi, leaf_prob, signs, first, pb, main, idx, chunk,
+                      torch.sigmoid(keep_logit), keep_beta, best, split)  # fmt: skip
+
+
+def _split(prob, lo, hi, leaf_prob, signs, first, pb, flow, idx, chunk, alpha, beta, best,
+           pixels: int) -> torch.Tensor:  # fmt: skip
+    """``best`` (L,) with each leaf still at or below zero bounded again with the flow's
+    sign split at ``pixels`` pixels (the level's ``split``,
+    :func:`~flowbound.certificates.flow_split.split_over_threat`) at the slopes and
+    betas found, the larger kept."""
+    open_ = torch.nonzero(best <= 0).squeeze(1)
+    if pixels == 0 or len(open_) == 0:
+        return best
+    rows, const, d = _leaf_rows(
+        prob, lo[open_], hi[open_], leaf_prob[open_], signs[open_], first, alpha[open_],
+        beta[open_],
+    )  # fmt: skip
+    again = split_over_threat(rows, const, _leaf_pixels(pb, d), flow, idx[d], chunk, pixels)
+    best = best.clone()
+    best[open_] = torch.maximum(best[open_], again)
+    return best
 
 
 def _branch_margins(layers, x, y, eps, threat, modes, level: Level, b: Branching, chunk):
@@ -257,7 +297,8 @@ def _branch_margins(layers, x, y, eps, threat, modes, level: Level, b: Branching
     flows = (flow, search)
     lo, hi = low[digit], up[digit]  # each leaf's bounds: the threat set's at the root
     for depth in range(b.depth + 1):
-        value = _optimised(prob, lo, hi, leaf_prob, signs, first, pb, flows, idx, chunk, b)
+        split = level.split if depth < b.split_rounds else 0
+        value = _optimised(prob, lo, hi, leaf_prob, signs, first, pb, flows, idx, chunk, b, split)
         least = done.scatter_reduce(0, leaf_prob, value, "amin")
         here = torch.zeros(p, dtype=torch.bool, device=dev)
         here[leaf_prob] = True  # a problem with no leaf this round keeps its bound
@@ -307,7 +348,8 @@ def _prepared(model, x, y, threat, modes, level, branching, classifier_only):
         raise TypeError(
             f"branching must be a Branching (e.g. Branching(depth=8)), got {branching!r}"
         )
-    for name, low in (("depth", 0), ("leaves", 1), ("steps", 0), ("tighten", 0)):
+    for name, low in (("depth", 0), ("leaves", 1), ("steps", 0), ("tighten", 0),
+                      ("split_rounds", 0)):  # fmt: skip
         check_int(f"branching.{name}", getattr(branching, name), low=low)
     check_number("branching.rate", branching.rate, low=0.0)
     net, x, y, modes, _ = _checked(model, x, y, threat, modes, None, classifier_only)

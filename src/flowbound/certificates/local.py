@@ -19,14 +19,18 @@ The construction, every step in float64, one module each:
 3. :mod:`~flowbound.certificates.propagation`: pre-activation bounds and the
    CROWN relaxation of the ReLUs;
 4. here: the last step, a term-by-term lower bound of the margin's minimum (the
-   slope and kink terms each take their own supremum), and the cascade.
+   slope and kink terms each take their own supremum), and the cascade; at its last
+   level, :mod:`~flowbound.certificates.flow_split` takes the last step again for
+   each margin still at or below zero with the flow's sign split at the pixels that
+   matter most to it.
 
 :func:`certified` tries each digit first with one chord per pixel (the kink
 widening each pixel's interval, a third of the products with the eigenvectors of
 M^T M), keeps the kink in the ellipsoid only for the digits that level leaves
 open, lets each neuron choose its slopes only for those the kinked level leaves
-open, and steps those slopes only for those the sloped level leaves open
-(:data:`CASCADE`); every level is sound. What each level costs and
+open, and steps those slopes (then splits the flow's sign for the margins still
+open) only for those the sloped level leaves open (:data:`CASCADE`); every level
+is sound. What each level costs and
 adds: ``benchmarks/local_bounds.py``.
 
 Sound by construction: every relaxation is a valid inequality over a superset of
@@ -51,7 +55,8 @@ import torch
 from torch import nn
 
 from flowbound.certificates.ellipsoid import ELLIPSOID_TERMS, FlowTerms, support
-from flowbound.certificates.pixels import _pixel_bounds, _side
+from flowbound.certificates.flow_split import split_over_threat
+from flowbound.certificates.pixels import PixelBounds, _pixel_bounds, _side
 from flowbound.certificates.propagation import (
     back_substituted,
     chain_pre_activation_bounds,
@@ -78,6 +83,8 @@ __all__ = [
     "KINKED",
     "LEVELS",
     "SLOPED",
+    "SPLIT",
+    "SPLIT_PIXELS",
     "Level",
     "certified",
     "certified_margins",
@@ -91,11 +98,14 @@ class Level(NamedTuple):
     widening its offset interval); ``ellipsoid`` the flow terms (``"linear"``,
     ``"kink"``) whose ellipsoid value is computed, the others taking their box value,
     ``"slopes"`` (with both) each row's own slopes between the two chords, and
-    ``"descent"`` (with those) a few steps of those slopes towards each row's bound.
-    Every level is sound."""
+    ``"descent"`` (with those) a few steps of those slopes towards each row's bound;
+    ``split`` k > 0: the last step of every margin it leaves at or below zero taken
+    again over the 2^k sign patterns of the flow at the margin's k most influential
+    pixels (:mod:`~flowbound.certificates.flow_split`). Every level is sound."""
 
     kink: bool
     ellipsoid: frozenset[str]
+    split: int = 0
 
 
 #: One chord per pixel, the slope term in the ellipsoid: the cascade's cheap first level
@@ -110,14 +120,29 @@ SLOPED = Level(True, frozenset({"linear", "kink", "slopes"}))
 #: As SLOPED, and each row's slopes then take a few steps towards the sign of its bound's
 #: maximiser (``"descent"``), each row keeping its smallest bound: the fourth level.
 DESCENT = Level(True, ELLIPSOID_TERMS)
+#: As DESCENT, and each margin it leaves at or below zero bounded again with the flow's
+#: sign split at the margin's SPLIT_PIXELS most influential (pixel, axis) pairs: the
+#: cascade's fourth level (the split runs on those margins only, so it costs nothing
+#: where DESCENT certifies).
+SPLIT_PIXELS = 4
+SPLIT = Level(True, ELLIPSOID_TERMS, SPLIT_PIXELS)
 
 #: The levels by name, as a profile names them (``local.branch.level``).
-LEVELS = {"chord": CHORD, "kinked": KINKED, "sloped": SLOPED, "descent": DESCENT}
+LEVELS = {
+    "chord": CHORD,
+    "kinked": KINKED,
+    "sloped": SLOPED,
+    "descent": DESCENT,
+    "split": SPLIT,
+}
 
 #: The levels :func:`certified` tries a digit at, cheapest first: a digit one level
 #: certifies is not tried at the next (each level is sound, so either certifying it is
 #: a certificate); the answer is at least the last level's, at a fraction of its cost.
-CASCADE = (CHORD, KINKED, SLOPED, DESCENT)
+CASCADE = (CHORD, KINKED, SLOPED, SPLIT)
+
+#: The most pixels a level may split the flow's sign at (2^12 leaves per open margin).
+_MAX_SPLIT = 12
 
 #: How :func:`certified_margins` bounds the layers after the first (``deeper``).
 DEEPER = ("crown", "interval")
@@ -145,6 +170,13 @@ def _check_level(level) -> Level:
         raise ValueError(
             f"level.ellipsoid must name flow terms among {sorted(ELLIPSOID_TERMS)}, got "
             f"{sorted(level.ellipsoid)}"
+        )
+    if isinstance(level.split, bool) or not isinstance(level.split, numbers.Integral):
+        raise TypeError(f"level.split must be an integer >= 0, got {level.split!r}")
+    if not 0 <= level.split <= _MAX_SPLIT:
+        raise ValueError(
+            f"level.split must be between 0 and {_MAX_SPLIT} (2^split leaves per margin), "
+            f"got {level.split}"
         )
     return level
 
@@ -216,8 +248,9 @@ def certified_margins(
     network the bound cannot represent exactly (a layer outside
     :data:`flowbound.networks.chain.SUPPORTED`) is a TypeError, a bad size or value a
     ValueError naming the argument. An empty batch gives a (0, K) result.
-    ``kink=True``: the larger of the margins of the kinked and the descent levels
-    (:data:`KINKED`, :data:`DESCENT`; each is a lower bound, and the last one's
+    ``kink=True``: the larger of the margins of the kinked level and the cascade's
+    fourth (:data:`KINKED`, :data:`SPLIT`: the slopes stepped, the flow's sign split
+    for the margins still at or below zero; each is a lower bound, and the last one's
     tighter flow terms can still move CROWN's ReLU slopes the wrong way); the training
     surrogate takes :data:`KINKED` alone, which the cached networks trained with;
     ``kink=False``: one chord per pixel (the first level of :func:`certified`'s
@@ -241,7 +274,7 @@ def certified_margins(
         return kinked
     # tighter flow terms can still give a smaller margin (CROWN's lower ReLU slopes
     # follow the bounds): each level is a lower bound, so the larger one is too
-    last = _margins(model, checked, eps, threat, chunk, grad, DESCENT, deeper)
+    last = _margins(model, checked, eps, threat, chunk, grad, SPLIT, deeper)
     return torch.maximum(kinked, last)
 
 
@@ -313,12 +346,32 @@ def _margins(
         const = last.bias[y][:, None] - last.bias[None, :]
     rho, const = back_substituted(layers.stages, bounds, len(layers.stages) - 1, c, const)
     out = over_threat(rho, const, pb, flow, idx, chunk)
+    if level.split and not grad:
+        out = _split_margins(out, rho, const, pb, flow, idx, chunk, level.split, y)
     if not grad and not bool(torch.isfinite(out).all()):  # fail closed: never a bound
         raise FloatingPointError(
             "a certified margin came out NaN or infinite (check the network's weights): "
             "no certificate"
         )
     out[torch.arange(n, device=dev), y] = math.inf
+    return out
+
+
+def _split_margins(out, rho, const, pb, flow, idx, chunk, pixels, y) -> torch.Tensor:
+    """``out`` (N, K) with every margin j != y at or below zero bounded again with the
+    flow's sign split at ``pixels`` pixels (:func:`split_over_threat`), the larger of
+    the two kept (each is a lower bound)."""
+    cls = torch.arange(out.shape[1], device=out.device)
+    open_ = (out <= 0) & (cls[None, :] != y[:, None])
+    n_idx, j_idx = torch.nonzero(open_, as_tuple=True)
+    if len(n_idx) == 0:
+        return out
+    rows_pb = PixelBounds(*[t if t is None or t.dim() == 1 else t[n_idx] for t in pb])
+    again = split_over_threat(
+        rho[n_idx, j_idx], const[n_idx, j_idx], rows_pb, flow, idx[n_idx], chunk, pixels
+    )
+    out = out.clone()
+    out[n_idx, j_idx] = torch.maximum(out[n_idx, j_idx], again)
     return out
 
 
@@ -379,14 +432,12 @@ def certified(
     elif not kink:
         raise ValueError("give either kink=False or levels, not both")
     levels = tuple(levels) if isinstance(levels, Sequence) else levels
-    if (
-        not isinstance(levels, tuple)
-        or not levels
-        or not all(isinstance(v, Level) and v.ellipsoid <= ELLIPSOID_TERMS for v in levels)
-    ):
+    if not isinstance(levels, tuple) or not levels or not all(isinstance(v, Level) for v in levels):
         raise TypeError(
             f"levels must be a non-empty sequence of Level (e.g. CASCADE[:2]), got {levels!r}"
         )
+    for v in levels:
+        _check_level(v)
     if batch is not None:
         batch = check_int("batch", batch)
     if not isinstance(kink, bool):

@@ -272,10 +272,12 @@ register_bound(
     Bound("linear", "linear (Eq. 16)", _linear, "-", applies_to=("linear",), marker=None)
 )
 #: The cascade's levels each threat set's refinement runs with the exact ellipsoid: the
-#: fourth (the own slopes stepped) on tied flows only, where it narrows f_nt's bracket
-#: by up to 2.3 points at eps 0.2-0.5 for about 23 s per network; on full flows it would
-#: add about 114 s per network for 1 point at 0.3, past the certifying chapter's cost
-#: cap (``benchmarks/RESULTS.md``). ``certified`` runs every level on either set.
+#: fourth (the own slopes stepped, then the flow's sign split for the margins still
+#: open) on tied flows only, where the steps narrow f_nt's bracket by up to 2.3 points
+#: at eps 0.2-0.5 for about 23 s per network and the split by up to 0.5 more for a few
+#: seconds; on full flows the steps would add about 114 s per network for 1 point at
+#: 0.3, past the certifying chapter's cost cap (``benchmarks/RESULTS.md``).
+#: ``certified`` runs every level on either set.
 EXACT_LEVELS = {TIED.name: CASCADE[2:], FULL.name: CASCADE[2:3]}
 
 for _threat, _style, _marker in ((TIED.name, "-", "o"), (FULL.name, "--", "s")):

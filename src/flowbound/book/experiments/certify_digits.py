@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from flowbound.attacks.registry import attack
-from flowbound.book.glue import count_noun, decay_text
+from flowbound.book.glue import count_noun, count_word, decay_text
 from flowbound.book.trained import get_model
 from flowbound.certificates import ellipsoid as ell
-from flowbound.certificates.local import CASCADE, certified
+from flowbound.certificates.local import CASCADE, SPLIT_PIXELS, certified
 from flowbound.certificates.registry import bound, certified_digits
 from flowbound.data import load_mnist
 from flowbound.device import default_device
@@ -65,8 +65,9 @@ __all__ = [
 #: 4 (and bracket_sides 2): the kinked level bounds the slope and kink terms jointly too;
 #: 5: the refinement on the attacked digits left open; 6: the cascade's third level
 #: (each neuron's own slopes) on the attacked digits left open; 7: and its fourth
-#: (those slopes stepped); 8: the fourth with the exact ellipsoid only.
-VERSIONS = {"certified_accuracy": FIRST_VERSION + 6, "bracket_sides": FIRST_VERSION + 1}
+#: (those slopes stepped); 8: the fourth with the exact ellipsoid only; 9: the fourth
+#: splits the flow's sign for the margins it leaves open.
+VERSIONS = {"certified_accuracy": FIRST_VERSION + 7, "bracket_sides": FIRST_VERSION + 1}
 
 #: Profile keys that do not change one network's results (adding a network or a
 #: report eps recomputes nothing).
@@ -626,6 +627,7 @@ def figure12_summary(profile: str | dict[str, Any], d: CertifiedAccuracy) -> dic
         "sloped_bracket": p["sloped_bracket"],
         "descent_rate": ell.DESCENT_RATE,
         "descent_steps": ell.DESCENT_STEPS,
+        "split_pixels": count_word(SPLIT_PIXELS),
         "n_refined": sum(sum(v.values()) for v in d.refined.values()),
         "known": "; ".join(
             f"f_{name}: {known_text(s['known'][TIED.name])} for {TIED.label} and "
@@ -732,8 +734,8 @@ def closer_side(certificate: float, attack: float) -> str:
 def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -> dict[str, Any]:
     """What the chapter cites of the certified-training settings search (``search`` from
     :func:`cert_search`): the chord and kinked settings' validation numbers, each
-    adopted setting's, and whether the profile's f_cert and f_cert_full are the
-    adopted settings."""
+    adopted setting's, whether the profile's f_cert and f_cert_full are the adopted
+    settings, and the full-flow search's frontier in words (``full_frontier_text``)."""
     out: dict[str, Any] = {}
     runs = search["settings"]
     for key in ("chord", "kinked"):
@@ -765,6 +767,7 @@ def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -
             if same
             else f"not the adopted setting ({adopted}): this profile changes it"
         )
+    out["full_frontier_text"] = _frontier_text(runs, FULL.name)
     if "adopted_full_acc" in out:
         gap = out["adopted_tied_acc"] - out["adopted_full_acc"]
         side = "below" if gap > 0 else "above"
@@ -772,6 +775,37 @@ def cert_search_summary(profile: str | dict[str, Any], search: dict[str, Any]) -
             f"{100 * abs(gap):.1f} points {side}" if abs(gap) >= 5e-4 else "the same as"
         )
     return out
+
+
+def _frontier_text(runs: dict[str, Any], threat: str, clean: float = 0.95) -> str:
+    """The search's frontier on ``threat``'s flows in words: over the settings trained on
+    them, the most certified at the largest recorded eps, and the most among those with a
+    validation clean accuracy of at least ``clean``."""
+    mine = {n: r for n, r in runs.items() if r["threat"] == threat}
+    if not mine:
+        return f"no setting was trained on {threat} flows"
+    at = max(next(iter(mine.values()))["certified"], key=float)
+
+    def best(names):
+        n = max(names, key=lambda k: mine[k]["certified"][at])
+        return n, mine[n]
+
+    name, r = best(mine)
+    text = (
+        f"over the {count_noun(len(mine), 'setting')} trained on {threat} flows, the most "
+        f"certified at eps = {at} is {r['certified'][at]:.3f} ({name}, clean "
+        f"{r['valid_accuracy']:.4f})"
+    )
+    good = [n for n, v in mine.items() if v["valid_accuracy"] >= clean]
+    if not good:
+        return text + f"; none reaches a clean accuracy of {clean:g}"
+    if name in good:
+        return text + f", at a clean accuracy of at least {clean:g}"
+    name, r = best(good)
+    return text + (
+        f"; among those with a clean accuracy of at least {clean:g}, "
+        f"{r['certified'][at]:.3f} ({name}, clean {r['valid_accuracy']:.4f})"
+    )
 
 
 #: The eps at which the chapter compares f_cert with f_nt and f_sdp (those on the grid).

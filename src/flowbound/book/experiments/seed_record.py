@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 
 from flowbound.book.glue import count_noun
+from flowbound.certificates.local import CASCADE, LEVELS
 from flowbound.threat.sets import TIED
 
 __all__ = ["cert_seeds", "cert_seeds_summary"]
@@ -41,14 +42,23 @@ def cert_seeds(variant: str = "cert") -> tuple[list[str], list[list[str]], dict[
 
 
 def cert_seeds_summary(seeds: dict[str, Any], threat: str = TIED.name) -> dict[str, Any]:
-    """Glue: the number of seeds and, over them, the range of the clean accuracy, of
+    """Glue: the certificate's levels the seeds were certified at (``seeds_levels``),
+    the number of seeds and, over them, the range of the clean accuracy, of
     the minutes each took to certify on ``threat``'s flows, and of the certified share
     at each recorded eps of ``threat`` (keys ``seeds_<eps>``, e.g. ``seeds_1``,
     ``seeds_15``), as "0.855" when every seed agrees to three decimals and
     "0.853-0.858" otherwise."""
     runs = seeds["runs"]
     minutes = [r["certify_seconds"][threat] / 60 for r in runs if threat in r["certify_seconds"]]
+    now = [n for n, v in LEVELS.items() if v in CASCADE]
+    levels = {tuple(r["levels"]) for r in runs}
+    if levels == {tuple(now)}:
+        levels_text = "every level the cascade has"
+    else:
+        named = "; ".join(_and(list(v)) for v in sorted(levels))
+        levels_text = f"the levels the cascade had then: {named} (today's: {_and(now)})"
     out = {
+        "seeds_levels": levels_text,
         "seeds_n": count_noun(len(runs), "seed"),
         "seeds_clean": _spread([r["clean"] for r in runs], 4),
         "seeds_minutes": _spread(minutes, 0) if minutes else "-",
@@ -60,6 +70,11 @@ def cert_seeds_summary(seeds: dict[str, Any], threat: str = TIED.name) -> dict[s
         out[f"seeds_{e.replace('.', '')}"] = _spread(values, 3)
         out[f"seeds_{e.replace('.', '')}_n"] = count_noun(len(values), "seed")
     return out
+
+
+def _and(names: list[str]) -> str:
+    """Level names as prose: "chord, kinked and sloped"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _spread(values: list[float], digits: int) -> str:
