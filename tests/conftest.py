@@ -98,6 +98,35 @@ def ellipsoid_flows(side: int, eps: float, n: int, threat: str, gen) -> torch.Te
     return flows[:, 0] if threat == "tied" else flows
 
 
+def sampled_margins(model, x, y, eps: float, threat: str, gen, n: int) -> torch.Tensor:
+    """(N, K) per digit the least f_y - f_j over ``n`` flows of the threat set
+    (:func:`ellipsoid_flows`), +inf at j = y (a certified margin's convention there)."""
+    from flowbound.threat.warp import warp
+
+    side = x.shape[-1]
+    out = []
+    for b in range(len(x)):
+        flows = ellipsoid_flows(side, eps, n, threat, gen)
+        images = warp(x[b].expand(n, side, side).contiguous(), flows)
+        found = margins_of(model, images, y[b].expand(n)).min(0).values
+        found[y[b]] = math.inf
+        out.append(found)
+    return torch.stack(out)
+
+
+def tiny_grid_case():
+    """The exhaustive 2 x 2 case: (network, image, label, eps, the least f_0 - f_1 over
+    :func:`grid_margins`), tied flows."""
+    from flowbound.networks.architectures import OneHidden
+
+    eps = 0.8
+    torch.manual_seed(3)
+    net = OneHidden(4, 6, 2).double()
+    x = torch.tensor([[[0.1, 0.9], [0.7, 0.3]]], dtype=torch.float64)
+    y = torch.tensor([0])
+    return net, x, y, eps, float(grid_margins(net, x, y, eps)[:, 1].min())
+
+
 def grid_margins(model, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 25):
     """(F, K) f_y - f_j of one image x (1, s, s) warped by every tied flow of a grid of
     ``points`` values per pixel (over the box of the ellipsoid) that lies in the
