@@ -4,7 +4,7 @@ Whether depth and convolutions buy certified robustness against flows: each CNN 
 ``flowbound/records/certified_cnn.json`` (written by ``benchmarks/certified_cnn.py
 --merge``) was trained with f_cert's loss on the first 55,000 training images and
 judged on the last 5,000, beside f_cert's adopted recipe on the same split
-(``cert_sweep.json``). Read, not recomputed: 20-30 minutes per CNN on a 2-core CPU.
+(``cert_sweep.json``). Read, not recomputed: 17-33 minutes per CNN on a 2-core CPU.
 """
 
 from __future__ import annotations
