@@ -25,11 +25,11 @@ import json
 import time
 from pathlib import Path
 
-from cert_sweep import EPS_OF
+from cert_sweep import EPS_OF, LEVELS_BEFORE_SPLIT
 
 from flowbound.book.profiles import load_profile
 from flowbound.book.trained import get_model
-from flowbound.certificates.local import CASCADE, LEVELS, certified
+from flowbound.certificates.local import CASCADE_NAMES, certified
 from flowbound.data import load_mnist
 
 RECORD = Path(__file__).resolve().parents[1] / "src/flowbound/records/cert_seeds.json"
@@ -59,8 +59,7 @@ def merged(rows: Path, machine: str) -> None:
             "certified": certified_,
             "train_seconds": r["train_seconds"],
             "certify_seconds": {t: r[f"{t}_seconds"] for t in certified_},
-            # rows printed before the levels were: the cascade's four of then
-            "levels": r.get("levels", ["chord", "kinked", "sloped", "descent"]),
+            "levels": r.get("levels", LEVELS_BEFORE_SPLIT),
             "machine": machine,
             "merged": time.strftime("%Y-%m-%d"),
         }
@@ -107,7 +106,7 @@ def main() -> None:
             "change": trial,
             "clean": trained.test_accuracy,
             "train_seconds": round(trained.train_seconds, 1),
-            "levels": [n for n, v in LEVELS.items() if v in CASCADE],
+            "levels": list(CASCADE_NAMES),
         }
         for threat in args.threats:
             eps = EPS_OF[threat]

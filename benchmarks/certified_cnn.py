@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from cert_sweep import TRAIN  # the same split as f_cert's search
+from cert_sweep import LEVELS_BEFORE_SPLIT, TRAIN  # the same split as f_cert's search
 
 #: Changes per setting: channels/kernel/hidden/epochs of the CNN, the rest to the loss.
 SETTINGS: dict[str, dict] = {
@@ -42,7 +42,7 @@ SETTINGS: dict[str, dict] = {
 def one(name: str, out: Path, eps: list[float], valid: int) -> None:
     from flowbound.book.experiments.your_network import own_cnn
     from flowbound.book.profiles import load_profile
-    from flowbound.certificates.local import CASCADE, LEVELS, certified
+    from flowbound.certificates.local import CASCADE_NAMES, certified
     from flowbound.data import load_mnist
     from flowbound.networks.chain import image_model
     from flowbound.training.certified import CertLoss
@@ -75,7 +75,7 @@ def one(name: str, out: Path, eps: list[float], valid: int) -> None:
         "valid_accuracy": accuracy(image_model(cnn), xv, yv),
         "certified_digits": valid,
         "certified": {f"{e:g}": float(v) for e, v in zip(eps, ok.mean(1), strict=True)},
-        "levels": [n for n, v in LEVELS.items() if v in CASCADE],
+        "levels": list(CASCADE_NAMES),
         "torch": torch.__version__,
     }
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
@@ -88,7 +88,7 @@ RECORD = Path(__file__).resolve().parents[1] / "src/flowbound/records/certified_
 def merged(out: Path, machine: str) -> None:
     """Add every setting's JSON in ``out`` to :data:`RECORD` (replacing a setting of the
     same name), with ``machine``; a JSON written before ``levels`` was recorded was
-    certified by every level of the cascade then (chord, kinked, sloped, descent)."""
+    certified by every level of the cascade then (``LEVELS_BEFORE_SPLIT``)."""
     rec = json.loads(RECORD.read_text())
     names = []
     for f in sorted(out.glob("*.json")):
@@ -96,7 +96,7 @@ def merged(out: Path, machine: str) -> None:
         keep = ("setting", "shape", "loss", "params", "valid_accuracy", "certified_digits")
         rec["settings"][f.stem] = {k: r[k] for k in keep} | {
             "certified": r["certified"],
-            "levels": r.get("levels", ["chord", "kinked", "sloped", "descent"]),
+            "levels": r.get("levels", LEVELS_BEFORE_SPLIT),
             "train_seconds": r["train_seconds"],
             "certify_seconds_per_digit": r["certify_seconds_per_digit"],
             "machine": machine,

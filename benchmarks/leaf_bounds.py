@@ -26,7 +26,7 @@ import torch
 from flowbound.book.experiments import certify_digits as cd
 from flowbound.book.profiles import load_profile
 from flowbound.certificates import local
-from flowbound.certificates.branch import _leaf_pixels, _ranked
+from flowbound.certificates.branch import _ranked
 from flowbound.certificates.ellipsoid import FlowTerms, support
 from flowbound.certificates.pixels import _pixel_bounds
 from flowbound.certificates.propagation import chain_pre_activation_bounds, over_threat
@@ -74,7 +74,7 @@ def main() -> None:
         weight = rows.abs() * hi_ * (-lo_) / (hi_ - lo_).clamp(min=1e-12)
         j = int(score[int(weight.gather(1, score.clamp(min=0)[:, None]).argmax())])
         others = unstable[unstable != j]
-        pixels = _leaf_pixels(pb, torch.tensor([i]))
+        pixels = pb.of_images(torch.tensor([i]))
         start = time.perf_counter()
         one = torch.zeros(1, lo.shape[0], dtype=torch.float64)
         one[0, j] = 1.0

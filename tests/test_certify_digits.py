@@ -289,7 +289,7 @@ def test_the_seed_record_reads_back_and_its_ranges_are_true():
     assert s["seeds_1"] == "0.850" and s["seeds_15"] == "0.690-0.700"
     assert s["seeds_minutes"] == "10-14"
     assert s["seeds_levels"].startswith("the levels the cascade had then: chord, kinked,")
-    now = [n for n, v in local.LEVELS.items() if v in local.CASCADE]
+    now = list(local.CASCADE_NAMES)
     for r in fake["runs"]:
         r["levels"] = now
     assert ex.cert_seeds_summary(fake)["seeds_levels"] == "every level the cascade has"

@@ -52,7 +52,7 @@ import torch
 from flowbound.certificates.ellipsoid import FlowTerms, support
 from flowbound.certificates.flow_split import split_over_threat
 from flowbound.certificates.local import KINKED, Level, _check_level, _checked, _correct
-from flowbound.certificates.pixels import PixelBounds, _pixel_bounds
+from flowbound.certificates.pixels import _pixel_bounds
 from flowbound.certificates.propagation import (
     _relaxed_output,
     chain_pre_activation_bounds,
@@ -99,12 +99,6 @@ class _Problem(NamedTuple):
     order: torch.Tensor  # (P, depth) neurons to split, most influential first (-1: none)
 
 
-def _leaf_pixels(pb: PixelBounds, at: torch.Tensor) -> PixelBounds:
-    """The pixel bounds of the images ``at`` (the radius is per pixel, shared)."""
-    per_image = (f for f in pb._fields if f != "radius" and getattr(pb, f) is not None)
-    return pb._replace(**{f: getattr(pb, f)[at] for f in per_image})
-
-
 def _ranked(low, up, row, depth: int) -> torch.Tensor:
     """(P, depth) each problem's unstable neurons by the area of their relaxation's
     triangle weighted by |c_k| (BaBSR's intercept score), -1 past the last one."""
@@ -142,7 +136,7 @@ def _narrowed(first, pb, flow, idx, chunk, low, up, digit, neuron) -> torch.Tens
         rows = torch.cat(rows)
         const = rows @ first.bias if first.bias is not None else rows.new_zeros(len(rows))
         at = torch.tensor([d], device=low.device)
-        v = over_threat(first.back(rows)[None], const[None], _leaf_pixels(pb, at), flow,
+        v = over_threat(first.back(rows)[None], const[None], pb.of_images(at), flow,
                         idx[at], chunk)[0]  # fmt: skip
         v = v.view(2, len(NARROW_BETAS), 2, len(k)).amax(1)  # (side, lower/-upper, k)
         out[:, 0, s_at, k] = torch.maximum(out[:, 0, s_at, k], v[:, 0])
@@ -196,7 +190,7 @@ def _by_digit(rows, const, d, pb, flow, idx, chunk) -> torch.Tensor:
     shape = (len(images), int(counts.max()))
     padded = rows.new_zeros(*shape, rows.shape[1]).index_put((sorted_at, pos), rows[order])
     konst = const.new_zeros(shape).index_put((sorted_at, pos), const[order])
-    out = over_threat(padded, konst, _leaf_pixels(pb, images), flow, idx[images], chunk)
+    out = over_threat(padded, konst, pb.of_images(images), flow, idx[images], chunk)
     return out[sorted_at, pos][torch.argsort(order)]  # back to the leaves' order
 
 
@@ -257,7 +251,7 @@ def _split(prob, lo, hi, leaf_prob, signs, first, pb, flow, idx, chunk, alpha, b
         prob, lo[open_], hi[open_], leaf_prob[open_], signs[open_], first, alpha[open_],
         beta[open_],
     )  # fmt: skip
-    again = split_over_threat(rows, const, _leaf_pixels(pb, d), flow, idx[d], chunk, pixels)
+    again = split_over_threat(rows, const, pb.of_images(d), flow, idx[d], chunk, pixels)
     best = best.clone()
     best[open_] = torch.maximum(best[open_], again)
     return best

@@ -48,47 +48,34 @@ def _pairs(rows: torch.Tensor, pb: PixelBounds, lam: torch.Tensor, k: int) -> to
     return torch.topk(score, k, dim=1).indices
 
 
-def _leaf_bounds(pb: PixelBounds, rows: torch.Tensor, pairs: torch.Tensor) -> PixelBounds:
-    """The pixel bounds of every leaf: rows (M, d) and their pairs (M, k) give M 2^k
-    leaves (row-major: row, then sign pattern). At a pair with sign sigma the kink is 0
-    and the slope a + sigma b, or 0 where that term cannot lower the bound on the leaf
-    (sigma rows_i (a + sigma b) >= 0, the multiplier of the module notes)."""
+def _patterned(pb: PixelBounds, rows: torch.Tensor, pairs: torch.Tensor) -> PixelBounds:
+    """The pixel bounds of every sign pattern: rows (M, d), their images' bounds ``pb``
+    (M rows) and their pairs (M, k) give M 2^k leaves (row-major: row, then pattern). At
+    a pair with sign sigma the kink is 0 and the slope a + sigma b, or 0 where that term
+    cannot lower the bound on the leaf (sigma rows_i (a + sigma b) >= 0, the multiplier
+    of the module notes); elsewhere each leaf keeps its row's bounds."""
     m, k = pairs.shape
     signs = torch.tensor(
         list(itertools.product((1.0, -1.0), repeat=k)), dtype=rows.dtype, device=rows.device
     )  # (L, k)
     leaves = len(signs)
     d = rows.shape[1]
-    axes = [(pb.slope_u, pb.kink_u)]
-    if pb.slope_v is not None:
-        axes.append((pb.slope_v, pb.kink_v))
-    out = []
-    for t, (slope, kink) in enumerate(axes):
-        s = slope.repeat_interleave(leaves, 0).clone()  # (M L, d)
-        b = kink.repeat_interleave(leaves, 0).clone()
-        on = (pairs // d) == t  # (M, k): pairs on this axis
-        pix = (pairs % d).repeat_interleave(leaves, 0)  # (M L, k)
-        sig = signs.repeat(m, 1)  # (M L, k)
-        mask = on.repeat_interleave(leaves, 0)
-        row = rows.repeat_interleave(leaves, 0).gather(1, pix)
-        a_p, b_p = s.gather(1, pix), b.gather(1, pix)
+    at = torch.arange(m, device=rows.device).repeat_interleave(leaves)
+    out = pb.of_images(at)  # (M L, d) per field
+    sig = signs.repeat(m, 1)  # (M L, k)
+    pix = (pairs % d)[at]  # (M L, k)
+    row = rows[at].gather(1, pix)
+    axes = {"u": ("slope_u", "kink_u"), "v": ("slope_v", "kink_v")}
+    for t, name in enumerate("uv" if pb.slope_v is not None else "u"):
+        slope, kink = (getattr(out, f) for f in axes[name])  # indexed: fresh copies
+        on = ((pairs // d) == t)[at]  # (M L, k): this leaf's pairs on this axis
+        a_p, b_p = slope.gather(1, pix), kink.gather(1, pix)
         side = a_p + sig * b_p  # the slope on the leaf's half
         keep = sig * row * side < 0  # the term can lower the bound: beta = 0
-        new_s = torch.where(mask, torch.where(keep, side, torch.zeros_like(side)), a_p)
-        new_b = torch.where(mask, torch.zeros_like(b_p), b_p)
-        s.scatter_(1, pix, new_s)
-        b.scatter_(1, pix, new_b)
-        out.append((s, b))
-    rep = [t.repeat_interleave(leaves, 0) for t in (pb.lower, pb.upper)]
-    return PixelBounds(
-        out[0][0],
-        None if len(out) == 1 else out[1][0],
-        rep[0],
-        rep[1],
-        pb.radius,
-        out[0][1],
-        None if len(out) == 1 else out[1][1],
-    )
+        slope.scatter_(1, pix, torch.where(on, torch.where(keep, side, 0.0), a_p))
+        kink.scatter_(1, pix, torch.where(on, 0.0, b_p))
+        out = out._replace(**dict(zip(axes[name], (slope, kink), strict=True)))
+    return out
 
 
 def split_over_threat(
@@ -113,10 +100,9 @@ def split_over_threat(
     per = max(1, _LEAF_ROWS // leaves)
     for s in range(0, m, per):
         r, c = rows[s : s + per], const[s : s + per]
-        sub = PixelBounds(*[None if t is None or t.dim() == 1 else t[s : s + per] for t in pb])
-        sub = sub._replace(radius=pb.radius)
+        sub = pb.of_images(torch.arange(s, s + len(r), device=rows.device))
         pairs = _pairs(r, sub, flow.lam, k)
-        leaf_pb = _leaf_bounds(sub, r, pairs)
+        leaf_pb = _patterned(sub, r, pairs)
         leaf_rows = r.repeat_interleave(leaves, 0)[:, None, :]
         leaf_const = c.repeat_interleave(leaves, 0)[:, None]
         leaf_idx = idx[s : s + per].repeat_interleave(leaves, 0)

@@ -56,7 +56,7 @@ from torch import nn
 
 from flowbound.certificates.ellipsoid import ELLIPSOID_TERMS, FlowTerms, support
 from flowbound.certificates.flow_split import split_over_threat
-from flowbound.certificates.pixels import PixelBounds, _pixel_bounds, _side
+from flowbound.certificates.pixels import _pixel_bounds, _side
 from flowbound.certificates.propagation import (
     back_substituted,
     chain_pre_activation_bounds,
@@ -78,6 +78,7 @@ from flowbound.threat.sets import TIED, ThreatSet, threat_set
 
 __all__ = [
     "CASCADE",
+    "CASCADE_NAMES",
     "CHORD",
     "DESCENT",
     "KINKED",
@@ -139,7 +140,9 @@ LEVELS = {
 #: The levels :func:`certified` tries a digit at, cheapest first: a digit one level
 #: certifies is not tried at the next (each level is sound, so either certifying it is
 #: a certificate); the answer is at least the last level's, at a fraction of its cost.
-CASCADE = (CHORD, KINKED, SLOPED, SPLIT)
+#: By name (as the records of a run name the levels it was certified at) and as levels.
+CASCADE_NAMES = ("chord", "kinked", "sloped", "split")
+CASCADE = tuple(LEVELS[name] for name in CASCADE_NAMES)
 
 #: The most pixels a level may split the flow's sign at (2^12 leaves per open margin).
 _MAX_SPLIT = 12
@@ -366,10 +369,10 @@ def _split_margins(out, rho, const, pb, flow, idx, chunk, pixels, y) -> torch.Te
     n_idx, j_idx = torch.nonzero(open_, as_tuple=True)
     if len(n_idx) == 0:
         return out
-    rows_pb = PixelBounds(*[t if t is None or t.dim() == 1 else t[n_idx] for t in pb])
     again = split_over_threat(
-        rho[n_idx, j_idx], const[n_idx, j_idx], rows_pb, flow, idx[n_idx], chunk, pixels
-    )
+        rho[n_idx, j_idx], const[n_idx, j_idx], pb.of_images(n_idx), flow, idx[n_idx], chunk,
+        pixels,
+    )  # fmt: skip
     out = out.clone()
     out[n_idx, j_idx] = torch.maximum(out[n_idx, j_idx], again)
     return out

@@ -59,6 +59,12 @@ class PixelBounds(NamedTuple):
     kink_u: torch.Tensor
     kink_v: torch.Tensor | None = None
 
+    def of_images(self, at: torch.Tensor) -> PixelBounds:
+        """The bounds of the images ``at`` (indices, repeats allowed): every per-image
+        field indexed, the radius (per pixel) shared."""
+        per_image = (f for f in self._fields if f != "radius" and getattr(self, f) is not None)
+        return self._replace(**{f: getattr(self, f)[at] for f in per_image})
+
 
 def _side(x: torch.Tensor) -> int:
     """The side s of square images (N, s, s); M and lambda are built per side."""

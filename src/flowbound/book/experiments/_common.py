@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 import torch
@@ -14,6 +16,12 @@ from flowbound.progress import timed_stage
 #: The version every experiment started from (it was one global number until
 #: each experiment got its own; starting there keeps the cached results valid).
 FIRST_VERSION = 2
+
+
+def record(name: str) -> dict[str, Any]:
+    """The record ``flowbound/records/<name>`` (a JSON file a benchmark's ``--merge``
+    wrote): results measured outside the build, which a chapter reads."""
+    return json.loads(resources.files("flowbound").joinpath("records", name).read_text())
 
 
 def to_numpy(value: Any) -> Any:

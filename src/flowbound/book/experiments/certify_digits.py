@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -28,7 +26,7 @@ from flowbound.threat.geometry import aabb_lambda, flow_norm
 from flowbound.threat.sets import FULL, TIED, ThreatSet
 from flowbound.training.certified import OPTIONAL
 
-from ._common import FIRST_VERSION, cached_experiment, frozen
+from ._common import FIRST_VERSION, cached_experiment, frozen, record
 from ._common import profile_dict as _profile
 from .deltas import decrease_of
 from .intro import stadv_evaluation, stadv_rates
@@ -529,9 +527,7 @@ def cert_search(
     machine that ran each, and their validation numbers, and the record (``adopted``:
     the setting each certified variant of the profile uses). Read, not recomputed: the
     build trains only the adopted recipes."""
-    rec = json.loads(
-        resources.files("flowbound").joinpath("records", "cert_sweep.json").read_text()
-    )
+    rec = record("cert_sweep.json")
     chosen = {n: r for n, r in rec["settings"].items() if r["threat"] == threat}
     if not chosen:
         raise ValueError(f"cert_search: no setting in the record trains on {threat!r} flows")

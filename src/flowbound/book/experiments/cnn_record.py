@@ -9,23 +9,19 @@ judged on the last 5,000, beside f_cert's adopted recipe on the same split
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from typing import Any
 
 from flowbound.book.glue import count_noun
 from flowbound.book.profiles import load_profile
 from flowbound.stats import Interval, wilson_interval
 
+from ._common import record
+
 __all__ = ["certified_cnns", "certified_cnns_summary"]
 
 #: The settings search's validation digits (``cert_sweep.json``'s split: the last 5,000
 #: training images), over which f_cert's recorded shares were measured.
 _VALID = 5_000
-
-
-def _record(name: str) -> dict[str, Any]:
-    return json.loads(resources.files("flowbound").joinpath("records", name).read_text())
 
 
 def _interval(share: float, n: int) -> Interval:
@@ -39,7 +35,7 @@ def certified_cnns() -> tuple[list[str], list[list[str]], dict[str, Any]]:
     interval at each recorded eps, the certificate's levels, the machine) and the data
     (``points``: per CNN its name, clean accuracy, parameters and intervals; ``cert``:
     f_cert's name, clean accuracy and intervals over the 5,000 validation digits)."""
-    rec, search = _record("certified_cnn.json"), _record("cert_sweep.json")
+    rec, search = record("certified_cnn.json"), record("cert_sweep.json")
     if not rec["settings"]:
         raise ValueError("certified_cnns: the record holds no CNN")
     eps = list(next(iter(rec["settings"].values()))["certified"])

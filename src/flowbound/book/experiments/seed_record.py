@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from typing import Any
 
 from flowbound.book.glue import count_noun
-from flowbound.certificates.local import CASCADE, LEVELS
+from flowbound.certificates.local import CASCADE_NAMES
 from flowbound.threat.sets import TIED
+
+from ._common import record
 
 __all__ = ["cert_seeds", "cert_seeds_summary"]
 
@@ -21,9 +21,7 @@ def cert_seeds(variant: str = "cert") -> tuple[list[str], list[list[str]], dict[
     digit (Figure 12 runs the first two on every digit). A table (seed, clean accuracy,
     certified per threat set and eps, the machine) and the record's rows for
     ``variant``. Read, not recomputed: about 15 minutes per seed on a 2-core CPU."""
-    rec = json.loads(
-        resources.files("flowbound").joinpath("records", "cert_seeds.json").read_text()
-    )
+    rec = record("cert_seeds.json")
     runs = [r for r in rec["runs"].values() if r["variant"] == variant]
     if not runs:
         raise ValueError(f"cert_seeds: the record has no seed of variant {variant!r}")
@@ -50,7 +48,7 @@ def cert_seeds_summary(seeds: dict[str, Any], threat: str = TIED.name) -> dict[s
     "0.853-0.858" otherwise."""
     runs = seeds["runs"]
     minutes = [r["certify_seconds"][threat] / 60 for r in runs if threat in r["certify_seconds"]]
-    now = [n for n, v in LEVELS.items() if v in CASCADE]
+    now = list(CASCADE_NAMES)
     levels = {tuple(r["levels"]) for r in runs}
     if levels == {tuple(now)}:
         levels_text = "every level the cascade has"
